@@ -1,0 +1,151 @@
+"""SharcsConfig: every SHARCS choice in one validated dataclass (method.md §1-§4)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sharcs.errors import SharcsError
+
+NORM_INITS = ("copy", "scratch")
+ROUTING_RULES = ("argmax", "tau")
+
+
+def width_key(width: float) -> str:
+    """Module-dict key for a width: 0.25 -> "w0_25" (dots are not allowed in module names)."""
+    return "w" + f"{width:g}".replace(".", "_")
+
+
+def intervals_from_thresholds(thresholds: tuple[float, ...]) -> tuple[tuple[float, float], ...]:
+    """Thresholds t_1 > ... > t_{m-1} -> one confidence interval per width, narrowest first.
+
+    The narrowest width takes confidences in [t_1, 1], the next [t_2, t_1), ..., the full width [0, t_{m-1}).
+    With two widths and threshold t: 0.25 <- every window value >= t, 1.0 <- otherwise.
+    """
+    bounds = (1.0, *thresholds, 0.0)
+    return tuple((bounds[i + 1], bounds[i]) for i in range(len(bounds) - 1))
+
+
+@dataclass
+class SharcsConfig:
+    """How a base encoder is made width-adaptive, trained and routed.
+
+    widths: ascending, ending at 1.0; each w must make w * num_heads a whole number.
+    adaptive_layer: K, the number of full-width layers before the router (1 <= K < N).
+    threshold: one confidence threshold per width boundary (a float for two widths). Ignored when
+        `intervals` is given.
+    intervals: one [lo, hi) confidence interval per width (hi == 1.0 is inclusive); together they must
+        cover [0, 1].
+    window: number of most recent epochs whose confidences must all lie in a width's interval.
+    router_loss_weight: lambda in task_loss + lambda * BCE(router_logits, targets).
+    norm_init: "copy" initialises the per-width LayerNorms from the pretrained ones, "scratch" uses 1/0.
+    routing: "argmax" (the paper) or "tau" (smallest width whose sigmoid(logit) >= tau, else the largest).
+    """
+
+    widths: tuple[float, ...] = (0.25, 1.0)
+    adaptive_layer: int = 3
+    router_hidden_size: int = 1024
+    threshold: float | tuple[float, ...] = 0.6
+    intervals: tuple[tuple[float, float], ...] | None = None
+    window: int = 2
+    router_loss_weight: float = 1.0
+    norm_init: str = "copy"
+    routing: str = "argmax"
+    tau: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(float(w) for w in self.widths)
+        if isinstance(self.threshold, int | float):
+            self.threshold = (float(self.threshold),)
+        self.threshold = tuple(float(t) for t in self.threshold)
+        if self.intervals is not None:
+            self.intervals = tuple((float(lo), float(hi)) for lo, hi in self.intervals)
+        self._validate()
+
+    def _validate(self) -> None:
+        widths = self.widths
+        if not widths:
+            raise SharcsError("widths: give at least one width, e.g. (0.25, 1.0)")
+        if any(not 0.0 < w <= 1.0 for w in widths):
+            raise SharcsError(f"widths: every width must lie in (0, 1], got {list(widths)}")
+        if list(widths) != sorted(set(widths)):
+            raise SharcsError(f"widths: must be strictly ascending, got {list(widths)}")
+        if widths[-1] != 1.0:
+            raise SharcsError(f"widths: the last width must be 1.0 (the full model), got {list(widths)}")
+        if self.adaptive_layer < 1:
+            raise SharcsError(f"adaptive_layer: K must be at least 1, got {self.adaptive_layer}")
+        if self.router_hidden_size < 1:
+            raise SharcsError(f"router_hidden_size: must be positive, got {self.router_hidden_size}")
+        if self.window < 1:
+            raise SharcsError(f"window: must be at least 1 epoch, got {self.window}")
+        if self.router_loss_weight < 0:
+            raise SharcsError(f"router_loss_weight: must be >= 0, got {self.router_loss_weight}")
+        if self.norm_init not in NORM_INITS:
+            raise SharcsError(f"norm_init: must be one of {NORM_INITS}, got {self.norm_init!r}")
+        if self.routing not in ROUTING_RULES:
+            raise SharcsError(f"routing: must be one of {ROUTING_RULES}, got {self.routing!r}")
+        if not 0.0 <= self.tau <= 1.0:
+            raise SharcsError(f"tau: must lie in [0, 1], got {self.tau}")
+        if self.intervals is None:
+            thresholds = self.threshold
+            if len(thresholds) != len(widths) - 1:
+                raise SharcsError(
+                    f"threshold: {len(widths)} widths need {len(widths) - 1} threshold(s), got {list(thresholds)}"
+                )
+            if any(not 0.0 < t <= 1.0 for t in thresholds) or list(thresholds) != sorted(thresholds, reverse=True):
+                raise SharcsError(
+                    f"threshold: thresholds must lie in (0, 1] and descend (narrowest width first), "
+                    f"got {list(thresholds)}"
+                )
+        self._validate_intervals(self.confidence_intervals)
+
+    def _validate_intervals(self, intervals: tuple[tuple[float, float], ...]) -> None:
+        if len(intervals) != len(self.widths):
+            raise SharcsError(f"intervals: need one interval per width ({len(self.widths)}), got {len(intervals)}")
+        for lo, hi in intervals:
+            if not 0.0 <= lo < hi <= 1.0:
+                raise SharcsError(f"intervals: each interval needs 0 <= lo < hi <= 1, got [{lo}, {hi}]")
+        covered = 0.0
+        for lo, hi in sorted(intervals):
+            if lo > covered:
+                raise SharcsError(f"intervals: confidences in [{covered}, {lo}) are covered by no width")
+            covered = max(covered, hi)
+        if covered < 1.0:
+            raise SharcsError(f"intervals: confidences in [{covered}, 1] are covered by no width")
+
+    @property
+    def confidence_intervals(self) -> tuple[tuple[float, float], ...]:
+        """One [lo, hi) interval per width (hi == 1.0 inclusive), from `intervals` or `threshold`."""
+        return self.intervals if self.intervals is not None else intervals_from_thresholds(self.threshold)
+
+    def check_against(self, num_layers: int, num_heads: int) -> None:
+        """Raise SharcsError if K or the widths do not fit a model with this many layers and heads."""
+        if not 1 <= self.adaptive_layer < num_layers:
+            raise SharcsError(
+                f"adaptive_layer: K must satisfy 1 <= K < {num_layers} (the model's layer count), "
+                f"got {self.adaptive_layer}"
+            )
+        for w in self.widths:
+            heads = w * num_heads
+            if abs(heads - round(heads)) > 1e-9:
+                raise SharcsError(
+                    f"widths: width {w} gives {heads:g} of {num_heads} attention heads; "
+                    f"each width times {num_heads} must be a whole number"
+                )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SharcsConfig:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise SharcsError(f"sharcs config: unknown field(s) {sorted(unknown)}")
+        data = dict(data)
+        if data.get("intervals") is not None:
+            data["intervals"] = tuple(tuple(pair) for pair in data["intervals"])
+        return cls(**data)

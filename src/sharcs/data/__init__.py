@@ -1,0 +1,20 @@
+"""Data: the GLUE task table, loading GLUE and user files, tokenization and metrics."""
+
+from sharcs.data.loading import Examples, load_file, load_glue, validate_texts
+from sharcs.data.metrics import METRIC_NAMES, compute_metrics, default_metrics
+from sharcs.data.tasks import GLUE_TASKS, TaskSpec, get_task
+from sharcs.data.tokenize import tokenize
+
+__all__ = [
+    "GLUE_TASKS",
+    "METRIC_NAMES",
+    "Examples",
+    "TaskSpec",
+    "compute_metrics",
+    "default_metrics",
+    "get_task",
+    "load_file",
+    "load_glue",
+    "tokenize",
+    "validate_texts",
+]

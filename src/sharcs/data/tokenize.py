@@ -1,0 +1,56 @@
+"""Turning Examples into model features: a `datasets.Dataset` of unpadded token ids."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sharcs.data.loading import Examples
+from sharcs.errors import SharcsError
+
+if TYPE_CHECKING:
+    import datasets
+
+_CHUNK = 2048
+_TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def tokenize(examples: Examples, tokenizer: Any, max_length: int) -> datasets.Dataset:
+    """Tokenize single texts or pairs (the tokenizer's pair encoding), truncated to `max_length`, unpadded.
+
+    Columns: input_ids, attention_mask, token_type_ids (when the tokenizer gives them), labels (int64
+    class ids or float32 targets; absent for unlabeled examples) and index (0..n-1, the sample index).
+    """
+    import datasets
+
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise SharcsError(f"max_length must be a positive integer, got {max_length!r}")
+    width = len(examples.texts[0]) if len(examples) else 1
+    if width not in (1, 2) or any(len(texts) != width for texts in examples.texts):
+        raise SharcsError(f"{examples.source}: every example must have the same 1 or 2 texts")
+    pair = width == 2
+    special = int(tokenizer.num_special_tokens_to_add(pair=pair))
+    if max_length <= special + (1 if pair else 0):
+        raise SharcsError(
+            f"max_length {max_length} is too small: the tokenizer adds {special} special tokens"
+            f" to each {'pair' if pair else 'text'}"
+        )
+
+    columns: dict[str, list[Any]] = {}
+    for start in range(0, len(examples), _CHUNK):
+        chunk = examples.texts[start : start + _CHUNK]
+        first = [texts[0] for texts in chunk]
+        second = [texts[1] for texts in chunk] if pair else None
+        encoded = tokenizer(first, second, truncation=True, max_length=max_length)
+        for name in _TOKEN_COLUMNS:
+            if name in encoded:
+                columns.setdefault(name, []).extend(encoded[name])
+    columns.setdefault("input_ids", [])
+    columns.setdefault("attention_mask", [])
+
+    features = {name: datasets.List(datasets.Value("int32")) for name in columns}
+    if examples.labels is not None:
+        columns["labels"] = list(examples.labels)
+        features["labels"] = datasets.Value("float32" if examples.is_regression else "int64")
+    columns["index"] = list(range(len(examples)))
+    features["index"] = datasets.Value("int64")
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))

@@ -1,0 +1,74 @@
+"""FLOPs per sample: an analytic count (method.md §5) and a measured one on the real model.
+
+Convention: 2 FLOPs per multiply-add, per sample, at its unpadded length L. Counted: every matmul -
+Q/K/V/output projections, FFN, the attention score and value products, the router MLP and the task
+head. Not counted: embeddings (table look-ups, no matmul: 0 FLOPs), LayerNorm, softmax, activations,
+residual adds and biases - the same ops `torch.utils.flop_counter.FlopCounterMode` leaves out, so the two
+counts can be compared exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from sharcs.layers import Dims
+from sharcs.model import SharcsModel
+
+
+def layer_flops(dims: Dims, width: float, length: int) -> int:
+    """One encoder layer: 2*L*(4*(w*d)^2 + 2*(w*d)*(w*f)) + 4*L^2*(w*d)."""
+    hidden, ffn = dims.at(width)
+    return 2 * length * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * length * length * hidden
+
+
+def head_flops(dims: Dims, width: float, num_labels: int) -> int:
+    """Up-projection (w*d -> d) and the shared classifier (d -> labels), on one token."""
+    return 2 * dims.at(width)[0] * dims.hidden + 2 * dims.hidden * num_labels
+
+
+def router_flops(hidden: int, router_hidden: int, num_widths: int) -> int:
+    return 2 * hidden * router_hidden + 2 * router_hidden * num_widths
+
+
+def sharcs_flops(model: SharcsModel, width: float, length: int) -> int:
+    """Analytic FLOPs of one sample of `length` tokens routed to `width`."""
+    dims, config = model.dims, model.config
+    k = config.adaptive_layer
+    return (
+        k * layer_flops(dims, 1.0, length)
+        + router_flops(dims.hidden, config.router_hidden_size, len(config.widths))
+        + (dims.layers - k) * layer_flops(dims, width, length)
+        + head_flops(dims, width, model.num_labels)
+    )
+
+
+def full_model_flops(model: SharcsModel, length: int) -> int:
+    """Analytic FLOPs of the plain full-width model (no router) on one sample: the reference cost."""
+    dims = model.dims
+    return dims.layers * layer_flops(dims, 1.0, length) + head_flops(dims, 1.0, model.num_labels)
+
+
+def predicted_speedup(model: SharcsModel, width_share: dict[float, float]) -> float:
+    """N / (K + (N-K) * sum_i p_i * w_i^2): the layer-FLOPs speed-up, ignoring router, head and L^2 terms."""
+    n, k = model.dims.layers, model.config.adaptive_layer
+    return n / (k + (n - k) * sum(p * w * w for w, p in width_share.items()))
+
+
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def flop_counter() -> FlopCounterMode:
+    """FlopCounterMode that also counts the CPU fused attention kernel (stock torch leaves it out)."""
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+@torch.inference_mode()
+def measure_flops(model: SharcsModel, input_ids: torch.Tensor, width: float | None = None, **inputs) -> int:
+    """FLOPs FlopCounterMode records for one forward pass (pass unpadded single samples for per-sample cost)."""
+    model.eval()
+    with flop_counter() as counter:
+        model(input_ids, width=width, **inputs)
+    return counter.get_total_flops()

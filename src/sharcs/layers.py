@@ -1,0 +1,147 @@
+"""Width-sliced encoder layers: one set of pretrained weights, run at any width w (method.md §1).
+
+At width w an adaptive layer narrows the residual stream itself to w*d channels: w*H heads of the
+unchanged head size, w*f FFN units, and private per-width LayerNorms of size w*d. The weights are
+the leading slices of the pretrained matrices, so every width shares them. The width is always an
+argument; nothing here remembers a "current width".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sharcs.architectures import Layout, get_module
+from sharcs.config import width_key
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Sizes of the base encoder: hidden d, heads H, head size d_h, FFN f, layers N."""
+
+    hidden: int
+    heads: int
+    ffn: int
+    layers: int
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden // self.heads
+
+    def at(self, width: float) -> tuple[int, int]:
+        """(hidden, ffn) sizes at a width: (w*d, w*f), with w*d a whole number of heads."""
+        return round(width * self.heads) * self.head_size, round(width * self.ffn)
+
+
+@dataclass
+class SlicedWeights:
+    """The leading slices of one layer's matrices at one width; Q, K and V fused into one matrix."""
+
+    qkv_weight: torch.Tensor
+    qkv_bias: torch.Tensor
+    out_weight: torch.Tensor
+    out_bias: torch.Tensor
+    ffn_in_weight: torch.Tensor
+    ffn_in_bias: torch.Tensor
+    ffn_out_weight: torch.Tensor
+    ffn_out_bias: torch.Tensor
+
+    def contiguous(self) -> SlicedWeights:
+        """Detached contiguous copies, for fast inference (strided views make slow matmuls)."""
+        return SlicedWeights(**{name: t.detach().contiguous() for name, t in vars(self).items()})
+
+
+@dataclass(frozen=True)
+class LayerParts:
+    """The pretrained modules of one encoder layer, found once through its layout."""
+
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    attn_out: nn.Linear
+    ffn_in: nn.Linear
+    ffn_act: nn.Module
+    ffn_out: nn.Linear
+    attn_dropout: nn.Dropout
+    attn_out_dropout: nn.Module
+    ffn_dropout: nn.Module
+    attn_norm: nn.LayerNorm
+    ffn_norm: nn.LayerNorm
+
+    @classmethod
+    def find(cls, layer: nn.Module, layout: Layout) -> LayerParts:
+        paths = {f.name: getattr(layout, f.name) for f in fields(cls)}
+        return cls(**{name: get_module(layer, path) if path else nn.Identity() for name, path in paths.items()})
+
+    @property
+    def linears(self) -> tuple[nn.Linear, ...]:
+        return (self.query, self.key, self.value, self.attn_out, self.ffn_in, self.ffn_out)
+
+
+def make_norm(source: nn.LayerNorm, size: int, init: str) -> nn.LayerNorm:
+    """A LayerNorm of `size` channels, from the leading entries of `source` ("copy") or 1/0 ("scratch")."""
+    norm = nn.LayerNorm(size, eps=source.eps, device=source.weight.device, dtype=source.weight.dtype)
+    if init == "copy":
+        with torch.no_grad():
+            norm.weight.copy_(source.weight[:size])
+            norm.bias.copy_(source.bias[:size])
+    return norm
+
+
+class AdaptiveLayer(nn.Module):
+    """One encoder layer after the router, runnable at any configured width.
+
+    It owns only the per-width LayerNorms; the matrices stay in the wrapped Hugging Face layer and are
+    sliced from there, so all widths share them.
+    """
+
+    def __init__(self, layer: nn.Module, layout: Layout, dims: Dims, widths: tuple[float, ...], init: str):
+        super().__init__()
+        self.dims = dims
+        self.parts = LayerParts.find(layer, layout)  # a plain dataclass: not registered twice
+        self.attn_norms = nn.ModuleDict(
+            {width_key(w): make_norm(self.parts.attn_norm, dims.at(w)[0], init) for w in widths}
+        )
+        self.ffn_norms = nn.ModuleDict(
+            {width_key(w): make_norm(self.parts.ffn_norm, dims.at(w)[0], init) for w in widths}
+        )
+
+    def sliced_weights(self, width: float) -> SlicedWeights:
+        """Leading slices of the shared weights at `width` (views, so gradients reach the shared weights)."""
+        hidden, ffn = self.dims.at(width)
+        p = self.parts
+        return SlicedWeights(
+            qkv_weight=torch.cat([m.weight[:hidden, :hidden] for m in (p.query, p.key, p.value)]),
+            qkv_bias=torch.cat([m.bias[:hidden] for m in (p.query, p.key, p.value)]),
+            out_weight=p.attn_out.weight[:hidden, :hidden],
+            out_bias=p.attn_out.bias[:hidden],
+            ffn_in_weight=p.ffn_in.weight[:ffn, :hidden],
+            ffn_in_bias=p.ffn_in.bias[:ffn],
+            ffn_out_weight=p.ffn_out.weight[:hidden, :ffn],
+            ffn_out_bias=p.ffn_out.bias[:hidden],
+        )
+
+    def forward(
+        self, hidden_states: torch.Tensor, attn_mask: torch.Tensor | None, width: float, weights: SlicedWeights
+    ) -> torch.Tensor:
+        """Post-LN layer on a residual stream narrowed to (batch, length, w*d).
+
+        attn_mask: boolean (batch, 1, 1, length), True at real tokens; None when nothing is padding.
+        """
+        batch, length, hidden = hidden_states.shape
+        head_size = self.dims.head_size
+        heads = hidden // head_size
+        p = self.parts
+        qkv = F.linear(hidden_states, weights.qkv_weight, weights.qkv_bias)
+        q, k, v = qkv.view(batch, length, 3, heads, head_size).permute(2, 0, 3, 1, 4)
+        dropout_p = p.attn_dropout.p if self.training else 0.0
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        context = context.transpose(1, 2).reshape(batch, length, hidden)
+        attn_out = p.attn_out_dropout(F.linear(context, weights.out_weight, weights.out_bias))
+        hidden_states = self.attn_norms[width_key(width)](attn_out + hidden_states)
+        ffn = p.ffn_act(F.linear(hidden_states, weights.ffn_in_weight, weights.ffn_in_bias))
+        ffn = p.ffn_dropout(F.linear(ffn, weights.ffn_out_weight, weights.ffn_out_bias))
+        return self.ffn_norms[width_key(width)](ffn + hidden_states)

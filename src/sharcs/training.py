@@ -1,0 +1,263 @@
+"""One-device SHARCS training (method.md §3): width buckets, one optimizer step over all of them.
+
+    trainer = Trainer(model, train_data, TrainingArguments(epochs=3), output_dir="runs/sst2")
+    history = trainer.train()          # or trainer.train(resume=True) after an interruption
+
+Each epoch the hardness labeler assigns every sample a width; samples are bucketed by width, and each
+optimizer step takes one batch from every non-empty bucket (smaller buckets cycled), averages their
+losses (task + router) and steps once. Checkpoints hold model, optimizer, labeler, RNG state and the
+position in the epoch, so a killed run resumes to the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from sharcs.collate import pad_batch
+from sharcs.errors import SharcsError
+from sharcs.files import atomic_directory, atomic_write_text
+from sharcs.hardness import HardnessLabeler, confidence
+from sharcs.model import SharcsModel
+
+CHECKPOINT_DIR = "checkpoint"
+BEST_DIR = "best"
+STATE_NAME = "trainer_state.pt"
+HISTORY_NAME = "history.json"
+
+
+@dataclass
+class TrainingArguments:
+    """epochs, batch size per width bucket, AdamW settings, linear warm-up/decay, seed.
+
+    label_range: max - min label, needed for regression confidences.
+    save_every_steps: also checkpoint every this many optimizer steps inside an epoch (0: epoch ends only).
+    """
+
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    label_range: float | None = None
+    save_every_steps: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SharcsError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise SharcsError(f"learning_rate: must be positive, got {self.learning_rate}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise SharcsError(f"warmup_ratio: must lie in [0, 1), got {self.warmup_ratio}")
+
+
+def lr_factor(progress: float, warmup_ratio: float) -> float:
+    """Linear warm-up to 1 over the first `warmup_ratio` of training, then linear decay to 0.
+
+    `progress` is counted in optimizer steps: each epoch's step count is exact once it is planned (it
+    depends on the width buckets, so it can change from epoch to epoch).
+    """
+    if progress < warmup_ratio:
+        return progress / warmup_ratio
+    return max(0.0, (1.0 - progress) / (1.0 - warmup_ratio))
+
+
+@dataclass
+class Step:
+    """One optimizer step: a batch (sample indices) for each width index."""
+
+    batches: list[tuple[int, list[int]]]
+
+
+class Trainer:
+    """Trains a SharcsModel on a tokenized `datasets.Dataset` (input_ids, attention_mask, labels, ...).
+
+    evaluate(model) -> dict of metrics, called after every epoch; with `select_metric`, the epoch with
+    the highest value of that metric is saved to output_dir/best. Choose it on held-out training data,
+    not on the data you report.
+    """
+
+    def __init__(
+        self,
+        model: SharcsModel,
+        train_data: Dataset,
+        args: TrainingArguments,
+        output_dir: str | Path | None = None,
+        evaluate: Callable[[SharcsModel], dict] | None = None,
+        select_metric: str | None = None,
+        pad_token_id: int = 0,
+    ):
+        if len(train_data) == 0:
+            raise SharcsError("training data is empty")
+        if "labels" not in train_data.column_names:
+            raise SharcsError("training data has no 'labels' column")
+        self.model = model
+        self.data = train_data
+        self.args = args
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.evaluate = evaluate
+        self.select_metric = select_metric
+        self.pad_token_id = pad_token_id
+        config = model.config
+        self.labeler = HardnessLabeler(len(train_data), config.confidence_intervals, config.window)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.weight_decay
+        )
+        self.history: list[dict] = []
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.epoch_sums = {"loss": 0.0, "steps": 0}
+        self.best_value = -math.inf
+
+    # ------------------------------------------------------------------------------- planning
+    def plan_epoch(self, epoch: int) -> tuple[list[Step], torch.Tensor]:
+        """The epoch's steps and each sample's width index; a pure function of seed, epoch and labels."""
+        generator = torch.Generator().manual_seed(self.args.seed * 100_003 + epoch)
+        assignment = self.labeler.assign_widths(generator)
+        bucket_batches = []
+        for width_index in range(len(self.model.config.widths)):
+            members = (assignment == width_index).nonzero().squeeze(1)
+            if len(members) == 0:
+                continue
+            members = members[torch.randperm(len(members), generator=generator)].tolist()
+            size = self.args.batch_size
+            batches = [members[i : i + size] for i in range(0, len(members), size)]
+            bucket_batches.append((width_index, batches))
+        num_steps = max(len(batches) for _, batches in bucket_batches)
+        steps = [
+            Step([(w, batches[s % len(batches)]) for w, batches in bucket_batches]) for s in range(num_steps)
+        ]
+        return steps, assignment
+
+    # ------------------------------------------------------------------------------- training
+    def train(self, resume: bool = False) -> list[dict]:
+        """Run all epochs (continuing from the last checkpoint when `resume`); returns per-epoch records."""
+        if resume:
+            self.load_checkpoint()
+        else:
+            torch.manual_seed(self.args.seed)
+        model, args = self.model, self.args
+        while self.epoch < args.epochs:
+            steps, assignment = self.plan_epoch(self.epoch)
+            model.train()
+            bar = tqdm(
+                total=len(steps), initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{args.epochs}", leave=False
+            )
+            while self.step_in_epoch < len(steps):
+                progress = (self.epoch + self.step_in_epoch / len(steps)) / args.epochs
+                loss = self.train_step(steps[self.step_in_epoch], lr_factor(progress, args.warmup_ratio))
+                self.epoch_sums["loss"] += loss
+                self.epoch_sums["steps"] += 1
+                self.step_in_epoch += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                if args.save_every_steps and self.step_in_epoch % args.save_every_steps == 0:
+                    self.save_checkpoint()
+            bar.close()
+            self.finish_epoch(assignment)
+        return self.history
+
+    def train_step(self, step: Step, factor: float) -> float:
+        """Forward/backward one batch per width bucket, average the losses, one optimizer step."""
+        model = self.model
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.args.learning_rate * factor
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for width_index, indices in step.batches:
+            batch = pad_batch(self.data[indices], self.pad_token_id)
+            index = batch.pop("index", torch.tensor(indices))
+            batch = {k: v.to(_device(model)) for k, v in batch.items()}
+            out = model(
+                **batch,
+                width=model.config.widths[width_index],
+                router_targets=self.labeler.targets(index).to(_device(model)),
+            )
+            (out.loss / len(step.batches)).backward()
+            total += out.loss.item() / len(step.batches)
+            self.labeler.record(index, confidence(out.logits, batch["labels"], self.args.label_range))
+        if self.args.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
+        self.optimizer.step()
+        return total
+
+    def finish_epoch(self, assignment: torch.Tensor) -> None:
+        """Update hardness labels, evaluate, log, keep the best model and checkpoint."""
+        widths = self.model.config.widths
+        trained_share = torch.bincount(assignment, minlength=len(widths)).float() / len(assignment)
+        self.labeler.end_epoch()
+        record = {
+            "epoch": self.epoch + 1,
+            "train_loss": self.epoch_sums["loss"] / max(1, self.epoch_sums["steps"]),
+            "steps": self.epoch_sums["steps"],
+            "trained_width_share": dict(zip(map(str, widths), trained_share.tolist(), strict=True)),
+            "next_label_share": dict(zip(map(str, widths), self.labeler.share(), strict=True)),
+        }
+        if self.evaluate is not None:
+            record.update(self.evaluate(self.model))
+        self.history.append(record)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.epoch_sums = {"loss": 0.0, "steps": 0}
+        if self.output_dir is not None:
+            if self.select_metric is not None and record[self.select_metric] > self.best_value:
+                self.best_value = record[self.select_metric]
+                record["best"] = True
+                self.model.save_pretrained(self.output_dir / BEST_DIR)
+            atomic_write_text(self.output_dir / HISTORY_NAME, json.dumps(self.history, indent=2) + "\n")
+            self.save_checkpoint()
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> None:
+        """Write output_dir/checkpoint atomically: model, optimizer, labeler, RNG and position."""
+        if self.output_dir is None:
+            return
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "labeler": self.labeler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "epoch_sums": dict(self.epoch_sums),
+            "history": self.history,
+            "best_value": self.best_value,
+            "args": asdict(self.args),
+        }
+        with atomic_directory(self.output_dir / CHECKPOINT_DIR) as scratch:
+            self.model.save_pretrained(scratch / "model")
+            torch.save(state, scratch / STATE_NAME)
+
+    def load_checkpoint(self) -> None:
+        """Restore everything `save_checkpoint` wrote; a missing or broken checkpoint is a SharcsError."""
+        if self.output_dir is None:
+            raise SharcsError("resume needs an output directory holding a checkpoint")
+        folder = self.output_dir / CHECKPOINT_DIR
+        if not (folder / STATE_NAME).is_file():
+            raise SharcsError(f"nothing to resume: {folder / STATE_NAME} does not exist")
+        try:
+            state = torch.load(folder / STATE_NAME, weights_only=False)
+        except Exception as error:  # any unpickling failure means the file is damaged
+            raise SharcsError(f"{folder / STATE_NAME} is corrupt ({type(error).__name__})") from None
+        saved = SharcsModel.from_pretrained(folder / "model")
+        if saved.config != self.model.config:
+            raise SharcsError(f"{folder} was trained with another sharcs config: {saved.config}")
+        self.model.load_state_dict(saved.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.labeler.load_state_dict(state["labeler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.epoch_sums, self.history, self.best_value = state["epoch_sums"], state["history"], state["best_value"]
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device

@@ -1,0 +1,74 @@
+"""Tiny randomly initialised bert, roberta and distilbert classifiers: every test runs offline on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, BertConfig, DistilBertConfig, RobertaConfig
+
+REPO = Path(__file__).resolve().parents[1]
+GLUE_DIR = REPO.parent / "shared" / "glue"
+VOCAB = 64
+
+
+def tiny_config(model_type: str, num_labels: int = 2, layers: int = 4):
+    """4 layers, hidden 32, 4 heads of size 8, FFN 64."""
+    common = dict(vocab_size=VOCAB, num_labels=num_labels, max_position_embeddings=64)
+    if model_type == "bert":
+        return BertConfig(
+            hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64, **common
+        )
+    if model_type == "roberta":
+        return RobertaConfig(
+            hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64, pad_token_id=1,
+            **common,
+        )
+    if model_type == "distilbert":
+        return DistilBertConfig(dim=32, n_layers=layers, n_heads=4, hidden_dim=64, **common)
+    raise ValueError(model_type)
+
+
+def tiny_model(model_type: str, num_labels: int = 2, seed: int = 0, layers: int = 4):
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(tiny_config(model_type, num_labels, layers)).eval()
+
+
+def random_batch(batch: int = 5, length: int = 12, seed: int = 1) -> dict[str, torch.Tensor]:
+    """Mixed-length right-padded inputs: row i keeps its first length - 2*i tokens."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (batch, length), generator=g)
+    mask = torch.ones_like(ids)
+    for i in range(batch):
+        real = max(2, length - 2 * i)
+        mask[i, real:] = 0
+        ids[i, real:] = 0
+    ids[:, 0] = 2  # a CLS-like first token
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def random_dataset(n: int = 64, num_labels: int = 2, seed: int = 0) -> Dataset:
+    """A learnable toy task: the label is whether token 5 occurs in the text."""
+    g = torch.Generator().manual_seed(seed)
+    rows = {"input_ids": [], "labels": [], "index": []}
+    for i in range(n):
+        length = int(torch.randint(4, 14, (1,), generator=g))
+        ids = [2] + torch.randint(6, VOCAB, (length - 1,), generator=g).tolist()
+        label = int(torch.randint(0, num_labels, (1,), generator=g))
+        if label == 1:
+            ids[length // 2] = 5
+        rows["input_ids"].append(ids)
+        rows["labels"].append(label)
+        rows["index"].append(i)
+    rows["attention_mask"] = [[1] * len(ids) for ids in rows["input_ids"]]
+    return Dataset.from_dict(rows)
+
+
+MODEL_TYPES = ["bert", "roberta", "distilbert"]
+
+
+@pytest.fixture(params=MODEL_TYPES)
+def model_type(request) -> str:
+    return request.param

@@ -1,0 +1,203 @@
+"""SharcsModel on tiny random bert / roberta / distilbert: exactness, routing, gradients, save/load, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_batch, tiny_model
+from transformers import GPT2Config, GPT2ForSequenceClassification
+
+from sharcs import SharcsConfig, SharcsError, SharcsModel, get_sharcs_model
+from sharcs.config import width_key
+from sharcs.flops import layer_flops, measure_flops, sharcs_flops
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_full_width_reproduces_the_base_model(model_type, k):
+    base = tiny_model(model_type, num_labels=3)
+    batch = random_batch()
+    model = get_sharcs_model(base, SharcsConfig(adaptive_layer=k)).eval()
+    with torch.no_grad():
+        expected = base(**batch).logits
+        out = model(**batch, width=1.0)
+    assert (out.logits - expected).abs().max() <= 1e-5
+    assert out.widths.tolist() == [1.0] * 5
+    assert out.router_logits.shape == (5, 2)
+
+
+def make_mixed_router(model: SharcsModel, batch: dict) -> None:
+    """Shift the router's bias so that about half the batch picks each width under argmax."""
+    with torch.no_grad():
+        last = model.router.mlp[-1]
+        last.weight.normal_(0, 3.0)
+        logits = model.router(model.encode_prefix(batch["input_ids"], batch["attention_mask"]), batch["attention_mask"])
+        gap = logits[:, 0] - logits[:, 1]
+        last.bias[0] -= gap.median() + 1e-4
+
+
+@pytest.mark.parametrize("rule", ["argmax", "tau"])
+def test_batched_routing_equals_per_sample(model_type, rule):
+    base = tiny_model(model_type, num_labels=3)
+    batch = random_batch(batch=6, length=14)
+    model = get_sharcs_model(base, SharcsConfig(adaptive_layer=2, routing=rule)).eval()
+    make_mixed_router(model, batch)
+    if rule == "tau":  # put tau at the median probability of the narrow width
+        with torch.no_grad():
+            logits = model(**batch).router_logits
+        model.config.tau = float(torch.sigmoid(logits[:, 0]).median())
+    with torch.no_grad():
+        together = model(**batch)
+        assert set(together.widths.tolist()) == {0.25, 1.0}, "the test needs both widths in one batch"
+        for i in range(6):
+            real = int(batch["attention_mask"][i].sum())
+            alone = model(batch["input_ids"][i : i + 1, :real])
+            assert alone.widths.item() == together.widths[i].item()
+            assert (alone.logits[0] - together.logits[i]).abs().max() <= 1e-5
+
+
+def test_forced_narrow_width_cuts_measured_adaptive_flops_as_predicted(model_type):
+    model = get_sharcs_model(tiny_model(model_type), SharcsConfig(adaptive_layer=1))
+    ids = torch.randint(3, 60, (1, 11))
+    for width in (0.25, 1.0):
+        assert measure_flops(model, ids, width=width) == sharcs_flops(model, width, 11)
+    # the adaptive layers alone: difference between the two widths, against method.md §5
+    adaptive_cut = measure_flops(model, ids, width=1.0) - measure_flops(model, ids, width=0.25)
+    layers = model.dims.layers - 1
+    predicted = layers * (layer_flops(model.dims, 1.0, 11) - layer_flops(model.dims, 0.25, 11))
+    head_cut = 2 * model.dims.hidden * (model.dims.hidden - model.dims.at(0.25)[0])
+    assert abs(adaptive_cut - head_cut - predicted) <= 0.02 * predicted
+
+
+def test_router_loss_reaches_layers_before_k(model_type):
+    base = tiny_model(model_type)
+    model = get_sharcs_model(base, SharcsConfig(adaptive_layer=2)).train()
+    batch = random_batch()
+    targets = torch.tensor([[1.0, 0.0]] * 5)
+    model(**batch, width=0.25, router_targets=targets).loss.backward()
+    first = model.full_layers[0]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in first.parameters())
+    assert all(p.grad is not None for p in model.router.parameters())
+
+
+@pytest.mark.parametrize("width", [0.25, 1.0])
+def test_task_loss_reaches_every_weight_the_width_uses(model_type, width):
+    base = tiny_model(model_type)
+    model = get_sharcs_model(base, SharcsConfig(adaptive_layer=2)).train()
+    batch = random_batch()
+    model(**batch, width=width, labels=torch.tensor([0, 1, 0, 1, 1])).loss.backward()
+    hidden, ffn = model.dims.at(width)
+    key = width_key(width)
+    for layer in model.adaptive_layers:
+        p = layer.parts
+        for linear, rows, cols in [
+            (p.query, hidden, hidden), (p.key, hidden, hidden), (p.value, hidden, hidden),
+            (p.attn_out, hidden, hidden), (p.ffn_in, ffn, hidden), (p.ffn_out, hidden, ffn),
+        ]:
+            grad = linear.weight.grad
+            assert grad[:rows, :cols].abs().sum(1).gt(0).all(), "every used row gets gradient"
+            assert grad[rows:].abs().sum() == 0 and grad[:, cols:].abs().sum() == 0, "unused slices get none"
+        for norm in (layer.attn_norms[key], layer.ffn_norms[key]):
+            assert norm.weight.grad.abs().sum() > 0
+    if width < 1.0:
+        assert model.entry_norms[key].weight.grad.abs().sum() > 0
+    for layer in model.full_layers:
+        assert all(prm.grad is not None for prm in layer.parameters())
+
+
+def test_save_load_round_trip_is_bit_identical(model_type, tmp_path):
+    model = get_sharcs_model(tiny_model(model_type, num_labels=3), SharcsConfig(adaptive_layer=2, widths=(0.25, 0.5, 1.0),
+                                                                                 threshold=(0.8, 0.5))).eval()
+    with torch.no_grad():  # make the per-width norms differ from their initial copies
+        for param in model.adaptive_layers.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    batch = random_batch()
+    model.save_pretrained(tmp_path / "m")
+    loaded = SharcsModel.from_pretrained(tmp_path / "m")
+    assert loaded.config == model.config
+    with torch.no_grad():
+        for width in (None, 0.25, 0.5, 1.0):
+            a, b = model(**batch, width=width), loaded(**batch, width=width)
+            assert torch.equal(a.logits, b.logits) and torch.equal(a.widths, b.widths)
+
+
+def test_load_errors_are_clear(tmp_path):
+    model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2))
+    with pytest.raises(SharcsError, match="is missing"):
+        SharcsModel.from_pretrained(tmp_path / "nowhere")
+    model.save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(SharcsError, match="corrupt"):
+        SharcsModel.from_pretrained(tmp_path / "m")
+    # weights of another model (distilbert) under this model's configs
+    other = get_sharcs_model(tiny_model("distilbert"), SharcsConfig(adaptive_layer=2))
+    other.save_pretrained(tmp_path / "other")
+    weights.write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+    with pytest.raises(SharcsError, match="belongs to another model"):
+        SharcsModel.from_pretrained(tmp_path / "m")
+
+
+def test_save_is_atomic_and_keeps_the_old_copy_on_failure(tmp_path, monkeypatch):
+    model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2))
+    model.save_pretrained(tmp_path / "m")
+    before = (tmp_path / "m" / "model.safetensors").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("sharcs.model.save_model", broken)
+    with pytest.raises(OSError):
+        model.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m"], "no scratch folder left behind"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        (dict(widths=(0.25, 0.5)), "widths"),
+        (dict(widths=(0.5, 0.25, 1.0)), "widths"),
+        (dict(widths=(0.0, 1.0)), "widths"),
+        (dict(adaptive_layer=0), "adaptive_layer"),
+        (dict(window=0), "window"),
+        (dict(threshold=(0.5, 0.3)), "threshold"),
+        (dict(threshold=1.5), "threshold"),
+        (dict(intervals=((0.5, 1.0), (0.2, 0.5))), "intervals"),
+        (dict(norm_init="zeros"), "norm_init"),
+        (dict(routing="random"), "routing"),
+        (dict(tau=2.0), "tau"),
+    ],
+)
+def test_invalid_configs_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        SharcsConfig(**kwargs)
+
+
+def test_config_must_fit_the_model():
+    with pytest.raises(SharcsError, match="adaptive_layer"):
+        get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=4))
+    with pytest.raises(SharcsError, match="whole number"):
+        get_sharcs_model(tiny_model("bert"), SharcsConfig(widths=(0.3, 1.0)))
+    model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2))
+    with pytest.raises(SharcsError, match="not one of this model's widths"):
+        model(**random_batch(), width=0.5)
+
+
+def test_unsupported_model_type_is_named():
+    gpt2 = GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=64))
+    with pytest.raises(SharcsError, match="'gpt2'.*bert, camembert, distilbert, roberta"):
+        get_sharcs_model(gpt2, SharcsConfig(adaptive_layer=1))
+
+
+def test_inference_cache_follows_weight_updates():
+    model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2)).eval()
+    batch = random_batch()
+    with torch.no_grad():
+        before = model(**batch, width=0.25).logits
+        model.base.bert.pooler.dense.weight.mul_(50.0)  # sliced and cached as the head
+        after = model(**batch, width=0.25).logits
+    with torch.enable_grad():
+        live = model(**batch, width=0.25).logits
+    assert (before - after).abs().max() > 1e-3
+    assert torch.allclose(after, live, atol=1e-6)
