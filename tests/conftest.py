@@ -50,15 +50,15 @@ def random_batch(batch: int = 5, length: int = 12, seed: int = 1) -> dict[str, t
 
 
 def random_dataset(n: int = 64, num_labels: int = 2, seed: int = 0) -> Dataset:
-    """A learnable toy task: the label is whether token 5 occurs in the text."""
+    """A learnable toy task: label 1 texts use the low half of the vocabulary, label 0 the high half."""
     g = torch.Generator().manual_seed(seed)
     rows = {"input_ids": [], "labels": [], "index": []}
     for i in range(n):
         length = int(torch.randint(4, 14, (1,), generator=g))
-        ids = [2] + torch.randint(6, VOCAB, (length - 1,), generator=g).tolist()
         label = int(torch.randint(0, num_labels, (1,), generator=g))
-        if label == 1:
-            ids[length // 2] = 5
+        span = (VOCAB - 3) // num_labels
+        low = 3 + span * label
+        ids = [2] + torch.randint(low, low + span, (length - 1,), generator=g).tolist()
         rows["input_ids"].append(ids)
         rows["labels"].append(label)
         rows["index"].append(i)

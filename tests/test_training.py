@@ -1,0 +1,114 @@
+"""Trainer: width buckets, one step over all of them, schedule, learning, checkpoint/resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_dataset, tiny_model
+
+from sharcs import SharcsConfig, SharcsError, SharcsModel, get_sharcs_model
+from sharcs.inference import predict
+from sharcs.training import Trainer, TrainingArguments, lr_factor
+
+
+def make_trainer(tmp_path=None, epochs=3, window=1, n=48, seed=0, **kwargs) -> Trainer:
+    model = get_sharcs_model(tiny_model("bert", seed=seed), SharcsConfig(adaptive_layer=2, window=window, threshold=0.5))
+    args = TrainingArguments(epochs=epochs, batch_size=8, learning_rate=1e-3, seed=seed, **kwargs)
+    return Trainer(model, random_dataset(n), args, output_dir=tmp_path)
+
+
+def test_each_step_takes_one_batch_from_every_bucket_cycling_the_smaller():
+    trainer = make_trainer()
+    eligible = torch.zeros(48, 2, dtype=torch.bool)
+    eligible[:36, 0] = True  # 36 samples narrow, 12 full
+    eligible[36:, 1] = True
+    trainer.labeler.eligible = eligible
+    steps, assignment = trainer.plan_epoch(1)
+    assert assignment.tolist() == [0] * 36 + [1] * 12
+    assert len(steps) == 5  # ceil(36 / 8)
+    assert all([w for w, _ in step.batches] == [0, 1] for step in steps)
+    narrow = [i for step in steps for i in step.batches[0][1]]
+    assert sorted(narrow) == list(range(36))
+    full_batches = [tuple(step.batches[1][1]) for step in steps]
+    assert full_batches[2] == full_batches[0] and full_batches[3] == full_batches[1]  # 2 batches, cycled
+    again, _ = trainer.plan_epoch(1)
+    assert [s.batches for s in again] == [s.batches for s in steps], "plans are reproducible"
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    assert lr_factor(0.0, 0.1) == 0.0
+    assert lr_factor(0.05, 0.1) == pytest.approx(0.5)
+    assert lr_factor(0.1, 0.1) == pytest.approx(1.0)
+    assert lr_factor(0.55, 0.1) == pytest.approx(0.5)
+    assert lr_factor(1.0, 0.1) == 0.0
+
+
+def test_training_learns_and_labels_move_samples_to_the_narrow_width(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=6, n=96)
+    history = trainer.train()
+    assert len(history) == 6
+    assert history[0]["trained_width_share"]["1.0"] == 1.0, "the first epoch is warm-up at full width"
+    assert history[-1]["trained_width_share"]["0.25"] > 0.2
+    preds = predict(trainer.model, trainer.data)
+    accuracy = (preds.logits.argmax(-1) == torch.tensor(trainer.data["labels"])).float().mean()
+    assert accuracy > 0.8, accuracy
+    assert set(preds.widths.tolist()) == {0.25, 1.0}, "the trained router sends samples to both widths"
+    assert (tmp_path / "checkpoint" / "trainer_state.pt").is_file()
+    assert (tmp_path / "history.json").is_file()
+
+
+def test_resume_after_a_crash_gives_identical_weights(tmp_path):
+    straight = make_trainer(tmp_path / "a", epochs=3, save_every_steps=2)
+    straight.train()
+
+    crashing = make_trainer(tmp_path / "b", epochs=3, save_every_steps=2)
+    calls = {"n": 0}
+    original = crashing.train_step
+
+    def crash_after_seven(step, factor):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt  # killed mid-epoch 2; last checkpoint after step 6
+        return original(step, factor)
+
+    crashing.train_step = crash_after_seven
+    with pytest.raises(KeyboardInterrupt):
+        crashing.train()
+    torch.manual_seed(1234)  # the resumed process starts with other RNG state
+    resumed = make_trainer(tmp_path / "b", epochs=3, save_every_steps=2, seed=0)
+    resumed.train(resume=True)
+
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in resumed.history]
+    assert torch.equal(straight.labeler.eligible, resumed.labeler.eligible)
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(SharcsError, match="nothing to resume"):
+        make_trainer(tmp_path).train(resume=True)
+    trainer = make_trainer(tmp_path, epochs=1)
+    trainer.train()
+    (tmp_path / "checkpoint" / "trainer_state.pt").write_bytes(b"garbage")
+    with pytest.raises(SharcsError, match="corrupt"):
+        make_trainer(tmp_path).train(resume=True)
+
+
+def test_best_epoch_is_saved_by_the_selection_metric(tmp_path):
+    scores = iter([0.5, 0.9, 0.7])
+    model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2, window=1))
+    trainer = Trainer(
+        model, random_dataset(32), TrainingArguments(epochs=3, batch_size=8), output_dir=tmp_path,
+        evaluate=lambda m: {"heldout_accuracy": next(scores)}, select_metric="heldout_accuracy",
+    )
+    history = trainer.train()
+    assert [r.get("best", False) for r in history] == [True, True, False]
+    assert SharcsModel.from_pretrained(tmp_path / "best").config == model.config
+
+
+def test_bad_training_inputs():
+    with pytest.raises(SharcsError, match="epochs"):
+        TrainingArguments(epochs=0)
+    model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2))
+    with pytest.raises(SharcsError, match="empty"):
+        Trainer(model, random_dataset(4).select([]), TrainingArguments())
