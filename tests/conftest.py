@@ -23,7 +23,11 @@ def tiny_config(model_type: str, num_labels: int = 2, layers: int = 4):
         )
     if model_type == "roberta":
         return RobertaConfig(
-            hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64, pad_token_id=1,
+            hidden_size=32,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            intermediate_size=64,
+            pad_token_id=1,
             **common,
         )
     if model_type == "distilbert":

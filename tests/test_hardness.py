@@ -81,7 +81,11 @@ def test_state_round_trip_is_exact():
     copy = HardnessLabeler(5, TWO, window=2)
     copy.load_state_dict(labeler.state_dict())
     for a, b in zip(labeler.state_dict().values(), copy.state_dict().values(), strict=True):
-        assert torch.equal(a, b) or (a.isnan() == b.isnan()).all() and torch.equal(a.nan_to_num(), b.nan_to_num())
+        assert (
+            torch.equal(a, b)
+            or (a.isnan() == b.isnan()).all()
+            and torch.equal(a.nan_to_num(), b.nan_to_num())
+        )
     run_epochs(labeler, [[0.9] * 5])
     run_epochs(copy, [[0.9] * 5])
     assert torch.equal(labeler.targets(torch.arange(5)), copy.targets(torch.arange(5)))

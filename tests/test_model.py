@@ -1,4 +1,4 @@
-"""SharcsModel on tiny random bert / roberta / distilbert: exactness, routing, gradients, save/load, errors."""
+"""SharcsModel on tiny random bert/roberta/distilbert: exactness, routing, gradients, save/load, errors."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def make_mixed_router(model: SharcsModel, batch: dict) -> None:
     with torch.no_grad():
         last = model.router.mlp[-1]
         last.weight.normal_(0, 3.0)
-        logits = model.router(model.encode_prefix(batch["input_ids"], batch["attention_mask"]), batch["attention_mask"])
+        logits = model.router(
+            model.encode_prefix(batch["input_ids"], batch["attention_mask"]), batch["attention_mask"]
+        )
         gap = logits[:, 0] - logits[:, 1]
         last.bias[0] -= gap.median() + 1e-4
 
@@ -90,8 +92,12 @@ def test_task_loss_reaches_every_weight_the_width_uses(model_type, width):
     for layer in model.adaptive_layers:
         p = layer.parts
         for linear, rows, cols in [
-            (p.query, hidden, hidden), (p.key, hidden, hidden), (p.value, hidden, hidden),
-            (p.attn_out, hidden, hidden), (p.ffn_in, ffn, hidden), (p.ffn_out, hidden, ffn),
+            (p.query, hidden, hidden),
+            (p.key, hidden, hidden),
+            (p.value, hidden, hidden),
+            (p.attn_out, hidden, hidden),
+            (p.ffn_in, ffn, hidden),
+            (p.ffn_out, hidden, ffn),
         ]:
             grad = linear.weight.grad
             assert grad[:rows, :cols].abs().sum(1).gt(0).all(), "every used row gets gradient"
@@ -105,8 +111,10 @@ def test_task_loss_reaches_every_weight_the_width_uses(model_type, width):
 
 
 def test_save_load_round_trip_is_bit_identical(model_type, tmp_path):
-    model = get_sharcs_model(tiny_model(model_type, num_labels=3), SharcsConfig(adaptive_layer=2, widths=(0.25, 0.5, 1.0),
-                                                                                 threshold=(0.8, 0.5))).eval()
+    model = get_sharcs_model(
+        tiny_model(model_type, num_labels=3),
+        SharcsConfig(adaptive_layer=2, widths=(0.25, 0.5, 1.0), threshold=(0.8, 0.5)),
+    ).eval()
     with torch.no_grad():  # make the per-width norms differ from their initial copies
         for param in model.adaptive_layers.parameters():
             param.add_(torch.randn_like(param) * 0.1)

@@ -12,7 +12,9 @@ from sharcs.training import Trainer, TrainingArguments, lr_factor
 
 
 def make_trainer(tmp_path=None, epochs=3, window=1, n=48, seed=0, **kwargs) -> Trainer:
-    model = get_sharcs_model(tiny_model("bert", seed=seed), SharcsConfig(adaptive_layer=2, window=window, threshold=0.5))
+    model = get_sharcs_model(
+        tiny_model("bert", seed=seed), SharcsConfig(adaptive_layer=2, window=window, threshold=0.5)
+    )
     args = TrainingArguments(epochs=epochs, batch_size=8, learning_rate=1e-3, seed=seed, **kwargs)
     return Trainer(model, random_dataset(n), args, output_dir=tmp_path)
 
@@ -98,8 +100,12 @@ def test_best_epoch_is_saved_by_the_selection_metric(tmp_path):
     scores = iter([0.5, 0.9, 0.7])
     model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2, window=1))
     trainer = Trainer(
-        model, random_dataset(32), TrainingArguments(epochs=3, batch_size=8), output_dir=tmp_path,
-        evaluate=lambda m: {"heldout_accuracy": next(scores)}, select_metric="heldout_accuracy",
+        model,
+        random_dataset(32),
+        TrainingArguments(epochs=3, batch_size=8),
+        output_dir=tmp_path,
+        evaluate=lambda m: {"heldout_accuracy": next(scores)},
+        select_metric="heldout_accuracy",
     )
     history = trainer.train()
     assert [r.get("best", False) for r in history] == [True, True, False]

@@ -91,9 +91,12 @@ class SharcsConfig:
             thresholds = self.threshold
             if len(thresholds) != len(widths) - 1:
                 raise SharcsError(
-                    f"threshold: {len(widths)} widths need {len(widths) - 1} threshold(s), got {list(thresholds)}"
+                    f"threshold: {len(widths)} widths need {len(widths) - 1} threshold(s), "
+                    f"got {list(thresholds)}"
                 )
-            if any(not 0.0 < t <= 1.0 for t in thresholds) or list(thresholds) != sorted(thresholds, reverse=True):
+            if any(not 0.0 < t <= 1.0 for t in thresholds) or list(thresholds) != sorted(
+                thresholds, reverse=True
+            ):
                 raise SharcsError(
                     f"threshold: thresholds must lie in (0, 1] and descend (narrowest width first), "
                     f"got {list(thresholds)}"
@@ -102,7 +105,9 @@ class SharcsConfig:
 
     def _validate_intervals(self, intervals: tuple[tuple[float, float], ...]) -> None:
         if len(intervals) != len(self.widths):
-            raise SharcsError(f"intervals: need one interval per width ({len(self.widths)}), got {len(intervals)}")
+            raise SharcsError(
+                f"intervals: need one interval per width ({len(self.widths)}), got {len(intervals)}"
+            )
         for lo, hi in intervals:
             if not 0.0 <= lo < hi <= 1.0:
                 raise SharcsError(f"intervals: each interval needs 0 <= lo < hi <= 1, got [{lo}, {hi}]")

@@ -67,7 +67,7 @@ def flop_counter() -> FlopCounterMode:
 
 @torch.inference_mode()
 def measure_flops(model: SharcsModel, input_ids: torch.Tensor, width: float | None = None, **inputs) -> int:
-    """FLOPs FlopCounterMode records for one forward pass (pass unpadded single samples for per-sample cost)."""
+    """FLOPs that FlopCounterMode records for one forward pass (unpadded single samples: per-sample cost)."""
     model.eval()
     with flop_counter() as counter:
         model(input_ids, width=width, **inputs)

@@ -1,4 +1,4 @@
-"""Hardness labels: which widths each training sample may take, from its own confidence history (method.md §2).
+"""Hardness labels: the widths each training sample may take, from its confidence history (method.md §2).
 
 Every training forward pass records the sample's confidence in its true class. After each epoch, a
 width is eligible for a sample when all its confidences of the last `window` epochs lie in that
@@ -27,9 +27,7 @@ def confidence(logits: torch.Tensor, labels: torch.Tensor, label_range: float | 
 class HardnessLabeler:
     """Confidence history of every training sample (by stable dataset index) and the labels it implies."""
 
-    def __init__(
-        self, num_samples: int, intervals: tuple[tuple[float, float], ...], window: int
-    ) -> None:
+    def __init__(self, num_samples: int, intervals: tuple[tuple[float, float], ...], window: int) -> None:
         self.intervals = intervals
         self.window = window
         self.history = torch.full((window, num_samples), float("nan"))  # ring buffer of finished epochs
@@ -96,10 +94,14 @@ class HardnessLabeler:
         }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if tuple(state["history"].shape) != tuple(self.history.shape) or state["eligible"].shape[1] != self.num_widths:
+        if (
+            tuple(state["history"].shape) != tuple(self.history.shape)
+            or state["eligible"].shape[1] != self.num_widths
+        ):
             raise SharcsError(
                 f"hardness history is for {tuple(state['history'].shape)} (window, samples) and "
-                f"{state['eligible'].shape[1]} widths, this run has {tuple(self.history.shape)} and {self.num_widths}"
+                f"{state['eligible'].shape[1]} widths, this run has {tuple(self.history.shape)} "
+                f"and {self.num_widths}"
             )
         self.history = state["history"].clone()
         self.current = state["current"].clone()

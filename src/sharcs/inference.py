@@ -57,5 +57,7 @@ def predict(
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(len(order))
     return Predictions(
-        logits=torch.cat(logits)[inverse], router_logits=torch.cat(router_logits)[inverse], widths=torch.cat(widths)[inverse]
+        logits=torch.cat(logits)[inverse],
+        router_logits=torch.cat(router_logits)[inverse],
+        widths=torch.cat(widths)[inverse],
     )

