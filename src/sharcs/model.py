@@ -85,6 +85,10 @@ class SharcsModel(nn.Module):
         )
         self.router.to(device=last_full_norm.weight.device, dtype=last_full_norm.weight.dtype)
         self._inference_weights: dict[float, tuple[tuple, _WidthWeights]] = {}
+        self._sliced_sources = [  # the tensors the inference cache copies from
+            *(p for layer in self.adaptive_layers for m in layer.parts.linears for p in (m.weight, m.bias)),
+            get_module(base, lay.head_dense).weight,
+        ]
 
     # ----------------------------------------------------------------- pieces of the forward pass
     @property
@@ -129,10 +133,7 @@ class SharcsModel(nn.Module):
             return _WidthWeights(
                 [layer.sliced_weights(width) for layer in self.adaptive_layers], head_dense.weight[:, :hidden]
             )
-        sources = [
-            p for layer in self.adaptive_layers for m in layer.parts.linears for p in (m.weight, m.bias)
-        ]
-        stamp = tuple((p.data_ptr(), p._version) for p in (*sources, head_dense.weight))
+        stamp = tuple((p.data_ptr(), p._version) for p in self._sliced_sources)
         cached = self._inference_weights.get(width)
         if cached is None or cached[0] != stamp:
             weights = _WidthWeights(

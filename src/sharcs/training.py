@@ -37,6 +37,11 @@ HISTORY_NAME = "history.json"
 class TrainingArguments:
     """epochs, batch size per width bucket, AdamW settings, linear warm-up/decay, seed.
 
+    router_learning_rate: peak learning rate of the (freshly initialised) router; None: learning_rate.
+    router_loss_in_warmup: also train the router during the warm-up epochs, when every target is "full
+        width" (method.md §2). Off by default: the constant target saturates the router (its loss on the
+        first informative epoch starts near 12 on MiniLM/SST-2) and its gradient can swamp the task loss
+        in layers 1..K.
     label_range: max - min label, needed for regression confidences.
     save_every_steps: also checkpoint every this many optimizer steps inside an epoch (0: epoch ends only).
     """
@@ -44,6 +49,8 @@ class TrainingArguments:
     epochs: int = 3
     batch_size: int = 32
     learning_rate: float = 5e-5
+    router_learning_rate: float | None = None
+    router_loss_in_warmup: bool = False
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
@@ -110,9 +117,14 @@ class Trainer:
         self.pad_token_id = pad_token_id
         config = model.config
         self.labeler = HardnessLabeler(len(train_data), config.confidence_intervals, config.window)
+        router_params = {id(p) for p in model.router.parameters()}
+        groups = [
+            [p for p in model.parameters() if p.requires_grad and id(p) not in router_params],
+            [p for p in model.router.parameters() if p.requires_grad],
+        ]
+        rates = [args.learning_rate, args.router_learning_rate or args.learning_rate]
         self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad],
-            lr=args.learning_rate,
+            [{"params": g, "lr": lr, "base_lr": lr} for g, lr in zip(groups, rates, strict=True)],
             weight_decay=args.weight_decay,
         )
         self.history: list[dict] = []
@@ -176,18 +188,16 @@ class Trainer:
         """Forward/backward one batch per width bucket, average the losses, one optimizer step."""
         model = self.model
         for group in self.optimizer.param_groups:
-            group["lr"] = self.args.learning_rate * factor
+            group["lr"] = group["base_lr"] * factor
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for width_index, indices in step.batches:
             batch = pad_batch(self.data[indices], self.pad_token_id)
             index = batch.pop("index", torch.tensor(indices))
             batch = {k: v.to(_device(model)) for k, v in batch.items()}
-            out = model(
-                **batch,
-                width=model.config.widths[width_index],
-                router_targets=self.labeler.targets(index).to(_device(model)),
-            )
+            train_router = self.args.router_loss_in_warmup or not self.labeler.warming_up
+            targets = self.labeler.targets(index).to(_device(model)) if train_router else None
+            out = model(**batch, width=model.config.widths[width_index], router_targets=targets)
             (out.loss / len(step.batches)).backward()
             total += out.loss.item() / len(step.batches)
             self.labeler.record(index, confidence(out.logits, batch["labels"], self.args.label_range))

@@ -1,0 +1,7 @@
+"""`python -m sharcs`: the same as the `sharcs` command."""
+
+import sys
+
+from sharcs.cli import main
+
+sys.exit(main())

