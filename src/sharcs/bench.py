@@ -38,6 +38,20 @@ def _batches(data: Dataset, batch_size: int, pad_token_id: int) -> list[dict[str
     return [pad_batch(inputs[i : i + batch_size], pad_token_id) for i in range(0, len(data), batch_size)]
 
 
+def full_model_pass(
+    model: SharcsModel, data: Dataset, batch_size: int, pad_token_id: int
+) -> Callable[[], None]:
+    """A closure that runs the full-width model over `data` in padded batches (inference mode)."""
+    batches = _batches(data, batch_size, pad_token_id)
+
+    @torch.inference_mode()
+    def run() -> None:
+        for batch in batches:
+            model.base(**batch)
+
+    return run
+
+
 def _runners(model: SharcsModel, width: float | None) -> dict[str, Callable[[dict], object]]:
     return {
         "full": lambda batch: model.base(**batch),
@@ -69,7 +83,7 @@ def latency(
             run(batch)
     for batch in tqdm(batches, desc="latency bs=1", leave=False):
         for name, run in runners.items():
-            times[name].append(min(_timed(lambda r=run: r(batch)) for _ in range(repeats)))
+            times[name].append(min(_timed(lambda r=run, b=batch: r(b)) for _ in range(repeats)))
     out = {}
     for name, values in times.items():
         ordered = sorted(values)
@@ -113,7 +127,9 @@ def routing_overhead(model: SharcsModel, data: Dataset, samples: int, pad_token_
 
 
 @torch.inference_mode()
-def average_flops(model: SharcsModel, data: Dataset, width: float | None, pad_token_id: int) -> dict[str, float]:
+def average_flops(
+    model: SharcsModel, data: Dataset, width: float | None, pad_token_id: int
+) -> dict[str, float]:
     """Mean analytic FLOPs per sample (unpadded lengths) for SHARCS and the full model, and width shares."""
     widths = []
     for batch in _batches(data, 128, pad_token_id):
@@ -176,8 +192,9 @@ def benchmark(
 def format_report(report: dict) -> str:
     """A Markdown table of a `benchmark` report."""
     sizes = list(next(iter(report["modes"].values()))["throughput"])
-    header = ["mode", "share at narrowest", "GFLOPs/sample", "predicted", "bs=1 p50 ms (full / sharcs)", "bs=1"]
-    header += [f"bs={s} speed-up" for s in sizes] + ["efficiency bs=1"] + [f"efficiency bs={s}" for s in sizes]
+    header = ["mode", "narrowest share", "GFLOPs/sample", "predicted", "bs=1 p50 ms (full / sharcs)", "bs=1"]
+    header += [f"bs={s} speed-up" for s in sizes]
+    header += ["efficiency bs=1"] + [f"efficiency bs={s}" for s in sizes]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, m in report["modes"].items():
         lat = m["latency_bs1"]

