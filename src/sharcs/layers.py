@@ -79,8 +79,25 @@ class LayerParts:
         )
 
     @property
-    def linears(self) -> tuple[nn.Linear, ...]:
-        return (self.query, self.key, self.value, self.attn_out, self.ffn_in, self.ffn_out)
+    def sources(self) -> list[torch.Tensor]:
+        """Every tensor that `slice` reads."""
+        linears = (self.query, self.key, self.value, self.attn_out, self.ffn_in, self.ffn_out)
+        return [t for m in linears for t in (m.weight, m.bias)]
+
+    def slice(self, dims: Dims, width: float) -> SlicedWeights:
+        """Leading slices of the weights at `width` (views, so gradients reach the shared weights)."""
+        hidden, ffn = dims.at(width)
+        qkv = (self.query, self.key, self.value)
+        return SlicedWeights(
+            qkv_weight=torch.cat([m.weight[:hidden, :hidden] for m in qkv]),
+            qkv_bias=torch.cat([m.bias[:hidden] for m in qkv]),
+            out_weight=self.attn_out.weight[:hidden, :hidden],
+            out_bias=self.attn_out.bias[:hidden],
+            ffn_in_weight=self.ffn_in.weight[:ffn, :hidden],
+            ffn_in_bias=self.ffn_in.bias[:ffn],
+            ffn_out_weight=self.ffn_out.weight[:hidden, :ffn],
+            ffn_out_bias=self.ffn_out.bias[:hidden],
+        )
 
 
 def make_norm(source: nn.LayerNorm, size: int, init: str) -> nn.LayerNorm:
@@ -91,6 +108,34 @@ def make_norm(source: nn.LayerNorm, size: int, init: str) -> nn.LayerNorm:
             norm.weight.copy_(source.weight[:size])
             norm.bias.copy_(source.bias[:size])
     return norm
+
+
+def layer_forward(
+    hidden_states: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    parts: LayerParts,
+    weights: SlicedWeights,
+    attn_norm: nn.LayerNorm,
+    ffn_norm: nn.LayerNorm,
+    head_size: int,
+) -> torch.Tensor:
+    """One post-LN encoder layer on a residual stream of w*d channels, shape (batch, length, w*d).
+
+    attn_mask: boolean (batch, 1, 1, length), True at real tokens; None when nothing is padding.
+    The pretrained layer's own dropout and activation modules are used, so train/eval mode follows it.
+    """
+    batch, length, hidden = hidden_states.shape
+    heads = hidden // head_size
+    qkv = F.linear(hidden_states, weights.qkv_weight, weights.qkv_bias)
+    q, k, v = qkv.view(batch, length, 3, heads, head_size).permute(2, 0, 3, 1, 4)
+    dropout_p = parts.attn_dropout.p if parts.attn_dropout.training else 0.0
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+    context = context.transpose(1, 2).reshape(batch, length, hidden)
+    attn_out = parts.attn_out_dropout(F.linear(context, weights.out_weight, weights.out_bias))
+    hidden_states = attn_norm(attn_out + hidden_states)
+    ffn = parts.ffn_act(F.linear(hidden_states, weights.ffn_in_weight, weights.ffn_in_bias))
+    ffn = parts.ffn_dropout(F.linear(ffn, weights.ffn_out_weight, weights.ffn_out_bias))
+    return ffn_norm(ffn + hidden_states)
 
 
 class AdaptiveLayer(nn.Module):
@@ -111,21 +156,6 @@ class AdaptiveLayer(nn.Module):
             {width_key(w): make_norm(self.parts.ffn_norm, dims.at(w)[0], init) for w in widths}
         )
 
-    def sliced_weights(self, width: float) -> SlicedWeights:
-        """Leading slices of the shared weights at `width` (views, so gradients reach the shared weights)."""
-        hidden, ffn = self.dims.at(width)
-        p = self.parts
-        return SlicedWeights(
-            qkv_weight=torch.cat([m.weight[:hidden, :hidden] for m in (p.query, p.key, p.value)]),
-            qkv_bias=torch.cat([m.bias[:hidden] for m in (p.query, p.key, p.value)]),
-            out_weight=p.attn_out.weight[:hidden, :hidden],
-            out_bias=p.attn_out.bias[:hidden],
-            ffn_in_weight=p.ffn_in.weight[:ffn, :hidden],
-            ffn_in_bias=p.ffn_in.bias[:ffn],
-            ffn_out_weight=p.ffn_out.weight[:hidden, :ffn],
-            ffn_out_bias=p.ffn_out.bias[:hidden],
-        )
-
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -133,21 +163,13 @@ class AdaptiveLayer(nn.Module):
         width: float,
         weights: SlicedWeights,
     ) -> torch.Tensor:
-        """Post-LN layer on a residual stream narrowed to (batch, length, w*d).
-
-        attn_mask: boolean (batch, 1, 1, length), True at real tokens; None when nothing is padding.
-        """
-        batch, length, hidden = hidden_states.shape
-        head_size = self.dims.head_size
-        heads = hidden // head_size
-        p = self.parts
-        qkv = F.linear(hidden_states, weights.qkv_weight, weights.qkv_bias)
-        q, k, v = qkv.view(batch, length, 3, heads, head_size).permute(2, 0, 3, 1, 4)
-        dropout_p = p.attn_dropout.p if self.training else 0.0
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
-        context = context.transpose(1, 2).reshape(batch, length, hidden)
-        attn_out = p.attn_out_dropout(F.linear(context, weights.out_weight, weights.out_bias))
-        hidden_states = self.attn_norms[width_key(width)](attn_out + hidden_states)
-        ffn = p.ffn_act(F.linear(hidden_states, weights.ffn_in_weight, weights.ffn_in_bias))
-        ffn = p.ffn_dropout(F.linear(ffn, weights.ffn_out_weight, weights.ffn_out_bias))
-        return self.ffn_norms[width_key(width)](ffn + hidden_states)
+        key = width_key(width)
+        return layer_forward(
+            hidden_states,
+            attn_mask,
+            self.parts,
+            weights,
+            self.attn_norms[key],
+            self.ffn_norms[key],
+            self.dims.head_size,
+        )

@@ -20,14 +20,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
-from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
 from sharcs.architectures import find_layout, get_module
 from sharcs.config import SharcsConfig, width_key
 from sharcs.errors import SharcsError
 from sharcs.files import atomic_directory
-from sharcs.layers import AdaptiveLayer, Dims, SlicedWeights, make_norm
+from sharcs.layers import AdaptiveLayer, Dims, LayerParts, SlicedWeights, layer_forward, make_norm
 from sharcs.router import Router, choose_widths
 
 CONFIG_NAME = "sharcs_config.json"
@@ -44,6 +43,15 @@ class SharcsOutput(ModelOutput):
     logits: torch.Tensor | None = None
     router_logits: torch.Tensor | None = None
     widths: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class _HeadParts:
+    """The task head's modules in the wrapped model (a plain dataclass, so they are not registered twice)."""
+
+    dense: nn.Linear
+    dropout: nn.Module
+    classifier: nn.Linear
 
 
 @dataclass
@@ -84,16 +92,21 @@ class SharcsModel(nn.Module):
             for i in range(k, self.dims.layers)
         )
         self.router.to(device=last_full_norm.weight.device, dtype=last_full_norm.weight.dtype)
-        self._inference_weights: dict[float, tuple[tuple, _WidthWeights]] = {}
-        self._sliced_sources = [  # the tensors the inference cache copies from
-            *(p for layer in self.adaptive_layers for m in layer.parts.linears for p in (m.weight, m.bias)),
-            get_module(base, lay.head_dense).weight,
+        self.full_parts = [LayerParts.find(layers[i], lay) for i in range(k)]  # layers 1..K
+        self.head_parts = _HeadParts(
+            *(get_module(base, p) for p in (lay.head_dense, lay.head_dropout, lay.classifier))
+        )
+        self._sources = [  # every tensor the sliced-weight cache copies from
+            *(t for parts in self.full_parts for t in parts.sources),
+            *(t for layer in self.adaptive_layers for t in layer.parts.sources),
+            self.head_parts.dense.weight,
         ]
+        self._cache: dict[float | None, tuple[tuple, object]] = {}
 
     # ----------------------------------------------------------------- pieces of the forward pass
     @property
     def full_layers(self) -> nn.ModuleList:
-        """Layers 1..K, run unchanged on every input."""
+        """The Hugging Face modules of layers 1..K (they hold the weights the prefix runs with)."""
         return get_module(self.base.base_model, self.layout.layers)[: self.config.adaptive_layer]
 
     @property
@@ -106,49 +119,55 @@ class SharcsModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Embeddings and layers 1..K at full width, through the wrapped model's own modules."""
+        """The wrapped model's embeddings, then layers 1..K at full width with their pretrained norms.
+
+        The layers run through the same fused-QKV code as the adaptive layers (`layer_forward`); at full
+        width it computes exactly what the Hugging Face layer computes, with less overhead.
+        """
         backbone = self.base.base_model
         if self.layout.uses_token_types:
             hidden = backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         else:
             hidden = backbone.embeddings(input_ids)
-        mask = create_bidirectional_mask(
-            config=backbone.config, inputs_embeds=hidden, attention_mask=attention_mask
-        )
-        for layer in self.full_layers:
-            hidden = layer(hidden, mask)
-            if isinstance(hidden, tuple):
-                hidden = hidden[0]
+        attn_mask = _sdpa_mask(attention_mask)
+        weights = self._sliced(None, lambda: [parts.slice(self.dims, 1.0) for parts in self.full_parts])
+        for parts, layer_weights in zip(self.full_parts, weights, strict=True):
+            hidden = layer_forward(
+                hidden, attn_mask, parts, layer_weights, parts.attn_norm, parts.ffn_norm, self.dims.head_size
+            )
         return hidden
 
     def width_weights(self, width: float) -> _WidthWeights:
-        """Sliced weights at `width`: live views while gradients are on, cached contiguous copies otherwise.
+        """Layers K+1..N and the head's dense weight sliced to `width`."""
+        size = self.dims.at(width)[0]
+        return self._sliced(
+            width,
+            lambda: _WidthWeights(
+                [layer.parts.slice(self.dims, width) for layer in self.adaptive_layers],
+                self.head_parts.dense.weight[:, :size],
+            ),
+        )
+
+    def _sliced(self, key: float | None, build):
+        """`build()` as live views while gradients are on; otherwise cached contiguous copies.
 
         The cache is keyed by each source tensor's storage and version, so an optimizer step, a
         `load_state_dict` or a move to another device makes it rebuild.
         """
-        hidden = self.dims.at(width)[0]
-        head_dense = get_module(self.base, self.layout.head_dense)
         if torch.is_grad_enabled():
-            return _WidthWeights(
-                [layer.sliced_weights(width) for layer in self.adaptive_layers], head_dense.weight[:, :hidden]
-            )
-        stamp = tuple((p.data_ptr(), p._version) for p in self._sliced_sources)
-        cached = self._inference_weights.get(width)
-        if cached is None or cached[0] != stamp:
-            weights = _WidthWeights(
-                [layer.sliced_weights(width).contiguous() for layer in self.adaptive_layers],
-                head_dense.weight[:, :hidden].contiguous(),
-            )
-            cached = self._inference_weights[width] = (stamp, weights)
-        return cached[1]
+            return build()
+        stamp = tuple((t.data_ptr(), t._version) for t in self._sources)
+        hit = self._cache.get(key)
+        if hit is None or hit[0] != stamp:
+            hit = self._cache[key] = (stamp, _contiguous(build()))
+        return hit[1]
 
     def run_width(self, hidden: torch.Tensor, attention_mask: torch.Tensor, width: float) -> torch.Tensor:
         """Layers K+1..N and the head at one width, for a group of samples; returns logits."""
         size = self.dims.at(width)[0]
         if width < 1.0:  # down-projection: slice, then the entry norm of this width
             hidden = self.entry_norms[width_key(width)](hidden[..., :size])
-        attn_mask = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
+        attn_mask = _sdpa_mask(attention_mask)
         weights = self.width_weights(width)
         for layer, layer_weights in zip(self.adaptive_layers, weights.layers, strict=True):
             hidden = layer(hidden, attn_mask, width, layer_weights)
@@ -156,12 +175,11 @@ class SharcsModel(nn.Module):
 
     def head(self, first_token: torch.Tensor, dense_weight: torch.Tensor) -> torch.Tensor:
         """The task head; its first dense layer reads the first w*d channels (the up-projection)."""
-        lay = self.layout
-        dropout = get_module(self.base, lay.head_dropout)
-        x = dropout(first_token) if lay.dropout_before_dense else first_token
-        x = F.linear(x, dense_weight, get_module(self.base, lay.head_dense).bias)
-        x = dropout(HEAD_ACTIVATIONS[lay.head_act](x))
-        return get_module(self.base, lay.classifier)(x)
+        parts, lay = self.head_parts, self.layout
+        x = parts.dropout(first_token) if lay.dropout_before_dense else first_token
+        x = F.linear(x, dense_weight, parts.dense.bias)
+        x = parts.dropout(HEAD_ACTIVATIONS[lay.head_act](x))
+        return parts.classifier(x)
 
     def width_index(self, width: float) -> int:
         for i, w in enumerate(self.config.widths):
@@ -275,6 +293,20 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
             f"{len(wrong)} mis-shaped tensors (first: {first})"
         )
     model.load_state_dict(state)
+
+
+def _sdpa_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """Boolean (batch, 1, 1, length) key mask for scaled_dot_product_attention; None without padding."""
+    return None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
+
+
+def _contiguous(weights):
+    """Detached contiguous copies of sliced weights (strided views make slow matmuls)."""
+    if isinstance(weights, list):
+        return [_contiguous(w) for w in weights]
+    if isinstance(weights, _WidthWeights):
+        return _WidthWeights(_contiguous(weights.layers), weights.head.detach().contiguous())
+    return weights.contiguous()
 
 
 def _trim_padding(hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
