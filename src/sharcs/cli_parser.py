@@ -1,0 +1,280 @@
+"""The argument parser of the `sharcs` command: train, evaluate and predict with their options.
+
+Imports nothing heavy: `sharcs --help` and argument errors return at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from importlib import metadata
+from typing import Any
+
+from sharcs.errors import SharcsError
+from sharcs.options import TrainOptions
+
+
+class _UsageError(SharcsError):
+    """A command line argparse could not parse."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors become one-line SharcsErrors instead of usage dumps."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+_DEFAULTS = TrainOptions(output_dir="")
+
+
+def _default(name: str) -> str:
+    value = getattr(_DEFAULTS, name)
+    if isinstance(value, tuple):
+        value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return f"(default: {value})"
+
+
+def _add_train(commands: Any) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train a SHARCS model on a GLUE task or your own data",
+        description=(
+            "Fine-tune an encoder with a SHARCS router after layer K. The epoch kept is the one with the\n"
+            "best score on a held-out slice of the training data (never on the dev set it reports).\n"
+            "Run it again with --resume to continue an interrupted run."
+        ),
+        epilog=(
+            "examples:\n"
+            "  sharcs train --task sst2 --data-dir glue --output-dir runs/sst2\n"
+            "  sharcs train --train-file train.csv --validation-file dev.csv --text-columns text \\\n"
+            "      --label-column label --output-dir runs/mine --widths 0.25,0.5,1.0 --threshold 0.8,0.5\n"
+            "  sharcs train --output-dir runs/sst2 --resume"
+        ),
+        formatter_class=_FORMATTER,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--task", metavar="NAME", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte"
+    )
+    data.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="folder holding SST-2/, MRPC/, ... (default: $SHARCS_GLUE_DIR, else the Hugging Face hub)",
+    )
+    data.add_argument(
+        "--train-file", metavar="FILE", help="your training data: .csv, .tsv or .jsonl (instead of --task)"
+    )
+    data.add_argument(
+        "--validation-file", metavar="FILE", help="your dev data, same format; the metrics are reported on it"
+    )
+    data.add_argument(
+        "--text-columns", metavar="COL[,COL2]", help="text column, or two comma-separated for sentence pairs"
+    )
+    data.add_argument(
+        "--label-column", metavar="COL", help=f"label column of your files {_default('label_column')}"
+    )
+    data.add_argument("--regression", action="store_true", default=None, help="the labels are numbers")
+    data.add_argument(
+        "--max-train-samples", metavar="N", type=int, help="use only the first N training samples"
+    )
+    data.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N dev samples")
+    data.add_argument(
+        "--max-seq-length",
+        metavar="N",
+        type=int,
+        help=f"truncate inputs to N tokens {_default('max_seq_length')}",
+    )
+    data.add_argument(
+        "--held-out-fraction",
+        metavar="F",
+        type=float,
+        help="fraction of the training data held out to choose the best epoch; 0 keeps the last epoch "
+        + _default("held_out_fraction"),
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        metavar="NAME_OR_DIR",
+        help="'minilm-l6' (the packaged all-MiniLM-L6-v2), a model folder or a hub id " + _default("model"),
+    )
+    model.add_argument(
+        "--widths", metavar="W1,W2,...", help=f"ascending widths ending at 1.0 {_default('widths')}"
+    )
+    model.add_argument(
+        "--adaptive-layer",
+        metavar="K",
+        type=int,
+        help="K: full-width layers before the router (default: a third of the layers, at least 1)",
+    )
+    model.add_argument(
+        "--threshold",
+        metavar="T[,T2,...]",
+        help="confidence threshold for the narrow width; with more widths one per boundary, descending "
+        "(default: 0.6 for two widths)",
+    )
+    model.add_argument(
+        "--window",
+        metavar="E",
+        type=int,
+        help=f"epochs of confidence history behind each label {_default('window')}",
+    )
+    model.add_argument(
+        "--router-hidden-size",
+        metavar="N",
+        type=int,
+        help=f"router MLP size {_default('router_hidden_size')}",
+    )
+    model.add_argument(
+        "--norm-init",
+        choices=("copy", "scratch"),
+        help=f"per-width LayerNorms: copied from the model or fresh {_default('norm_init')}",
+    )
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", metavar="N", type=int, help=_default("epochs"))
+    training.add_argument(
+        "--batch-size", metavar="N", type=int, help=f"per width bucket {_default('batch_size')}"
+    )
+    training.add_argument("--lr", metavar="LR", type=float, help=f"peak learning rate {_default('lr')}")
+    training.add_argument(
+        "--router-lr",
+        metavar="LR",
+        type=float,
+        help="peak learning rate of the router, which starts from scratch (default: the same as --lr)",
+    )
+    training.add_argument(
+        "--router-loss-in-warmup",
+        action="store_true",
+        default=None,
+        help="also train the router during the warm-up epochs, towards full width for every sample "
+        "(the paper's recipe; off by default)",
+    )
+    training.add_argument("--seed", metavar="N", type=int, help=_default("seed"))
+    training.add_argument("--device", metavar="DEVICE", help=f"auto, cpu or cuda[:N] {_default('device')}")
+
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--output-dir", metavar="DIR", required=True, help="folder for the model, logs and checkpoints"
+    )
+    run.add_argument(
+        "--save-every-steps",
+        metavar="N",
+        type=int,
+        help="also checkpoint every N optimizer steps (default: 0, at epoch ends only)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --output-dir from its checkpoint, with its saved settings",
+    )
+    run.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run")
+
+
+def _add_evaluate(commands: Any) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="dev metrics, width shares and FLOPs of a trained model",
+        description=(
+            "Evaluate a trained model on the dev set of its task (or another task or file): task metrics,\n"
+            "the share of samples routed to each width and the average FLOPs per sample."
+        ),
+        epilog=(
+            "examples:\n"
+            "  sharcs evaluate runs/sst2\n"
+            "  sharcs evaluate runs/sst2 --tau 0.3 --json\n"
+            "  sharcs evaluate runs/sst2 --width 1.0"
+        ),
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("dir", metavar="DIR", help="a train output folder, or its model/ subfolder")
+    parser.add_argument("--task", metavar="NAME", help="evaluate on this GLUE task (default: the run's task)")
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="GLUE folder (default: the run's, $SHARCS_GLUE_DIR, the hub)"
+    )
+    parser.add_argument(
+        "--split", metavar="SPLIT", help="GLUE split (default: dev; for MNLI dev_matched or dev_mismatched)"
+    )
+    parser.add_argument(
+        "--validation-file", metavar="FILE", help="evaluate on this .csv/.tsv/.jsonl file instead"
+    )
+    parser.add_argument(
+        "--text-columns",
+        metavar="COL[,COL2]",
+        help="text column(s) of --validation-file (default: the run's)",
+    )
+    parser.add_argument(
+        "--label-column", metavar="COL", help="label column of --validation-file (default: the run's)"
+    )
+    parser.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N samples")
+    parser.add_argument(
+        "--max-seq-length", metavar="N", type=int, help="truncate inputs to N tokens (default: the run's)"
+    )
+    _add_inference_options(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def _add_predict(commands: Any) -> None:
+    parser = commands.add_parser(
+        "predict",
+        help="label new texts with a trained model (JSON lines)",
+        description=(
+            "Predict labels for texts given as arguments, in a file (one per line) or on stdin.\n"
+            "For sentence-pair models separate the two texts with a tab. Prints one JSON object per\n"
+            'text: {"text", "label", "probability", "width"} ("score" instead of label for regression).'
+        ),
+        epilog=(
+            "examples:\n"
+            '  sharcs predict runs/sst2 "a gripping, funny film" "dull and overlong"\n'
+            "  sharcs predict runs/sst2 --file reviews.txt\n"
+            "  cat reviews.txt | sharcs predict runs/sst2"
+        ),
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("dir", metavar="DIR", help="a train output folder, or its model/ subfolder")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label; '-' or none: read stdin")
+    parser.add_argument("--file", metavar="FILE", help="read texts from this file, one per line")
+    _add_inference_options(parser)
+
+
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tau",
+        metavar="X",
+        type=float,
+        help="route with rule tau: the narrowest width whose router probability >= X (default: argmax)",
+    )
+    parser.add_argument(
+        "--width", metavar="W", type=float, help="run every sample at this width instead of routing"
+    )
+    parser.add_argument("--batch-size", metavar="N", type=int, default=64, help="(default: 64)")
+    parser.add_argument(
+        "--device", metavar="DEVICE", default="auto", help="auto, cpu or cuda[:N] (default: auto)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `sharcs` argument parser with its train, evaluate and predict subcommands."""
+    parser = _Parser(
+        prog="sharcs",
+        description=(
+            "SHARCS: give each input only the encoder width it needs (arXiv 2310.12126).\n"
+            "A router after layer K sends easy inputs through the remaining layers at a reduced width."
+        ),
+        epilog="Run 'sharcs COMMAND --help' for the options of each command.",
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("--version", action="version", version=f"sharcs {_version()}")
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_predict(commands)
+    return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sharcs")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,215 @@
+"""Evaluation of a model: task metrics, the share of samples at each width and FLOPs per sample.
+
+    report = evaluate_dir("runs/sst2")            # what `sharcs evaluate` prints
+    evaluation = evaluate_model(model, dev_data, ("accuracy",))
+
+FLOPs are analytic (`sharcs.flops`), per sample at its unpadded length and the width it ran at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from sharcs.backbone import pad_id
+from sharcs.data import Examples, compute_metrics, default_metrics, get_task, load_file, tokenize
+from sharcs.errors import SharcsError
+from sharcs.flops import full_model_flops, sharcs_flops
+from sharcs.inference import predict
+from sharcs.model import SharcsModel
+from sharcs.options import named_option_error
+from sharcs.saved_run import Run, load_run
+from sharcs.task_data import TaskInfo, first_samples, load_glue_quietly
+
+
+@dataclass
+class Evaluation:
+    """Task metrics, the share of samples at each width and the average analytic FLOPs per sample."""
+
+    metrics: dict[str, float]
+    width_share: dict[str, float]
+    flops_per_sample: float
+    full_flops_per_sample: float
+    num_samples: int
+
+    @property
+    def flops_reduction(self) -> float:
+        """full-model FLOPs / SHARCS FLOPs (2.0 means half the compute)."""
+        return self.full_flops_per_sample / self.flops_per_sample
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON fields of `sharcs evaluate --json` and results.json."""
+        return {
+            "metrics": dict(self.metrics),
+            "flops_per_sample": self.flops_per_sample,
+            "full_flops_per_sample": self.full_flops_per_sample,
+            "flops_reduction": self.flops_reduction,
+            "width_share": dict(self.width_share),
+            "num_samples": self.num_samples,
+        }
+
+    def record(self, prefix: str) -> dict[str, Any]:
+        """Flat keys for a history record: dev_accuracy, dev_width_share, dev_flops_per_sample, ..."""
+        record: dict[str, Any] = {f"{prefix}_{name}": value for name, value in self.metrics.items()}
+        record[f"{prefix}_width_share"] = dict(self.width_share)
+        record[f"{prefix}_flops_per_sample"] = self.flops_per_sample
+        return record
+
+
+def reduction_text(reduction: float) -> str:
+    """2.034 -> "2.03x"."""
+    return f"{reduction:.2f}x"
+
+
+def share_text(share: dict[str, float]) -> str:
+    """{"0.25": 0.6, "1.0": 0.4} -> "0.25: 60.0%, 1.0: 40.0%"."""
+    return ", ".join(f"{w}: {100 * p:.1f}%" for w, p in share.items())
+
+
+def average_flops(model: SharcsModel, widths: Sequence[float], lengths: Sequence[int]) -> tuple[float, float]:
+    """Mean analytic FLOPs per sample (routed, full model) for samples of these widths and lengths."""
+    cache: dict[tuple[float, int], int] = {}
+    full_cache: dict[int, int] = {}
+    routed = full = 0
+    for width, length in zip(widths, lengths, strict=True):
+        if (width, length) not in cache:
+            cache[width, length] = sharcs_flops(model, width, length)
+        if length not in full_cache:
+            full_cache[length] = full_model_flops(model, length)
+        routed += cache[width, length]
+        full += full_cache[length]
+    count = max(1, len(lengths))
+    return routed / count, full / count
+
+
+def evaluate_model(
+    model: SharcsModel,
+    data: Dataset,
+    metrics: Sequence[str],
+    batch_size: int = 64,
+    width: float | None = None,
+    pad_token_id: int = 0,
+) -> Evaluation:
+    """Routed (or width-forced) predictions on a tokenized labeled dataset, scored and costed."""
+    if len(data) == 0:
+        raise SharcsError("cannot evaluate on zero samples")
+    if "labels" not in data.column_names:
+        raise SharcsError("the evaluation data has no labels")
+    out = predict(model, data, batch_size=batch_size, width=width, pad_token_id=pad_token_id)
+    regression = model.num_labels == 1
+    predictions = out.logits[:, 0].numpy() if regression else out.logits.argmax(-1).numpy()
+    scores = compute_metrics(list(metrics), predictions, data["labels"])
+    widths = [round(w, 6) for w in out.widths.tolist()]
+    share = {str(w): sum(1 for x in widths if x == round(w, 6)) / len(widths) for w in model.config.widths}
+    lengths = [len(ids) for ids in data["input_ids"]]
+    routed, full = average_flops(model, widths, lengths)
+    return Evaluation(scores, share, routed, full, len(data))
+
+
+def with_routing(model: SharcsModel, tau: float | None) -> SharcsModel:
+    """Switch `model` to routing rule "tau" at threshold `tau` (None leaves it as it is)."""
+    if tau is not None:
+        try:
+            model.config = dataclasses.replace(model.config, routing="tau", tau=float(tau))
+        except SharcsError as error:
+            raise named_option_error(error) from None
+    return model
+
+
+def check_width(model: SharcsModel, width: float | None) -> None:
+    """SharcsError naming --width unless `width` is None or one of the model's widths."""
+    if width is not None and not any(abs(width - w) < 1e-9 for w in model.config.widths):
+        raise SharcsError(f"--width {width:g} is not one of this model's widths {list(model.config.widths)}")
+
+
+def evaluation_examples(
+    run: Run,
+    task: str | None = None,
+    data_dir: str | None = None,
+    validation_file: str | None = None,
+    text_columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+    split: str | None = None,
+) -> tuple[Examples, TaskInfo]:
+    """The labeled examples to evaluate `run` on: its own task by default, or another task or file."""
+    saved = run.info
+    paths = run.run_config.get("paths", {})
+    if task is not None and validation_file is not None:
+        raise SharcsError("give --task or --validation-file, not both")
+    if validation_file is None and task is None and saved is not None and saved.task is None:
+        validation_file = paths.get("validation_file")
+        if validation_file is None:
+            raise SharcsError("this run was trained on a file; pass --validation-file FILE")
+    if validation_file is not None:
+        columns = tuple(text_columns) if text_columns else (saved.text_columns if saved else None)
+        if not columns:
+            raise SharcsError("--validation-file needs --text-columns COLUMN[,COLUMN2]")
+        label = label_column or (saved.label_column if saved else None) or "label"
+        regression = run.model.num_labels == 1
+        examples = load_file(validation_file, columns, label, run.label_list, regression)
+        metrics = saved.metrics if saved and saved.task is None else default_metrics(regression)
+        info = TaskInfo(None, columns, label, examples.label_list, metrics, None, run.max_seq_length)
+    else:
+        name = task or (saved.task if saved else None)
+        if name is None:
+            raise SharcsError("no task known for this model; pass --task NAME or --validation-file FILE")
+        spec = get_task(name)
+        dev_split = split or spec.dev_splits[0]
+        if data_dir is None:
+            data_dir = paths.get("data_dir")
+        examples = load_glue_quietly(spec, dev_split, data_dir)
+        info = TaskInfo.for_glue(spec, dev_split, run.max_seq_length)
+    if examples.labels is None:
+        raise SharcsError(f"{examples.source} has no labels to evaluate against")
+    if info.num_labels != run.model.num_labels:
+        raise SharcsError(
+            f"{examples.source}: the data has {info.num_labels} label(s) "
+            f"but the model predicts {run.model.num_labels}"
+        )
+    return examples, info
+
+
+def evaluate_dir(
+    directory: str | Path,
+    task: str | None = None,
+    data_dir: str | None = None,
+    validation_file: str | None = None,
+    text_columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+    split: str | None = None,
+    max_samples: int | None = None,
+    max_seq_length: int | None = None,
+    batch_size: int = 64,
+    tau: float | None = None,
+    width: float | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Dev metrics, width shares and FLOPs of a trained model, as one JSON-ready dict."""
+    if batch_size < 1:
+        raise SharcsError(f"--batch-size: must be at least 1, got {batch_size}")
+    if max_samples is not None and max_samples < 1:
+        raise SharcsError(f"--max-eval-samples: must be at least 1, got {max_samples}")
+    run = load_run(directory, device)
+    check_width(run.model, width)
+    with_routing(run.model, tau)
+    examples, info = evaluation_examples(
+        run, task, data_dir, validation_file, text_columns, label_column, split
+    )
+    examples = first_samples(examples, max_samples)
+    data = tokenize(examples, run.tokenizer, max_seq_length or info.max_seq_length)
+    evaluation = evaluate_model(run.model, data, info.metrics, batch_size, width, pad_id(run.tokenizer))
+    return {
+        "task": info.task or "file",
+        "split": info.dev_split,
+        "data": examples.source,
+        "model": str(run.model_dir),
+        "routing": "width" if width is not None else run.model.config.routing,
+        "tau": run.model.config.tau if tau is not None else None,
+        "width": width,
+        **evaluation.to_dict(),
+    }

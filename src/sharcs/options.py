@@ -1,0 +1,203 @@
+"""The options of `sharcs train` (TrainOptions), their parsing, and their saved form run_config.json.
+
+Imports nothing heavy (torch only inside `pick_device`), so the command line starts fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sharcs.errors import SharcsError, first_line
+
+if TYPE_CHECKING:
+    import torch
+
+MINILM = "minilm-l6"
+RUN_CONFIG = "run_config.json"
+MODEL_DIR = "model"
+
+
+def option_name(field_name: str) -> str:
+    """The command-line spelling of a TrainOptions field: held_out_fraction -> --held-out-fraction."""
+    return "--" + field_name.replace("_", "-")
+
+
+_CONFIG_FIELDS = ("widths", "adaptive_layer", "threshold", "window", "router_hidden_size", "norm_init", "tau")
+
+
+def named_option_error(error: SharcsError) -> SharcsError:
+    """Re-spell a SharcsConfig message "widths: ..." as "--widths: ..."."""
+    message = str(error)
+    for name in _CONFIG_FIELDS:
+        if message.startswith(name + ":"):
+            return SharcsError(option_name(name) + message[len(name) :])
+    return error
+
+
+def parse_floats(text: str | float | Sequence[float], option: str) -> tuple[float, ...]:
+    """Parse "0.25,1.0" -> (0.25, 1.0); anything else is a SharcsError naming `option`."""
+    if isinstance(text, int | float):
+        return (float(text),)
+    if not isinstance(text, str):
+        return tuple(float(x) for x in text)
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(not math.isfinite(v) for v in values):
+        raise SharcsError(f"{option}: expected comma-separated numbers such as 0.25,1.0, got {text!r}")
+    return values
+
+
+def parse_names(text: str | Sequence[str], option: str) -> tuple[str, ...]:
+    """Parse "sentence1,sentence2" -> ("sentence1", "sentence2"); empty names are a SharcsError."""
+    names = tuple(part.strip() for part in text.split(",")) if isinstance(text, str) else tuple(text)
+    if not names or any(not name for name in names):
+        raise SharcsError(f"{option}: expected one or two comma-separated column names, got {text!r}")
+    return names
+
+
+@dataclass
+class TrainOptions:
+    """Everything `sharcs train` accepts; the field names are the option names (lr -> --lr).
+
+    Give either `task` (a GLUE name) or `train_file` + `validation_file` (+ `text_columns`).
+    `adaptive_layer` None: a third of the model's layers, rounded, at least 1. `threshold` None: 0.6
+    for two widths (more widths need one descending threshold per width boundary). `router_lr` None:
+    the router trains at `lr`.
+    """
+
+    output_dir: str
+    task: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    text_columns: tuple[str, ...] | None = None
+    label_column: str = "label"
+    regression: bool = False
+    data_dir: str | None = None
+    model: str = MINILM
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 5e-5
+    router_lr: float | None = None
+    router_loss_in_warmup: bool = False
+    max_seq_length: int = 128
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    widths: tuple[float, ...] = (0.25, 1.0)
+    adaptive_layer: int | None = None
+    threshold: float | tuple[float, ...] | None = None
+    window: int = 2
+    router_hidden_size: int = 1024
+    norm_init: str = "copy"
+    held_out_fraction: float = 0.1
+    seed: int = 42
+    save_every_steps: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.output_dir = str(self.output_dir)
+        self.widths = parse_floats(self.widths, "--widths")
+        if self.threshold is not None:
+            thresholds = parse_floats(self.threshold, "--threshold")
+            self.threshold = thresholds[0] if len(thresholds) == 1 else thresholds
+        if self.text_columns is not None:
+            self.text_columns = parse_names(self.text_columns, "--text-columns")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready options (tuples become lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainOptions:
+        """Options from `to_dict` output (run_config.json); unknown keys are a SharcsError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SharcsError(f"run config: unknown option(s) {unknown}")
+        return cls(**data)
+
+    def validate(self) -> None:
+        """Check the options that need no data or model; SharcsError names the offending option."""
+        if (self.task is None) == (self.train_file is None):
+            raise SharcsError(
+                "give either --task NAME (a GLUE task) or --train-file FILE, not both or neither"
+            )
+        if self.train_file is not None:
+            if self.validation_file is None:
+                raise SharcsError(
+                    "--train-file needs --validation-file (the data the dev metrics are reported on)"
+                )
+            if self.text_columns is None:
+                raise SharcsError("--train-file needs --text-columns COLUMN[,COLUMN2]")
+            if len(self.text_columns) not in (1, 2):
+                raise SharcsError(f"--text-columns: give one or two columns, got {list(self.text_columns)}")
+        else:
+            for name in ("validation_file", "text_columns"):
+                if getattr(self, name) is not None:
+                    raise SharcsError(
+                        f"{option_name(name)} is for --train-file runs; a GLUE --task has its own"
+                    )
+            if self.regression:
+                raise SharcsError(
+                    "--regression is for --train-file runs; a GLUE --task knows its own label type"
+                )
+        for name in ("epochs", "batch_size", "max_seq_length", "window", "router_hidden_size"):
+            if getattr(self, name) < 1:
+                raise SharcsError(f"{option_name(name)}: must be at least 1, got {getattr(self, name)}")
+        for name in ("max_train_samples", "max_eval_samples", "adaptive_layer"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SharcsError(f"{option_name(name)}: must be at least 1, got {value}")
+        for name in ("lr", "router_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise SharcsError(f"{option_name(name)}: must be positive, got {value}")
+        if not 0.0 <= self.held_out_fraction < 1.0:
+            raise SharcsError(f"--held-out-fraction: must lie in [0, 1), got {self.held_out_fraction}")
+        if self.save_every_steps < 0:
+            raise SharcsError(f"--save-every-steps: must be >= 0, got {self.save_every_steps}")
+        pick_device(self.device)
+
+
+def pick_device(name: str) -> torch.device:
+    """The torch device for `name`: "auto" is cuda when available, else cpu."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SharcsError(f"--device: unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SharcsError(f"--device: {name} requested but no CUDA device is available")
+    return device
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """run_config.json of an output folder; missing or unreadable is a SharcsError."""
+    path = Path(run_dir) / RUN_CONFIG
+    if not path.is_file():
+        raise SharcsError(f"{path} does not exist (is {run_dir} a sharcs train output folder?)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SharcsError(f"{path} is unreadable: {first_line(error)}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("options"), dict):
+        raise SharcsError(f"{path} is not a sharcs run config")
+    return data
+
+
+def load_train_options(run_dir: str | Path) -> TrainOptions:
+    """The TrainOptions a run was started with (what `--resume` continues with)."""
+    try:
+        return TrainOptions.from_dict(read_run_config(run_dir)["options"])
+    except TypeError as error:
+        raise SharcsError(f"{Path(run_dir) / RUN_CONFIG}: bad options ({error})") from None

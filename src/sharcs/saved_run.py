@@ -1,0 +1,80 @@
+"""A finished run loaded back: model, tokenizer and task information from an output or model folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sharcs.backbone import load_tokenizer
+from sharcs.errors import SharcsError
+from sharcs.model import CONFIG_NAME, SharcsModel
+from sharcs.options import MODEL_DIR, RUN_CONFIG, pick_device, read_run_config
+from sharcs.task_data import TaskInfo
+
+TOKENIZER_FILE = "tokenizer_config.json"
+
+
+@dataclass
+class Run:
+    """A trained model loaded from an output folder (or a bare model folder), ready to use."""
+
+    model: SharcsModel
+    tokenizer: Any
+    info: TaskInfo | None
+    model_dir: Path
+    run_dir: Path | None
+    run_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label_list(self) -> tuple[str, ...] | None:
+        """The label strings, in logit order (None for regression)."""
+        return self.info.label_list if self.info is not None else model_label_list(self.model)
+
+    @property
+    def max_seq_length(self) -> int:
+        """The truncation length the model was trained with (128 for a bare model folder)."""
+        return self.info.max_seq_length if self.info is not None else 128
+
+
+def model_label_list(model: SharcsModel) -> tuple[str, ...] | None:
+    """The label strings stored in the model's config (None for regression)."""
+    if model.num_labels == 1:
+        return None
+    id2label = model.base.config.id2label
+    return tuple(str(id2label[i]) for i in range(model.num_labels))
+
+
+def find_model_dir(directory: str | Path) -> tuple[Path, Path | None]:
+    """(model folder, output folder or None) for an output folder, its model/ or a bare model folder."""
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise SharcsError(f"{path}: no such folder")
+    if (path / RUN_CONFIG).is_file():
+        model_dir = path / MODEL_DIR
+        if not (model_dir / CONFIG_NAME).is_file():
+            raise SharcsError(
+                f"{path} holds no finished model ({model_dir} is missing); "
+                f"finish the run with: sharcs train --output-dir {path} --resume"
+            )
+        return model_dir, path
+    if (path / CONFIG_NAME).is_file():
+        return path, path.parent if (path.parent / RUN_CONFIG).is_file() else None
+    raise SharcsError(
+        f"{path} is neither a sharcs output folder (no {RUN_CONFIG}) nor a model folder (no {CONFIG_NAME})"
+    )
+
+
+def load_run(directory: str | Path, device: str = "auto") -> Run:
+    """Load the model, tokenizer and task information of an output folder or model folder."""
+    model_dir, run_dir = find_model_dir(directory)
+    run_config = read_run_config(run_dir) if run_dir is not None else {}
+    info = TaskInfo.from_dict(run_config["task_info"]) if "task_info" in run_config else None
+    model = SharcsModel.from_pretrained(model_dir).to(pick_device(device))
+    for candidate in (run_dir, model_dir):
+        if candidate is not None and (candidate / TOKENIZER_FILE).is_file():
+            tokenizer = load_tokenizer(candidate)
+            break
+    else:
+        raise SharcsError(f"no tokenizer found in {run_dir or model_dir} (no {TOKENIZER_FILE})")
+    return Run(model, tokenizer, info, model_dir, run_dir, run_config)
