@@ -14,7 +14,7 @@ install:
 
 quickstart: install
 	sharcs train --task sst2 --data-dir $(GLUE_DIR) --output-dir $(RUN_DIR) --max-train-samples 4000 \
-		--epochs 3 --window 1 --threshold 0.8 --max-seq-length 64
+		--epochs 3 --window 1 --threshold 0.8 --max-seq-length 64 --lr 1e-4 --router-lr 1e-3
 	sharcs evaluate $(RUN_DIR)
 
 lint:

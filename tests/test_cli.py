@@ -207,6 +207,57 @@ def test_evaluate_json_and_table(sst2_run: Path, capsys: pytest.CaptureFixture[s
 
 
 @needs_glue
+def test_bench_and_curve_on_a_trained_run(
+    sst2_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "bench",
+        sst2_run,
+        "--threads",
+        "1",
+        "--latency-samples",
+        "4",
+        "--batch-sizes",
+        "8",
+        "--repeats",
+        "1",
+        "--widths",
+        "0.25",
+        "--max-eval-samples",
+        "16",
+        "--out",
+        tmp_path / "bench.json",
+    )
+    assert code == 0 and "| routed |" in out and "| width=0.25 |" in out
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["task"] == "sst2" and report["num_samples"] == 16
+    assert report["modes"]["width=0.25"]["width_share"]["0.25"] == 1.0
+    assert sum(report["modes"]["routed"]["width_share"].values()) == pytest.approx(1.0)
+    expect_error(capsys, "bench", sst2_run, "--widths", "0.5", needles=("0.5", "widths"))
+
+    code, out, _ = run(
+        capsys,
+        "curve",
+        sst2_run,
+        "--out",
+        tmp_path / "curve",
+        "--taus",
+        "0.2,0.8",
+        "--repeats",
+        "1",
+        "--max-eval-samples",
+        "16",
+        "--threads",
+        "1",
+    )
+    assert code == 0
+    names = {Path(line).name for line in out.split()}
+    assert names == {"curve.json", "curve.csv", "accuracy_vs_flops.png", "accuracy_vs_latency.png"}
+    points = json.loads((tmp_path / "curve" / "curve.json").read_text())[sst2_run.name]
+    assert [p["rule"] for p in points] == ["argmax", "tau", "tau", "width=0.25", "width=1"]
+
+
 def test_predict_from_arguments_file_and_stdin(
     sst2_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

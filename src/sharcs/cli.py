@@ -1,8 +1,10 @@
-"""The `sharcs` command: train, evaluate and predict with width-adaptive (SHARCS) encoders.
+"""The `sharcs` command: train, evaluate, predict, bench and curve for width-adaptive (SHARCS) encoders.
 
     sharcs train --task sst2 --data-dir glue --output-dir runs/sst2
     sharcs evaluate runs/sst2 --json
     echo "a gripping, funny film" | sharcs predict runs/sst2
+    sharcs bench runs/sst2 --threads 2
+    sharcs curve runs/sst2 --out runs/sst2/curve
 
 The work is done in `sharcs.runs`, `sharcs.evaluation` and `sharcs.prediction`, imported inside the
 command functions so that `--help` and argument errors come back at once (no torch import). Every
@@ -144,10 +146,47 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from sharcs.bench import format_report
+    from sharcs.measure_runs import bench_dir, write_report
+    from sharcs.options import parse_floats
+
+    sizes = tuple(int(b) for b in parse_floats(args.batch_sizes, "--batch-sizes"))
+    widths = parse_floats(args.widths, "--widths") if args.widths else ()
+    report = bench_dir(
+        args.dir, args.threads, args.latency_samples, sizes, args.repeats, widths, args.max_eval_samples
+    )
+    if args.out:
+        write_report(report, args.out)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
+def _curve(args: argparse.Namespace) -> int:
+    from sharcs.measure_runs import curve_dirs
+    from sharcs.options import parse_floats
+
+    files = curve_dirs(
+        args.dirs,
+        args.out,
+        parse_floats(args.taus, "--taus"),
+        args.batch_size,
+        args.repeats,
+        not args.no_latency,
+        args.max_eval_samples,
+        args.threads,
+    )
+    for path in files:
+        print(path)
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train,
     "evaluate": _evaluate,
     "predict": _predict,
+    "bench": _bench,
+    "curve": _curve,
 }
 
 

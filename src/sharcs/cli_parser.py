@@ -1,4 +1,4 @@
-"""The argument parser of the `sharcs` command: train, evaluate and predict with their options.
+"""The argument parser of the `sharcs` command: train, evaluate, predict, bench and curve.
 
 Imports nothing heavy: `sharcs --help` and argument errors return at once.
 """
@@ -238,6 +238,59 @@ def _add_predict(commands: Any) -> None:
     _add_inference_options(parser)
 
 
+def _add_bench(commands: Any) -> None:
+    parser = commands.add_parser(
+        "bench",
+        help="CPU latency and throughput of a trained model against the full-width model",
+        description=(
+            "Measure a trained model on its dev set against the full-width model (the wrapped Hugging Face\n"
+            "model), side by side in one run, with pinned threads, a warm-up and medians: FLOPs per sample,\n"
+            "batch-1 latency (p50, p90), batched throughput, speed-ups and efficiency = measured speed-up /\n"
+            "FLOPs-predicted speed-up. Routed always; --widths adds forced-width modes."
+        ),
+        epilog=(
+            "examples:\n  sharcs bench runs/sst2 --threads 2\n  sharcs bench runs/sst2 --widths 0.25 --json"
+        ),
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("dir", metavar="DIR", help="a train output folder")
+    parser.add_argument("--threads", metavar="N", type=int, default=0, help="torch threads (default: all)")
+    parser.add_argument("--latency-samples", metavar="N", type=int, default=200, help="(default: 200)")
+    parser.add_argument("--batch-sizes", metavar="B[,B]", default="32,128", help="(default: 32,128)")
+    parser.add_argument("--repeats", metavar="N", type=int, default=3, help="(default: 3)")
+    parser.add_argument("--widths", metavar="W[,W]", default="", help="also force every sample to each width")
+    parser.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N dev samples")
+    parser.add_argument("--out", metavar="FILE", help="also write the report as JSON to FILE")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+
+
+def _add_curve(commands: Any) -> None:
+    parser = commands.add_parser(
+        "curve",
+        help="accuracy vs FLOPs and vs latency, sweeping the routing threshold tau",
+        description=(
+            "Sweep the routing threshold tau (plus the paper's argmax rule and each forced width) on one or\n"
+            "more trained models and write curve.csv, curve.json, accuracy_vs_flops.png and\n"
+            "accuracy_vs_latency.png into --out; the full-width model is marked with a star."
+        ),
+        epilog=(
+            "examples:\n  sharcs curve runs/sst2 --out runs/sst2/curve\n"
+            "  sharcs curve runs/a runs/b --out cmp"
+        ),
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="train output folders (same task)")
+    parser.add_argument("--out", metavar="DIR", required=True, help="folder for the CSV, JSON and plots")
+    parser.add_argument(
+        "--taus", metavar="X[,X]", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", help="thresholds to sweep"
+    )
+    parser.add_argument("--no-latency", action="store_true", help="skip the timing passes (FLOPs only)")
+    parser.add_argument("--batch-size", metavar="N", type=int, default=64, help="(default: 64)")
+    parser.add_argument("--repeats", metavar="N", type=int, default=3, help="timing repeats (default: 3)")
+    parser.add_argument("--threads", metavar="N", type=int, default=0, help="torch threads (default: all)")
+    parser.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N dev samples")
+
+
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tau",
@@ -270,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_evaluate(commands)
     _add_predict(commands)
+    _add_bench(commands)
+    _add_curve(commands)
     return parser
 
 

@@ -1,0 +1,100 @@
+"""`sharcs bench` and `sharcs curve` on saved runs: load, tokenize the dev data, measure, write files.
+
+report = bench_dir("runs/sst2", threads=2)                 # dict, see sharcs.bench.benchmark
+files = curve_dirs(["runs/sst2"], "runs/sst2/curve")       # curve.csv/json + PNG plots
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+
+from sharcs.backbone import pad_id
+from sharcs.bench import benchmark
+from sharcs.curve import sweep, write_curves
+from sharcs.data import tokenize
+from sharcs.errors import SharcsError
+from sharcs.files import atomic_write_text
+from sharcs.saved_run import Run, load_run
+from sharcs.task_data import TaskInfo, first_samples
+
+
+def dev_data(run: Run, max_samples: int | None) -> tuple[Dataset, list, TaskInfo]:
+    """The run's own dev set, tokenized as in training: (dataset, labels, task info)."""
+    from sharcs.evaluation import evaluation_examples
+
+    examples, info = evaluation_examples(run)
+    examples = first_samples(examples, max_samples)
+    return tokenize(examples, run.tokenizer, info.max_seq_length), list(examples.labels), info
+
+
+def bench_dir(
+    directory: str | Path,
+    threads: int = 0,
+    latency_samples: int = 200,
+    batch_sizes: Sequence[int] = (32, 128),
+    repeats: int = 3,
+    widths: Sequence[float] = (),
+    max_samples: int | None = None,
+) -> dict[str, Any]:
+    """Benchmark a run on CPU: routed, plus each forced width in `widths`, against the full model."""
+    if any(size < 1 for size in batch_sizes) or latency_samples < 1 or repeats < 1:
+        raise SharcsError("--batch-sizes, --latency-samples and --repeats must be at least 1")
+    run = load_run(directory, "cpu")
+    for width in widths:
+        run.model.width_index(width)  # a clear error for a width the model does not have
+    data, _, info = dev_data(run, max_samples)
+    report = benchmark(
+        run.model,
+        data,
+        threads=threads,
+        latency_samples=latency_samples,
+        batch_sizes=tuple(batch_sizes),
+        repeats=repeats,
+        widths=(None, *widths),
+        pad_token_id=pad_id(run.tokenizer),
+    )
+    report.update({"model": str(run.model_dir), "task": info.task or "file", "split": info.dev_split})
+    return report
+
+
+def curve_dirs(
+    directories: Sequence[str | Path],
+    out_dir: str | Path,
+    taus: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    batch_size: int = 64,
+    repeats: int = 3,
+    measure_latency: bool = True,
+    max_samples: int | None = None,
+    threads: int = 0,
+) -> list[Path]:
+    """Sweep tau on each run (same dev data) and write the curves of all of them into `out_dir`."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    curves, metric = {}, None
+    for directory in directories:
+        run = load_run(directory, "cpu")
+        data, labels, info = dev_data(run, max_samples)
+        metric = metric or info.metrics[0]
+        name = Path(directory).resolve().name
+        curves[name] = sweep(
+            run.model,
+            data,
+            labels,
+            info.metrics,
+            taus,
+            batch_size,
+            repeats,
+            pad_id(run.tokenizer),
+            measure_latency,
+        )
+    return write_curves(curves, out_dir, metric)
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> None:
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
