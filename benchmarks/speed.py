@@ -79,6 +79,14 @@ def main() -> None:
             "",
             format_report(report),
             "",
+            "How to read it: `full` is the wrapped Hugging Face model itself, run in the same process on",
+            "the same inputs. `predicted speed-up` = full FLOPs / SHARCS FLOPs per sample (analytic,",
+            "unpadded lengths); `efficiency` = measured speed-up / predicted speed-up. Batch-1 speed-ups",
+            "are ratios of mean latencies; batched ones ratios of throughputs (median of the repeats).",
+            "The `width=1` row runs every sample at full width through sharcs' own layer code (router",
+            "included), so it shows how much of any speed-up comes from that code rather than from",
+            "narrower widths.",
+            "",
         ]
     )
     atomic_write_text(out.with_suffix(".md"), text)
