@@ -21,7 +21,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from sharcs.collate import pad_batch
-from sharcs.flops import full_model_flops, sharcs_flops
+from sharcs.flops import average_flops
 from sharcs.inference import MODEL_INPUTS
 from sharcs.model import SharcsModel
 from sharcs.router import choose_widths
@@ -131,18 +131,11 @@ def routing_overhead(model: SharcsModel, data: Dataset, samples: int, pad_token_
 
 
 @torch.inference_mode()
-def average_flops(
-    model: SharcsModel, data: Dataset, width: float | None, pad_token_id: int
-) -> dict[str, float]:
-    """Mean analytic FLOPs per sample (unpadded lengths) for SHARCS and the full model, and width shares."""
-    widths = []
-    for batch in _batches(data, 128, pad_token_id):
-        widths += model(**batch, width=width).widths.tolist()
-    lengths = [len(ids) for ids in data["input_ids"]]
-    sharcs = sum(sharcs_flops(model, w, n) for w, n in zip(widths, lengths, strict=True)) / len(lengths)
-    full = sum(full_model_flops(model, n) for n in lengths) / len(lengths)
-    share = {str(w): widths.count(w) / len(widths) for w in model.config.widths}
-    return {"sharcs": sharcs, "full": full, "width_share": share}
+def routed_widths(model: SharcsModel, data: Dataset, width: float | None, pad_token_id: int) -> list[float]:
+    """The width each sample runs at (routed, or `width` for all)."""
+    return [
+        w for batch in _batches(data, 128, pad_token_id) for w in model(**batch, width=width).widths.tolist()
+    ]
 
 
 def benchmark(
@@ -166,13 +159,14 @@ def benchmark(
     model.eval()
     report: dict = {"machine": machine_info(), "num_samples": len(data), "modes": {}}
     for width in widths:
-        flops = average_flops(model, data, width, pad_token_id)
-        predicted = flops["full"] / flops["sharcs"]
+        widths_run = routed_widths(model, data, width, pad_token_id)
+        flops, full_flops = average_flops(model, widths_run, [len(ids) for ids in data["input_ids"]])
+        predicted = full_flops / flops
         lat = latency(model, data, width, latency_samples, repeats, pad_token_id)
         mode = {
-            "width_share": flops["width_share"],
-            "flops_per_sample": flops["sharcs"],
-            "full_flops_per_sample": flops["full"],
+            "width_share": {str(w): widths_run.count(w) / len(widths_run) for w in model.config.widths},
+            "flops_per_sample": flops,
+            "full_flops_per_sample": full_flops,
             "predicted_speedup": predicted,
             "latency_bs1": lat,
             # mean, not median: with routing the median sample is a narrow one and would flatter SHARCS

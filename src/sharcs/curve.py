@@ -23,7 +23,7 @@ from datasets import Dataset
 
 from sharcs.data import compute_metrics
 from sharcs.files import atomic_write_text
-from sharcs.flops import full_model_flops, sharcs_flops
+from sharcs.flops import average_flops
 from sharcs.inference import predict
 from sharcs.model import SharcsModel
 from sharcs.router import choose_widths
@@ -63,13 +63,12 @@ def sweep(
     router_logits = per_width[widths[0]].router_logits
     stacked = torch.stack([per_width[w].logits for w in widths])  # (widths, n, labels)
     lengths = [len(ids) for ids in data["input_ids"]]
-    full_flops = sum(full_model_flops(model, n) for n in lengths) / len(lengths)
     labels_array = torch.tensor(list(labels)).numpy()
 
     def point(rule: str, tau: float | None, choice: torch.Tensor) -> dict:
         logits = stacked[choice, torch.arange(len(choice))]
         chosen = [widths[i] for i in choice.tolist()]
-        flops = sum(sharcs_flops(model, w, n) for w, n in zip(chosen, lengths, strict=True)) / len(lengths)
+        flops, full_flops = average_flops(model, chosen, lengths)
         return {
             "rule": rule,
             "tau": tau,
@@ -92,7 +91,9 @@ def _add_latency(
 ) -> None:
     from sharcs.bench import full_model_pass
 
-    full_pass = full_model_pass(model, data, batch_size, pad_token_id)
+    # `predict` batches samples of similar length; give the full model the same batches
+    order = sorted(range(len(data)), key=lambda i: len(data[i]["input_ids"]))
+    full_pass = full_model_pass(model, data.select(order), batch_size, pad_token_id)
     full_pass()  # warm-up
     saved = (model.config.routing, model.config.tau)
     try:

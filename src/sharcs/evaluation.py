@@ -19,7 +19,7 @@ from datasets import Dataset
 from sharcs.backbone import pad_id
 from sharcs.data import Examples, compute_metrics, default_metrics, get_task, load_file, tokenize
 from sharcs.errors import SharcsError
-from sharcs.flops import full_model_flops, sharcs_flops
+from sharcs.flops import average_flops
 from sharcs.inference import predict
 from sharcs.model import SharcsModel
 from sharcs.options import named_option_error
@@ -69,22 +69,6 @@ def reduction_text(reduction: float) -> str:
 def share_text(share: dict[str, float]) -> str:
     """{"0.25": 0.6, "1.0": 0.4} -> "0.25: 60.0%, 1.0: 40.0%"."""
     return ", ".join(f"{w}: {100 * p:.1f}%" for w, p in share.items())
-
-
-def average_flops(model: SharcsModel, widths: Sequence[float], lengths: Sequence[int]) -> tuple[float, float]:
-    """Mean analytic FLOPs per sample (routed, full model) for samples of these widths and lengths."""
-    cache: dict[tuple[float, int], int] = {}
-    full_cache: dict[int, int] = {}
-    routed = full = 0
-    for width, length in zip(widths, lengths, strict=True):
-        if (width, length) not in cache:
-            cache[width, length] = sharcs_flops(model, width, length)
-        if length not in full_cache:
-            full_cache[length] = full_model_flops(model, length)
-        routed += cache[width, length]
-        full += full_cache[length]
-    count = max(1, len(lengths))
-    return routed / count, full / count
 
 
 def evaluate_model(

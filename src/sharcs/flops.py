@@ -9,6 +9,8 @@ counts can be compared exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
@@ -47,6 +49,13 @@ def full_model_flops(model: SharcsModel, length: int) -> int:
     """Analytic FLOPs of the plain full-width model (no router) on one sample: the reference cost."""
     dims = model.dims
     return dims.layers * layer_flops(dims, 1.0, length) + head_flops(dims, 1.0, model.num_labels)
+
+
+def average_flops(model: SharcsModel, widths: Sequence[float], lengths: Sequence[int]) -> tuple[float, float]:
+    """Mean analytic FLOPs per sample: (SHARCS with each sample at its width, the full model)."""
+    count = max(1, len(lengths))
+    routed = sum(sharcs_flops(model, float(w), n) for w, n in zip(widths, lengths, strict=True))
+    return routed / count, sum(full_model_flops(model, n) for n in lengths) / count
 
 
 def predicted_speedup(model: SharcsModel, width_share: dict[float, float]) -> float:
