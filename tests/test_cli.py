@@ -210,6 +210,7 @@ def test_evaluate_json_and_table(sst2_run: Path, capsys: pytest.CaptureFixture[s
 def test_bench_and_curve_on_a_trained_run(
     sst2_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    threads = torch.get_num_threads()
     code, out, _ = run(
         capsys,
         "bench",
@@ -230,6 +231,7 @@ def test_bench_and_curve_on_a_trained_run(
         tmp_path / "bench.json",
     )
     assert code == 0 and "| routed |" in out and "| width=0.25 |" in out
+    assert torch.get_num_threads() == threads, "--threads applies to the benchmark only"
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["task"] == "sst2" and report["num_samples"] == 16
     assert report["modes"]["width=0.25"]["width_share"]["0.25"] == 1.0

@@ -14,7 +14,8 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from datasets import Dataset
@@ -25,6 +26,18 @@ from sharcs.flops import average_flops
 from sharcs.inference import MODEL_INPUTS
 from sharcs.model import SharcsModel
 from sharcs.router import choose_widths
+
+
+@contextmanager
+def pinned_threads(threads: int) -> Iterator[None]:
+    """Run with `threads` torch threads (0: leave as is), restoring the previous count afterwards."""
+    previous = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -154,38 +167,41 @@ def benchmark(
     latency p50/p90 and speed-up, throughput and speed-up per batch size, and efficiency =
     measured speed-up / predicted speed-up.
     """
-    if threads > 0:
-        torch.set_num_threads(threads)
-    model.eval()
-    report: dict = {"machine": machine_info(), "num_samples": len(data), "modes": {}}
-    for width in widths:
-        widths_run = routed_widths(model, data, width, pad_token_id)
-        flops, full_flops = average_flops(model, widths_run, [len(ids) for ids in data["input_ids"]])
-        predicted = full_flops / flops
-        lat = latency(model, data, width, latency_samples, repeats, pad_token_id)
-        mode = {
-            "width_share": {str(w): widths_run.count(w) / len(widths_run) for w in model.config.widths},
-            "flops_per_sample": flops,
-            "full_flops_per_sample": full_flops,
-            "predicted_speedup": predicted,
-            "latency_bs1": lat,
-            # mean, not median: with routing the median sample is a narrow one and would flatter SHARCS
-            "latency_speedup_bs1": lat["full"]["mean"] / lat["sharcs"]["mean"],
-            "throughput": {},
+    with pinned_threads(threads):
+        model.eval()
+        report: dict = {"machine": machine_info(), "num_samples": len(data), "modes": {}}
+        for width in widths:
+            widths_run = routed_widths(model, data, width, pad_token_id)
+            flops, full_flops = average_flops(model, widths_run, [len(ids) for ids in data["input_ids"]])
+            predicted = full_flops / flops
+            lat = latency(model, data, width, latency_samples, repeats, pad_token_id)
+            mode = {
+                "width_share": {str(w): widths_run.count(w) / len(widths_run) for w in model.config.widths},
+                "flops_per_sample": flops,
+                "full_flops_per_sample": full_flops,
+                "predicted_speedup": predicted,
+                "latency_bs1": lat,
+                # mean, not median: with routing the median sample is a narrow one and would flatter SHARCS
+                "latency_speedup_bs1": lat["full"]["mean"] / lat["sharcs"]["mean"],
+                "throughput": {},
+            }
+            mode["efficiency_bs1"] = mode["latency_speedup_bs1"] / predicted
+            for size in batch_sizes:
+                tput = throughput(model, data, width, size, repeats, pad_token_id)
+                speedup = tput["sharcs"] / tput["full"]
+                mode["throughput"][str(size)] = {
+                    **tput,
+                    "speedup": speedup,
+                    "efficiency": speedup / predicted,
+                }
+            report["modes"]["routed" if width is None else f"width={width:g}"] = mode
+        overhead = routing_overhead(model, data, min(latency_samples, 100), pad_token_id)
+        first = next(iter(report["modes"].values()))
+        report["routing_overhead"] = {
+            "seconds": overhead,
+            "fraction_of_full_latency": overhead / first["latency_bs1"]["full"]["mean"],
         }
-        mode["efficiency_bs1"] = mode["latency_speedup_bs1"] / predicted
-        for size in batch_sizes:
-            tput = throughput(model, data, width, size, repeats, pad_token_id)
-            speedup = tput["sharcs"] / tput["full"]
-            mode["throughput"][str(size)] = {**tput, "speedup": speedup, "efficiency": speedup / predicted}
-        report["modes"]["routed" if width is None else f"width={width:g}"] = mode
-    overhead = routing_overhead(model, data, min(latency_samples, 100), pad_token_id)
-    first = next(iter(report["modes"].values()))
-    report["routing_overhead"] = {
-        "seconds": overhead,
-        "fraction_of_full_latency": overhead / first["latency_bs1"]["full"]["mean"],
-    }
-    return report
+        return report
 
 
 def format_report(report: dict) -> str:

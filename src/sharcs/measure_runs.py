@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
 
 from sharcs.backbone import pad_id
-from sharcs.bench import benchmark
+from sharcs.bench import benchmark, pinned_threads
 from sharcs.curve import sweep, write_curves
 from sharcs.data import tokenize
 from sharcs.errors import SharcsError
@@ -74,25 +73,24 @@ def curve_dirs(
     threads: int = 0,
 ) -> list[Path]:
     """Sweep tau on each run (same dev data) and write the curves of all of them into `out_dir`."""
-    if threads > 0:
-        torch.set_num_threads(threads)
-    curves, metric = {}, None
-    for directory in directories:
-        run = load_run(directory, "cpu")
-        data, labels, info = dev_data(run, max_samples)
-        metric = metric or info.metrics[0]
-        name = Path(directory).resolve().name
-        curves[name] = sweep(
-            run.model,
-            data,
-            labels,
-            info.metrics,
-            taus,
-            batch_size,
-            repeats,
-            pad_id(run.tokenizer),
-            measure_latency,
-        )
+    with pinned_threads(threads):
+        curves, metric = {}, None
+        for directory in directories:
+            run = load_run(directory, "cpu")
+            data, labels, info = dev_data(run, max_samples)
+            metric = metric or info.metrics[0]
+            name = Path(directory).resolve().name
+            curves[name] = sweep(
+                run.model,
+                data,
+                labels,
+                info.metrics,
+                taus,
+                batch_size,
+                repeats,
+                pad_id(run.tokenizer),
+                measure_latency,
+            )
     return write_curves(curves, out_dir, metric)
 
 
