@@ -4,8 +4,9 @@
     out = model(**batch)               # routed: each sample at the width the router picks
     out = model(**batch, width=0.25)   # every sample forced to one width
 
-Layers 1..K run as the wrapped model's own modules; the router reads layer K's output; layers K+1..N
-run width-sliced from the same weights; the head's first dense layer reads the first w*d channels.
+Layers 1..K run at full width on the wrapped model's weights and norms; the router reads layer K's
+output; layers K+1..N run width-sliced from the same weights with per-width norms; the head's first
+dense layer reads the first w*d channels.
 """
 
 from __future__ import annotations
