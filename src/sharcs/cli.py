@@ -45,7 +45,9 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sharcs import runs
+    import torch
+
+    from sharcs import distributed, runs
     from sharcs.evaluation import reduction_text, share_text
 
     options = train_options(args)
@@ -56,6 +58,11 @@ def _train(args: argparse.Namespace) -> int:
         results = runs.train(options, resume=args.resume, overwrite=args.overwrite)
     finally:
         runs.logger.removeHandler(handler)
+    if distributed.is_distributed():
+        main = distributed.is_main()
+        torch.distributed.destroy_process_group()
+        if not main:
+            return 0  # rank 0 reports
     metrics = ", ".join(f"{name} {value:.4f}" for name, value in results["metrics"].items())
     where = f"{results['task']} {results['split']}" if results["split"] else "validation file"
     print(f"dev {metrics}  ({where}, {results['num_samples']} samples)")

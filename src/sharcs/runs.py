@@ -18,6 +18,7 @@ from typing import Any
 
 from datasets import Dataset
 
+from sharcs import distributed
 from sharcs.backbone import build_model, pad_id, resolve_model_path
 from sharcs.data import tokenize
 from sharcs.errors import SharcsError
@@ -60,6 +61,31 @@ class _RunLog:
         logger.setLevel(self.level)
 
 
+class _Quiet:
+    """Silence the "sharcs" logger below ERROR for the duration of a run (ranks other than 0)."""
+
+    def __init__(self) -> None:
+        self.level = logger.level
+
+    def __enter__(self) -> None:
+        logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        logger.setLevel(self.level)
+
+
+def _device(options: TrainOptions) -> Any:
+    """The run's device; under a multi-process launch each process takes the GPU of its local rank."""
+    import torch
+
+    device = pick_device(options.device)
+    distributed.init_distributed(device.type)
+    if distributed.is_distributed() and device.type == "cuda":
+        device = torch.device("cuda", distributed.local_rank())
+        torch.cuda.set_device(device)
+    return device
+
+
 def _check_resumable(saved: TrainOptions, options: TrainOptions) -> None:
     """On resume every option must equal the saved one (the device may change)."""
     for f in dataclasses.fields(TrainOptions):
@@ -87,6 +113,9 @@ def _epoch_line(epoch: int, record: dict[str, Any], info: TaskInfo) -> str:
 def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train (or resume) a run into options.output_dir and return its final dev results.
 
+    Under torchrun / accelerate launch every process trains its share of each batch (see
+    `sharcs.training`); only rank 0 writes files and logs, every rank returns the results.
+
     The epoch kept is the one with the best held-out score (a seeded slice of the training data,
     never the dev set). Writes the tokenizer, run_config.json, train.log, history.json,
     checkpoint/, best/, then model/ (the kept model) and results.json (its dev evaluation).
@@ -103,11 +132,14 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
         raise SharcsError(f"{out} already holds a run; continue it with --resume, or pass --overwrite")
     elif out.exists() and not out.is_dir():
         raise SharcsError(f"--output-dir {out} exists and is not a folder")
+    device = _device(options)
+    distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
+    main = distributed.is_main()
 
     data = prepare_data(options)
     info = data.info
     model, tokenizer = build_model(options, info)
-    model.to(pick_device(options.device))
+    model.to(device)
     pad = pad_id(tokenizer)
     train_data = tokenize(data.train, tokenizer, options.max_seq_length)
     held_data = tokenize(data.held_out, tokenizer, options.max_seq_length) if data.held_out else None
@@ -143,8 +175,9 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
     if resume:
         trainer.load_checkpoint()  # fail early (before any log line) on a missing or corrupt checkpoint
 
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    if main and not resume:
         remove_checkpoints(out)  # an --overwrite must never resume the old run's training state
         run_config = {
             "options": options.to_dict(),
@@ -159,7 +192,8 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
         }
         tokenizer.save_pretrained(str(out))
         atomic_write_text(out / RUN_CONFIG, json.dumps(run_config, indent=2) + "\n")
-    with _RunLog(out / LOG_NAME):
+    distributed.barrier()
+    with _RunLog(out / LOG_NAME) if main else _Quiet():
         logger.info(
             "%s %s: %d train, %d held-out, %d dev samples; model %s (%d layers, K=%d), widths %s",
             "resuming" if resume else "training",
@@ -209,7 +243,8 @@ def _finish(
         best_epoch = max(best_epochs)
     else:
         kept, best_epoch = model, len(history)
-    kept.save_pretrained(out / MODEL_DIR)
+    if distributed.is_main():
+        kept.save_pretrained(out / MODEL_DIR)
     evaluation = evaluate_model(kept, dev_data, info.metrics, batch_size, None, pad)
     results = {
         "task": info.task or "file",
@@ -221,7 +256,9 @@ def _finish(
     }
     if select is not None:
         results["held_out_" + info.main_metric] = history[best_epoch - 1][select]
-    atomic_write_text(out / RESULTS_NAME, json.dumps(results, indent=2) + "\n")
+    if distributed.is_main():
+        atomic_write_text(out / RESULTS_NAME, json.dumps(results, indent=2) + "\n")
+    distributed.barrier()
     return results
 
 

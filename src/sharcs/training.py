@@ -1,4 +1,4 @@
-"""One-device SHARCS training (method.md §3): width buckets, one optimizer step over all of them.
+"""SHARCS training (method.md §3): width buckets, one optimizer step over all of them.
 
     trainer = Trainer(model, train_data, TrainingArguments(epochs=3), output_dir="runs/sst2")
     history = trainer.train()          # or trainer.train(resume=True) after an interruption
@@ -7,6 +7,12 @@ Each epoch the hardness labeler assigns every sample a width; samples are bucket
 optimizer step takes one batch from every non-empty bucket (smaller buckets cycled), averages their
 losses (task + router) and steps once. Checkpoints hold model, optimizer, labeler, RNG state and the
 position in the epoch, so a killed run resumes to the same weights.
+
+Under `torchrun` / `accelerate launch` (a running torch.distributed process group, see
+`sharcs.distributed`) every rank plans the same epoch with global batches of batch_size x processes,
+trains its contiguous slice of each batch, sums the share-weighted gradients over ranks and gathers
+the confidences, so every rank holds the same weights and hardness labels as a single process with
+the global batch. Only rank 0 writes checkpoints and history; every rank reads them on resume.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from sharcs import distributed
 from sharcs.collate import pad_batch
 from sharcs.errors import SharcsError
 from sharcs.files import atomic_write_text, latest_version, remove_versions, versioned_directory
@@ -144,7 +151,7 @@ class Trainer:
             if len(members) == 0:
                 continue
             members = members[torch.randperm(len(members), generator=generator)].tolist()
-            size = self.args.batch_size
+            size = self.args.batch_size * distributed.world_size()  # the global batch
             batches = [members[i : i + size] for i in range(0, len(members), size)]
             bucket_batches.append((width_index, batches))
         num_steps = max(len(batches) for _, batches in bucket_batches)
@@ -169,6 +176,7 @@ class Trainer:
                 initial=self.step_in_epoch,
                 desc=f"epoch {self.epoch + 1}/{args.epochs}",
                 leave=False,
+                disable=not distributed.is_main(),
             )
             while self.step_in_epoch < len(steps):
                 progress = (self.epoch + self.step_in_epoch / len(steps)) / args.epochs
@@ -185,22 +193,35 @@ class Trainer:
         return self.history
 
     def train_step(self, step: Step, factor: float) -> float:
-        """Forward/backward one batch per width bucket, average the losses, one optimizer step."""
+        """Forward/backward one batch per width bucket, average the losses, one optimizer step.
+
+        With several processes each rank takes its slice of every batch and weights its loss by its
+        share of the batch; summing gradients over ranks gives the gradient of the global batch.
+        """
         model = self.model
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for width_index, indices in step.batches:
+        records: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for width_index, global_indices in step.batches:
+            indices, share = distributed.shard(global_indices)
+            if not indices:
+                continue
             batch = pad_batch(self.data[indices], self.pad_token_id)
             index = batch.pop("index", torch.tensor(indices))
             batch = {k: v.to(_device(model)) for k, v in batch.items()}
             train_router = self.args.router_loss_in_warmup or not self.labeler.warming_up
             targets = self.labeler.targets(index).to(_device(model)) if train_router else None
             out = model(**batch, width=model.config.widths[width_index], router_targets=targets)
-            (out.loss / len(step.batches)).backward()
-            total += out.loss.item() / len(step.batches)
-            self.labeler.record(index, confidence(out.logits, batch["labels"], self.args.label_range))
+            (out.loss * (share / len(step.batches))).backward()
+            total += out.loss.item() * share / len(step.batches)
+            records.append((index, confidence(out.logits, batch["labels"], self.args.label_range)))
+        for index, confidences in distributed.gather_records(records):
+            self.labeler.record(index, confidences)
+        if distributed.is_distributed():
+            distributed.sum_gradients([p for p in model.parameters() if p.requires_grad])
+            total = distributed.sum_scalar(total, _device(model))
         if self.args.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
         self.optimizer.step()
@@ -225,17 +246,26 @@ class Trainer:
         self.step_in_epoch = 0
         self.epoch_sums = {"loss": 0.0, "steps": 0}
         if self.output_dir is not None:
+            main = distributed.is_main()
             if self.select_metric is not None and record[self.select_metric] > self.best_value:
                 self.best_value = record[self.select_metric]
                 record["best"] = True
-                self.model.save_pretrained(self.output_dir / BEST_DIR)
-            atomic_write_text(self.output_dir / HISTORY_NAME, json.dumps(self.history, indent=2) + "\n")
+                if main:
+                    self.model.save_pretrained(self.output_dir / BEST_DIR)
+            if main:
+                atomic_write_text(self.output_dir / HISTORY_NAME, json.dumps(self.history, indent=2) + "\n")
             self.save_checkpoint()
 
     # ---------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> None:
-        """Save model, optimizer, labeler, RNG and position as a new checkpoint (see `find_checkpoint`)."""
+        """Save model, optimizer, labeler, RNG and position as a new checkpoint (see `find_checkpoint`).
+
+        Only rank 0 writes; every rank waits until the checkpoint is complete.
+        """
         if self.output_dir is None:
+            return
+        if not distributed.is_main():
+            distributed.barrier()
             return
         state = {
             "optimizer": self.optimizer.state_dict(),
@@ -252,6 +282,7 @@ class Trainer:
         with versioned_directory(self.output_dir / CHECKPOINT_DIR, position) as scratch:
             self.model.save_pretrained(scratch / "model")
             torch.save(state, scratch / STATE_NAME)
+        distributed.barrier()
 
     def load_checkpoint(self) -> None:
         """Restore everything `save_checkpoint` wrote; a missing or broken checkpoint is a SharcsError."""
@@ -263,10 +294,10 @@ class Trainer:
                 f"nothing to resume: {self.output_dir / CHECKPOINT_DIR / STATE_NAME} does not exist"
             )
         try:
-            state = torch.load(folder / STATE_NAME, weights_only=False)
+            state = torch.load(folder / STATE_NAME, weights_only=False, map_location="cpu")
         except Exception as error:  # any unpickling failure means the file is damaged
             raise SharcsError(f"{folder / STATE_NAME} is corrupt ({type(error).__name__})") from None
-        saved = SharcsModel.from_pretrained(folder / "model")
+        saved = SharcsModel.from_pretrained(folder / "model")  # every rank reads rank 0's checkpoint
         if saved.config != self.model.config:
             raise SharcsError(f"{folder} was trained with another sharcs config: {saved.config}")
         self.model.load_state_dict(saved.state_dict())
