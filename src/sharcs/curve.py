@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
+from sharcs.bench import full_model_pass
 from sharcs.data import compute_metrics
 from sharcs.files import atomic_write_text
 from sharcs.flops import average_flops
@@ -89,8 +90,6 @@ def sweep(
 def _add_latency(
     model: SharcsModel, data: Dataset, points: list[dict], batch_size: int, repeats: int, pad_token_id: int
 ) -> None:
-    from sharcs.bench import full_model_pass
-
     # `predict` batches samples of similar length; give the full model the same batches
     order = sorted(range(len(data)), key=lambda i: len(data[i]["input_ids"]))
     full_pass = full_model_pass(model, data.select(order), batch_size, pad_token_id)

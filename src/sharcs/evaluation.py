@@ -107,8 +107,11 @@ def with_routing(model: SharcsModel, tau: float | None) -> SharcsModel:
 
 def check_width(model: SharcsModel, width: float | None) -> None:
     """SharcsError naming --width unless `width` is None or one of the model's widths."""
-    if width is not None and not any(abs(width - w) < 1e-9 for w in model.config.widths):
-        raise SharcsError(f"--width {width:g} is not one of this model's widths {list(model.config.widths)}")
+    if width is not None:
+        try:
+            model.width_index(width)
+        except SharcsError as error:
+            raise SharcsError(f"--width: {error}") from None
 
 
 def evaluation_examples(
