@@ -154,7 +154,7 @@ def test_save_is_atomic_and_keeps_the_old_copy_on_failure(tmp_path, monkeypatch)
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("sharcs.model.save_model", broken)
+    monkeypatch.setattr("sharcs.adaptive.save_model", broken)
     with pytest.raises(OSError):
         model.save_pretrained(tmp_path / "m")
     assert (tmp_path / "m" / "model.safetensors").read_bytes() == before

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from sharcs.errors import SharcsError
 
 NORM_INITS = ("copy", "scratch")
-ROUTING_RULES = ("argmax", "tau")
+ROUTING_RULES = ("argmax", "tau", "fixed", "random")
 
 
 def width_key(width: float) -> str:
@@ -40,7 +38,11 @@ class SharcsConfig:
     window: number of most recent epochs whose confidences must all lie in a width's interval.
     router_loss_weight: lambda in task_loss + lambda * BCE(router_logits, targets).
     norm_init: "copy" initialises the per-width LayerNorms from the pretrained ones, "scratch" uses 1/0.
-    routing: "argmax" (the paper) or "tau" (smallest width whose sigmoid(logit) >= tau, else the largest).
+    routing: "argmax" (the paper), "tau" (smallest width whose sigmoid(logit) >= tau, else the largest),
+        or the router-free baselines "fixed" (every sample at `fixed_width`) and "random" (each sample at a
+        width drawn with probabilities `width_shares` from a hash of its tokens).
+    fixed_width: the width of routing "fixed".
+    width_shares: one probability per width for routing "random" (None: equal shares).
     """
 
     widths: tuple[float, ...] = (0.25, 1.0)
@@ -53,9 +55,15 @@ class SharcsConfig:
     norm_init: str = "copy"
     routing: str = "argmax"
     tau: float = 0.5
+    fixed_width: float | None = None
+    width_shares: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         self.widths = tuple(float(w) for w in self.widths)
+        if self.width_shares is not None:
+            self.width_shares = tuple(float(p) for p in self.width_shares)
+        if self.fixed_width is not None:
+            self.fixed_width = float(self.fixed_width)
         if isinstance(self.threshold, int | float):
             self.threshold = (float(self.threshold),)
         self.threshold = tuple(float(t) for t in self.threshold)
@@ -87,6 +95,15 @@ class SharcsConfig:
             raise SharcsError(f"routing: must be one of {ROUTING_RULES}, got {self.routing!r}")
         if not 0.0 <= self.tau <= 1.0:
             raise SharcsError(f"tau: must lie in [0, 1], got {self.tau}")
+        if self.routing == "fixed" and (self.fixed_width is None or self.fixed_width not in widths):
+            raise SharcsError(f"fixed_width: must be one of {list(widths)}, got {self.fixed_width}")
+        if self.width_shares is not None:
+            shares = self.width_shares
+            if len(shares) != len(widths) or any(p < 0 for p in shares) or abs(sum(shares) - 1) > 1e-6:
+                raise SharcsError(
+                    f"width_shares: need one non-negative share per width ({len(widths)}) summing to 1, "
+                    f"got {list(shares)}"
+                )
         if self.intervals is None:
             thresholds = self.threshold
             if len(thresholds) != len(widths) - 1:
@@ -120,6 +137,16 @@ class SharcsConfig:
             raise SharcsError(f"intervals: confidences in [{covered}, 1] are covered by no width")
 
     @property
+    def uses_router(self) -> bool:
+        """False for the router-free baselines (routing "fixed" and "random")."""
+        return self.routing in ("argmax", "tau")
+
+    @property
+    def shares(self) -> tuple[float, ...]:
+        """The random-routing probabilities: width_shares, or equal shares."""
+        return self.width_shares or tuple(1.0 / len(self.widths) for _ in self.widths)
+
+    @property
     def confidence_intervals(self) -> tuple[tuple[float, float], ...]:
         """One [lo, hi) interval per width (hi == 1.0 inclusive), from `intervals` or `threshold`."""
         return self.intervals if self.intervals is not None else intervals_from_thresholds(self.threshold)
@@ -142,9 +169,6 @@ class SharcsConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
     @classmethod
     def from_dict(cls, data: dict) -> SharcsConfig:
         unknown = set(data) - set(cls.__dataclass_fields__)
@@ -153,4 +177,6 @@ class SharcsConfig:
         data = dict(data)
         if data.get("intervals") is not None:
             data["intervals"] = tuple(tuple(pair) for pair in data["intervals"])
+        if data.get("width_shares") is not None:
+            data["width_shares"] = tuple(data["width_shares"])
         return cls(**data)

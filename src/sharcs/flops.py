@@ -37,9 +37,10 @@ def sharcs_flops(model: SharcsModel, width: float, length: int) -> int:
     """Analytic FLOPs of one sample of `length` tokens routed to `width`."""
     dims, config = model.dims, model.config
     k = config.adaptive_layer
+    router = router_flops(dims.hidden, config.router_hidden_size, len(config.widths))
     return (
         k * layer_flops(dims, 1.0, length)
-        + router_flops(dims.hidden, config.router_hidden_size, len(config.widths))
+        + (router if config.uses_router else 0)
         + (dims.layers - k) * layer_flops(dims, width, length)
         + head_flops(dims, width, model.num_labels)
     )

@@ -11,48 +11,41 @@ dense layer reads the first w*d channels.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_model
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers import PreTrainedModel
 
-from sharcs.architectures import find_layout, get_module
+from sharcs.adaptive import (
+    AdaptiveModel,
+    HeadParts,
+    RoutedOutput,
+    Setting,
+    embed,
+    sdpa_mask,
+    task_loss,
+    trim_padding,
+)
+from sharcs.architectures import get_module
 from sharcs.config import SharcsConfig, width_key
 from sharcs.errors import SharcsError
-from sharcs.files import atomic_directory
-from sharcs.layers import AdaptiveLayer, Dims, LayerParts, SlicedWeights, layer_forward, make_norm
+from sharcs.layers import AdaptiveLayer, LayerParts, SlicedWeights, layer_forward, make_norm
 from sharcs.router import Router, choose_widths
 
-CONFIG_NAME = "sharcs_config.json"
-WEIGHTS_NAME = "model.safetensors"
-HEAD_ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "gelu": F.gelu}
+DEFAULT_TAUS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 @dataclass
-class SharcsOutput(ModelOutput):
+class SharcsOutput(RoutedOutput):
     """loss: task loss + lambda * router loss (when labels / router_targets are given).
-    widths: the width each sample ran at, shape (batch,)."""
+    routes (also `widths`): the width each sample ran at, shape (batch,)."""
 
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
     router_logits: torch.Tensor | None = None
-    widths: torch.Tensor | None = None
 
-
-@dataclass(frozen=True)
-class _HeadParts:
-    """The task head's modules in the wrapped model (a plain dataclass, so they are not registered twice)."""
-
-    dense: nn.Linear
-    dropout: nn.Module
-    classifier: nn.Linear
+    @property
+    def widths(self) -> torch.Tensor | None:
+        return self.routes
 
 
 @dataclass
@@ -61,22 +54,16 @@ class _WidthWeights:
     head: torch.Tensor  # the head's dense weight, first w*d input columns
 
 
-class SharcsModel(nn.Module):
+class SharcsModel(AdaptiveModel):
     """A width-adaptive wrapper of a `*ForSequenceClassification` model; build it with `get_sharcs_model`."""
 
+    method = "sharcs"
+    config_class = SharcsConfig
+
     def __init__(self, base: PreTrainedModel, config: SharcsConfig):
-        super().__init__()
-        self.layout = find_layout(base)
-        cfg, lay = base.config, self.layout
-        self.dims = Dims(
-            hidden=getattr(cfg, lay.hidden_size),
-            heads=getattr(cfg, lay.num_heads),
-            ffn=getattr(cfg, lay.ffn_size),
-            layers=getattr(cfg, lay.num_layers),
-        )
+        super().__init__(base, config)
         config.check_against(self.dims.layers, self.dims.heads)
-        self.base = base
-        self.config = config
+        lay = self.layout
         k = config.adaptive_layer
         layers = get_module(base.base_model, lay.layers)
         self.router = Router(self.dims.hidden, config.router_hidden_size, len(config.widths))
@@ -94,9 +81,7 @@ class SharcsModel(nn.Module):
         )
         self.router.to(device=last_full_norm.weight.device, dtype=last_full_norm.weight.dtype)
         self.full_parts = [LayerParts.find(layers[i], lay) for i in range(k)]  # layers 1..K
-        self.head_parts = _HeadParts(
-            *(get_module(base, p) for p in (lay.head_dense, lay.head_dropout, lay.classifier))
-        )
+        self.head_parts = HeadParts.find(base, lay)
         self._sources = [  # every tensor the sliced-weight cache copies from
             *(t for parts in self.full_parts for t in parts.sources),
             *(t for layer in self.adaptive_layers for t in layer.parts.sources),
@@ -110,10 +95,6 @@ class SharcsModel(nn.Module):
         """The Hugging Face modules of layers 1..K (they hold the weights the prefix runs with)."""
         return get_module(self.base.base_model, self.layout.layers)[: self.config.adaptive_layer]
 
-    @property
-    def num_labels(self) -> int:
-        return self.base.config.num_labels
-
     def encode_prefix(
         self,
         input_ids: torch.Tensor,
@@ -125,12 +106,8 @@ class SharcsModel(nn.Module):
         The layers run through the same fused-QKV code as the adaptive layers (`layer_forward`); at full
         width it computes exactly what the Hugging Face layer computes, with less overhead.
         """
-        backbone = self.base.base_model
-        if self.layout.uses_token_types:
-            hidden = backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        else:
-            hidden = backbone.embeddings(input_ids)
-        attn_mask = _sdpa_mask(attention_mask)
+        hidden = embed(self, input_ids, token_type_ids)
+        attn_mask = sdpa_mask(attention_mask)
         weights = self._sliced(None, lambda: [parts.slice(self.dims, 1.0) for parts in self.full_parts])
         for parts, layer_weights in zip(self.full_parts, weights, strict=True):
             hidden = layer_forward(
@@ -168,19 +145,11 @@ class SharcsModel(nn.Module):
         size = self.dims.at(width)[0]
         if width < 1.0:  # down-projection: slice, then the entry norm of this width
             hidden = self.entry_norms[width_key(width)](hidden[..., :size])
-        attn_mask = _sdpa_mask(attention_mask)
+        attn_mask = sdpa_mask(attention_mask)
         weights = self.width_weights(width)
         for layer, layer_weights in zip(self.adaptive_layers, weights.layers, strict=True):
             hidden = layer(hidden, attn_mask, width, layer_weights)
-        return self.head(hidden[:, 0], weights.head)
-
-    def head(self, first_token: torch.Tensor, dense_weight: torch.Tensor) -> torch.Tensor:
-        """The task head; its first dense layer reads the first w*d channels (the up-projection)."""
-        parts, lay = self.head_parts, self.layout
-        x = parts.dropout(first_token) if lay.dropout_before_dense else first_token
-        x = F.linear(x, dense_weight, parts.dense.bias)
-        x = parts.dropout(HEAD_ACTIVATIONS[lay.head_act](x))
-        return parts.classifier(x)
+        return self.head_parts(hidden[:, 0], weights.head)  # the up-projection reads w*d channels
 
     def width_index(self, width: float) -> int:
         for i, w in enumerate(self.config.widths):
@@ -197,24 +166,55 @@ class SharcsModel(nn.Module):
         labels: torch.Tensor | None = None,
         width: float | None = None,
         router_targets: torch.Tensor | None = None,
+        tau: float | None = None,
     ) -> SharcsOutput:
-        """Route each sample (width=None) or force all to `width`; group by width, run, scatter back."""
+        """Route each sample by the config's rule (or by `tau`), or force all to `width`; run each
+        width group and scatter the logits back into input order."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self.encode_prefix(input_ids, attention_mask, token_type_ids)
-        router_logits = self.router(hidden, attention_mask)
-        if width is None:
-            choice = choose_widths(router_logits.detach(), self.config.routing, self.config.tau)
-        else:
+        config = self.config
+        needs_router = config.uses_router or tau is not None or router_targets is not None
+        router_logits = self.router(hidden, attention_mask) if needs_router else None
+        if width is None and tau is None and config.routing == "fixed":
+            width = config.fixed_width
+        if width is not None:
             choice = torch.full((len(input_ids),), self.width_index(width), device=input_ids.device)
+        elif tau is not None:
+            choice = choose_widths(router_logits.detach(), "tau", tau)
+        elif config.routing == "random":
+            choice = random_widths(input_ids, attention_mask, config.shares)
+        else:
+            choice = choose_widths(router_logits.detach(), config.routing, config.tau)
         logits = self.run_routed(hidden, attention_mask, choice)
-        widths = torch.tensor(self.config.widths, device=choice.device)[choice]
+        widths = torch.tensor(config.widths, device=choice.device)[choice]
         return SharcsOutput(
             loss=self.loss(logits, router_logits, labels, router_targets),
             logits=logits,
             router_logits=router_logits,
-            widths=widths,
+            routes=widths,
         )
+
+    # ------------------------------------------------------------------ the AdaptiveModel interface
+    @property
+    def route_values(self) -> tuple[float, ...]:
+        return self.config.widths
+
+    def sample_flops(self, route: float, length: int) -> int:
+        from sharcs.flops import sharcs_flops
+
+        return sharcs_flops(self, route, length)
+
+    def curve_settings(self, taus: tuple[float, ...] = DEFAULT_TAUS) -> list[Setting]:
+        """A routed model: its own rule, each tau and each forced width; fixed and random: their one rule."""
+        config = self.config
+        if config.routing == "fixed":
+            return [Setting(f"width={config.fixed_width:g}", {})]
+        if config.routing == "random":
+            return [Setting("random", {})]
+        settings = [Setting(config.routing if config.routing == "argmax" else f"tau={config.tau:g}", {})]
+        settings += [Setting(f"tau={t:g}", {"tau": t}) for t in taus]
+        return settings + [Setting(f"width={w:g}", {"width": w}) for w in config.widths]
 
     def run_routed(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, choice: torch.Tensor
@@ -222,83 +222,30 @@ class SharcsModel(nn.Module):
         """Run each width group through the adaptive layers and put the logits back in input order."""
         groups = choice.unique().tolist()
         if len(groups) == 1:
-            return self.run_width(*_trim_padding(hidden, attention_mask), self.config.widths[groups[0]])
+            return self.run_width(*trim_padding(hidden, attention_mask), self.config.widths[groups[0]])
         logits = hidden.new_empty(len(hidden), self.num_labels)
         for index in groups:
             rows = (choice == index).nonzero().squeeze(1)
-            group_hidden, group_mask = _trim_padding(hidden[rows], attention_mask[rows])
+            group_hidden, group_mask = trim_padding(hidden[rows], attention_mask[rows])
             logits[rows] = self.run_width(group_hidden, group_mask, self.config.widths[index])
         return logits
 
     def loss(
         self,
         logits: torch.Tensor,
-        router_logits: torch.Tensor,
+        router_logits: torch.Tensor | None,
         labels: torch.Tensor | None,
         router_targets: torch.Tensor | None,
     ) -> torch.Tensor | None:
         """Task loss (cross-entropy, MSE for one label) + lambda * BCE(router logits, multi-hot targets)."""
-        total = None
-        if labels is not None:
-            if self.num_labels == 1:
-                total = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-            else:
-                total = F.cross_entropy(logits, labels)
-        if router_targets is not None:
-            router_loss = F.binary_cross_entropy_with_logits(
+        total = None if labels is None else task_loss(logits, labels)
+        if router_targets is not None and router_logits is not None:
+            router_loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 router_logits, router_targets.to(router_logits.dtype)
             )
             router_loss = self.config.router_loss_weight * router_loss
             total = router_loss if total is None else total + router_loss
         return total
-
-    # ------------------------------------------------------------------------- save / load
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write config.json (the base model's), sharcs_config.json and model.safetensors, atomically."""
-        with atomic_directory(directory) as scratch:
-            self.base.config.save_pretrained(scratch)
-            self.config.save(scratch / CONFIG_NAME)
-            save_model(self, str(scratch / WEIGHTS_NAME))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> SharcsModel:
-        """Rebuild the structure from the saved configs, then load the saved weights."""
-        directory = Path(directory)
-        for name in ("config.json", CONFIG_NAME, WEIGHTS_NAME):
-            if not (directory / name).is_file():
-                raise SharcsError(f"{directory} is not a sharcs model folder: {name} is missing")
-        try:
-            config = SharcsConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
-            base_config = AutoConfig.from_pretrained(directory)
-        except (json.JSONDecodeError, TypeError, OSError) as error:
-            raise SharcsError(f"{directory}: unreadable config ({error})") from None
-        model = cls(AutoModelForSequenceClassification.from_config(base_config), config)
-        try:
-            state = load_file(str(directory / WEIGHTS_NAME))
-        except (SafetensorError, OSError) as error:
-            raise SharcsError(f"{directory / WEIGHTS_NAME} is corrupt or unreadable ({error})") from None
-        load_weights(model, state, str(directory / WEIGHTS_NAME))
-        return model.eval()
-
-
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load a full state dict strictly, turning a mismatch into a one-line SharcsError."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong:
-        first = (missing or unexpected or wrong)[0]
-        raise SharcsError(
-            f"{source} belongs to another model: {len(missing)} missing, {len(unexpected)} unexpected and "
-            f"{len(wrong)} mis-shaped tensors (first: {first})"
-        )
-    model.load_state_dict(state)
-
-
-def _sdpa_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
-    """Boolean (batch, 1, 1, length) key mask for scaled_dot_product_attention; None without padding."""
-    return None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
 
 
 def _contiguous(weights):
@@ -310,12 +257,19 @@ def _contiguous(weights):
     return weights.contiguous()
 
 
-def _trim_padding(hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop the positions that are padding in every row of a group: less work, same result."""
-    keep = attention_mask.bool().any(0)
-    if bool(keep.all()):
-        return hidden, attention_mask
-    return hidden[:, keep], attention_mask[:, keep]
+def random_widths(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, shares: tuple[float, ...]
+) -> torch.Tensor:
+    """A width index per sample, drawn with probabilities `shares` from a hash of its tokens.
+
+    The draw depends only on the sample's real tokens, so batched and per-sample routing agree and a
+    sample always takes the same width.
+    """
+    positions = torch.arange(1, input_ids.shape[1] + 1, device=input_ids.device)
+    key = (input_ids * positions * attention_mask).sum(1) % 2**31
+    uniform = ((key * 2654435761 + 12345) % 2**32).double() / 2**32
+    bounds = torch.tensor(shares, dtype=torch.float64, device=input_ids.device).cumsum(0)
+    return torch.searchsorted(bounds[:-1].contiguous(), uniform, right=True)
 
 
 def get_sharcs_model(base: PreTrainedModel, config: SharcsConfig | None = None) -> SharcsModel:

@@ -8,7 +8,7 @@ from typing import Any
 
 from sharcs.backbone import load_tokenizer
 from sharcs.errors import SharcsError
-from sharcs.model import CONFIG_NAME, SharcsModel
+from sharcs.adaptive import CONFIG_NAME, AdaptiveModel, load_model
 from sharcs.options import MODEL_DIR, RUN_CONFIG, pick_device, read_run_config
 from sharcs.task_data import TaskInfo
 
