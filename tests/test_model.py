@@ -173,8 +173,12 @@ def test_save_is_atomic_and_keeps_the_old_copy_on_failure(tmp_path, monkeypatch)
         (dict(threshold=1.5), "threshold"),
         (dict(intervals=((0.5, 1.0), (0.2, 0.5))), "intervals"),
         (dict(norm_init="zeros"), "norm_init"),
-        (dict(routing="random"), "routing"),
+        (dict(routing="nearest"), "routing"),
         (dict(tau=2.0), "tau"),
+        (dict(routing="fixed"), "fixed_width"),
+        (dict(routing="fixed", fixed_width=0.5), "fixed_width"),
+        (dict(width_shares=(0.5, 0.6)), "width_shares"),
+        (dict(width_shares=(1.0,)), "width_shares"),
     ],
 )
 def test_invalid_configs_name_the_field(kwargs, field):
