@@ -100,6 +100,34 @@ class LayerParts:
         )
 
 
+class SliceCache:
+    """Sliced weights for inference, as contiguous copies built once and reused.
+
+        weights = cache(key, lambda: [parts.slice(dims, w) for parts in layer_parts])
+
+    While gradients are on it returns `build()` itself (live views, so training updates flow through).
+    Otherwise it returns cached `.contiguous()` copies of what `build()` returns (anything with a
+    `contiguous()` method, or a list of such), rebuilt whenever a source tensor changes (an optimizer
+    step, `load_state_dict`, a move to another device): the key includes every source's storage and
+    version.
+    """
+
+    def __init__(self, sources: list[torch.Tensor]):
+        self.sources = sources
+        self.entries: dict[object, tuple[tuple, object]] = {}
+
+    def __call__(self, key: object, build):
+        if torch.is_grad_enabled():
+            return build()
+        stamp = tuple((t.data_ptr(), t._version) for t in self.sources)
+        hit = self.entries.get(key)
+        if hit is None or hit[0] != stamp:
+            built = build()
+            copy = [w.contiguous() for w in built] if isinstance(built, list) else built.contiguous()
+            hit = self.entries[key] = (stamp, copy)
+        return hit[1]
+
+
 def make_norm(source: nn.LayerNorm, size: int, init: str) -> nn.LayerNorm:
     """A LayerNorm of `size` channels, from the leading entries of `source` ("copy") or 1/0 ("scratch")."""
     norm = nn.LayerNorm(size, eps=source.eps, device=source.weight.device, dtype=source.weight.dtype)

@@ -30,7 +30,7 @@ from sharcs.adaptive import (
 from sharcs.architectures import get_module
 from sharcs.config import SharcsConfig, width_key
 from sharcs.errors import SharcsError
-from sharcs.layers import AdaptiveLayer, LayerParts, SlicedWeights, layer_forward, make_norm
+from sharcs.layers import AdaptiveLayer, LayerParts, SliceCache, SlicedWeights, layer_forward, make_norm
 from sharcs.router import Router, choose_widths
 
 DEFAULT_TAUS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -52,6 +52,9 @@ class SharcsOutput(RoutedOutput):
 class _WidthWeights:
     layers: list[SlicedWeights]
     head: torch.Tensor  # the head's dense weight, first w*d input columns
+
+    def contiguous(self) -> _WidthWeights:
+        return _WidthWeights([w.contiguous() for w in self.layers], self.head.detach().contiguous())
 
 
 class SharcsModel(AdaptiveModel):
@@ -82,12 +85,13 @@ class SharcsModel(AdaptiveModel):
         self.router.to(device=last_full_norm.weight.device, dtype=last_full_norm.weight.dtype)
         self.full_parts = [LayerParts.find(layers[i], lay) for i in range(k)]  # layers 1..K
         self.head_parts = HeadParts.find(base, lay)
-        self._sources = [  # every tensor the sliced-weight cache copies from
-            *(t for parts in self.full_parts for t in parts.sources),
-            *(t for layer in self.adaptive_layers for t in layer.parts.sources),
-            self.head_parts.dense.weight,
-        ]
-        self._cache: dict[float | None, tuple[tuple, object]] = {}
+        self._sliced = SliceCache(
+            [
+                *(t for parts in self.full_parts for t in parts.sources),
+                *(t for layer in self.adaptive_layers for t in layer.parts.sources),
+                self.head_parts.dense.weight,
+            ]
+        )
 
     # ----------------------------------------------------------------- pieces of the forward pass
     @property
@@ -125,20 +129,6 @@ class SharcsModel(AdaptiveModel):
                 self.head_parts.dense.weight[:, :size],
             ),
         )
-
-    def _sliced(self, key: float | None, build):
-        """`build()` as live views while gradients are on; otherwise cached contiguous copies.
-
-        The cache is keyed by each source tensor's storage and version, so an optimizer step, a
-        `load_state_dict` or a move to another device makes it rebuild.
-        """
-        if torch.is_grad_enabled():
-            return build()
-        stamp = tuple((t.data_ptr(), t._version) for t in self._sources)
-        hit = self._cache.get(key)
-        if hit is None or hit[0] != stamp:
-            hit = self._cache[key] = (stamp, _contiguous(build()))
-        return hit[1]
 
     def run_width(self, hidden: torch.Tensor, attention_mask: torch.Tensor, width: float) -> torch.Tensor:
         """Layers K+1..N and the head at one width, for a group of samples; returns logits."""
@@ -246,15 +236,6 @@ class SharcsModel(AdaptiveModel):
             router_loss = self.config.router_loss_weight * router_loss
             total = router_loss if total is None else total + router_loss
         return total
-
-
-def _contiguous(weights):
-    """Detached contiguous copies of sliced weights (strided views make slow matmuls)."""
-    if isinstance(weights, list):
-        return [_contiguous(w) for w in weights]
-    if isinstance(weights, _WidthWeights):
-        return _WidthWeights(_contiguous(weights.layers), weights.head.detach().contiguous())
-    return weights.contiguous()
 
 
 def random_widths(

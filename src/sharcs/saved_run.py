@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sharcs.adaptive import CONFIG_NAME, AdaptiveModel, load_model
 from sharcs.backbone import load_tokenizer
 from sharcs.errors import SharcsError
-from sharcs.adaptive import CONFIG_NAME, AdaptiveModel, load_model
 from sharcs.options import MODEL_DIR, RUN_CONFIG, pick_device, read_run_config
 from sharcs.task_data import TaskInfo
 
@@ -19,7 +19,7 @@ TOKENIZER_FILE = "tokenizer_config.json"
 class Run:
     """A trained model loaded from an output folder (or a bare model folder), ready to use."""
 
-    model: SharcsModel
+    model: AdaptiveModel
     tokenizer: Any
     info: TaskInfo | None
     model_dir: Path
@@ -37,7 +37,7 @@ class Run:
         return self.info.max_seq_length if self.info is not None else 128
 
 
-def model_label_list(model: SharcsModel) -> tuple[str, ...] | None:
+def model_label_list(model: AdaptiveModel) -> tuple[str, ...] | None:
     """The label strings stored in the model's config (None for regression)."""
     if model.num_labels == 1:
         return None
@@ -70,7 +70,7 @@ def load_run(directory: str | Path, device: str = "auto") -> Run:
     model_dir, run_dir = find_model_dir(directory)
     run_config = read_run_config(run_dir) if run_dir is not None else {}
     info = TaskInfo.from_dict(run_config["task_info"]) if "task_info" in run_config else None
-    model = SharcsModel.from_pretrained(model_dir).to(pick_device(device))
+    model = load_model(model_dir).to(pick_device(device))
     for candidate in (run_dir, model_dir):
         if candidate is not None and (candidate / TOKENIZER_FILE).is_file():
             tokenizer = load_tokenizer(candidate)
