@@ -13,7 +13,7 @@ from conftest import GLUE_DIR
 
 from sharcs import SharcsConfig, get_sharcs_model
 from sharcs.data import compute_metrics, load_glue, tokenize
-from sharcs.flops import full_model_flops, sharcs_flops
+from sharcs.flops import sharcs_flops
 from sharcs.inference import predict
 from sharcs.training import Trainer, TrainingArguments
 
@@ -52,7 +52,7 @@ def test_sharcs_on_minilm_and_sst2_learns_to_route(tmp_path):
     narrow = preds.widths == 0.25
     lengths = [len(ids) for ids in dev_data["input_ids"]]
     flops = sum(sharcs_flops(model, float(w), n) for w, n in zip(preds.widths, lengths, strict=True))
-    full = sum(full_model_flops(model, n) for n in lengths)
+    full = sum(model.full_flops(n) for n in lengths)
     accuracy = compute_metrics(["accuracy"], preds.logits.argmax(-1).numpy(), labels.numpy())["accuracy"]
     print(
         f"\nSST-2 dev accuracy {accuracy:.4f}; routed to 0.25: {narrow.float().mean():.3f}; "

@@ -11,7 +11,7 @@ from conftest import random_dataset, tiny_model
 from sharcs import SharcsConfig, get_sharcs_model
 from sharcs.bench import benchmark, format_report
 from sharcs.curve import sweep, write_curves
-from sharcs.flops import full_model_flops, measure_flops, predicted_speedup, sharcs_flops
+from sharcs.flops import measure_flops, predicted_speedup, sharcs_flops
 from sharcs.inference import predict
 
 
@@ -35,7 +35,7 @@ def test_full_model_flops_match_the_plain_hugging_face_model(model_type):
     ids = torch.randint(3, 60, (1, 9))
     with flop_counter() as counter, torch.no_grad():
         model.base(input_ids=ids)
-    assert counter.get_total_flops() == full_model_flops(model, 9)
+    assert counter.get_total_flops() == model.full_flops(9)
 
 
 def test_flops_on_the_packaged_minilm():

@@ -1,7 +1,8 @@
-"""The backbone of a run: find the Hugging Face model, load it and its tokenizer, wrap it with SHARCS."""
+"""The backbone of a run: find the Hugging Face model, load it and its tokenizer, wrap it for the method."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,10 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sharcs.adaptive import AdaptiveModel
 from sharcs.architectures import find_layout
 from sharcs.config import SharcsConfig
+from sharcs.dynabert import DynaBertConfig, DynaBertModel
+from sharcs.early_exit import EarlyExitConfig, EarlyExitModel
 from sharcs.errors import SharcsError, first_line
-from sharcs.model import SharcsModel, get_sharcs_model
+from sharcs.model import get_sharcs_model
 from sharcs.options import MINILM, TrainOptions, named_option_error
 
 if TYPE_CHECKING:
@@ -125,8 +129,32 @@ def sharcs_config(options: TrainOptions, num_layers: int) -> SharcsConfig:
         raise named_option_error(error) from None
 
 
-def build_model(options: TrainOptions, info: TaskInfo) -> tuple[SharcsModel, Any]:
-    """The SharcsModel and tokenizer of a run, built the same way on every call (seeded)."""
+def method_model(options: TrainOptions, base: Any, num_layers: int) -> AdaptiveModel:
+    """Wrap `base` for `options.method`: SHARCS and its router-free baselines (full, fixed, random) are
+    SharcsModels; DynaBERT and the early-exit methods have models of their own."""
+    method = options.method
+    if method == "dynabert":
+        return DynaBertModel(base, DynaBertConfig(widths=options.widths))
+    if method in ("deebert", "pabee"):
+        rule = "entropy" if method == "deebert" else "patience"
+        config = EarlyExitConfig(rule, options.entropy_threshold, options.patience)
+        return EarlyExitModel(base, config)
+    config = sharcs_config(options, num_layers)
+    if method == "full":
+        config = dataclasses.replace(config, widths=(1.0,), threshold=(), routing="fixed", fixed_width=1.0)
+    elif method == "fixed":
+        widths = tuple(sorted({options.fixed_width, 1.0}))
+        threshold = config.threshold if len(widths) == 2 else ()
+        config = dataclasses.replace(
+            config, widths=widths, threshold=threshold, routing="fixed", fixed_width=options.fixed_width
+        )
+    elif method == "random":
+        config = dataclasses.replace(config, routing="random", width_shares=options.width_shares)
+    return get_sharcs_model(base, config)
+
+
+def build_model(options: TrainOptions, info: TaskInfo) -> tuple[AdaptiveModel, Any]:
+    """The model (of `options.method`) and tokenizer of a run, built the same way on every call (seeded)."""
     path = resolve_model_path(options.model)
     tokenizer = load_tokenizer(path)
     base = load_base_model(path, info, options.seed)
@@ -134,10 +162,9 @@ def build_model(options: TrainOptions, info: TaskInfo) -> tuple[SharcsModel, Any
         layout = find_layout(base)
     except SharcsError as error:
         raise SharcsError(f"--model {options.model}: {error}") from None
-    config = sharcs_config(options, getattr(base.config, layout.num_layers))
     _check_max_length(options.max_seq_length, base.config, tokenizer)
     try:
-        model = get_sharcs_model(base, config)
+        model = method_model(options, base, getattr(base.config, layout.num_layers))
     except SharcsError as error:
         raise named_option_error(error) from None
     return model, tokenizer

@@ -71,9 +71,15 @@ def _train(args: argparse.Namespace) -> int:
     routed, full = _flops(results["flops_per_sample"]), _flops(results["full_flops_per_sample"])
     reduction = reduction_text(results["flops_reduction"])
     print(f"FLOPs per sample: {routed}, full model {full} -> {reduction} fewer")
-    print(f"width share: {share_text(results['width_share'])}")
+    kind = "exit" if any(key.startswith("exit") for key in results["width_share"]) else "width"
+    print(f"{kind} share: {share_text(results['width_share'])}")
     print(f"model saved in {Path(options.output_dir) / MODEL_DIR}")
     return 0
+
+
+def _route_name(label: str) -> str:
+    """A width share key "0.25" -> "width 0.25"; an early-exit key "exit 3" stays as it is."""
+    return label if label.startswith("exit") else f"width {label}"
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -114,7 +120,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         ("FLOPs/sample", _flops(report["flops_per_sample"])),
         ("full model", _flops(report["full_flops_per_sample"])),
         ("reduction", reduction_text(report["flops_reduction"])),
-        *((f"width {w}", f"{100 * p:.1f}%") for w, p in report["width_share"].items()),
+        *((_route_name(w), f"{100 * p:.1f}%") for w, p in report["width_share"].items()),
     ]
     size = max(len(name) for name, _ in rows)
     for name, value in rows:

@@ -10,7 +10,7 @@ from importlib import metadata
 from typing import Any
 
 from sharcs.errors import SharcsError
-from sharcs.options import TrainOptions
+from sharcs.options import METHODS, TrainOptions
 
 
 class _UsageError(SharcsError):
@@ -38,7 +38,7 @@ def _default(name: str) -> str:
 def _add_train(commands: Any) -> None:
     parser = commands.add_parser(
         "train",
-        help="train a SHARCS model on a GLUE task or your own data",
+        help="train a SHARCS model (or a baseline) on a GLUE task or your own data",
         description=(
             "Fine-tune an encoder with a SHARCS router after layer K. The epoch kept is the one with the\n"
             "best score on a held-out slice of the training data (never on the dev set it reports).\n"
@@ -47,6 +47,7 @@ def _add_train(commands: Any) -> None:
         epilog=(
             "examples:\n"
             "  sharcs train --task sst2 --data-dir glue --output-dir runs/sst2\n"
+            "  sharcs train --task sst2 --data-dir glue --output-dir runs/sst2-pabee --method pabee\n"
             "  sharcs train --train-file train.csv --validation-file dev.csv --text-columns text \\\n"
             "      --label-column label --output-dir runs/mine --widths 0.25,0.5,1.0 --threshold 0.8,0.5\n"
             "  sharcs train --output-dir runs/sst2 --resume"
@@ -100,6 +101,14 @@ def _add_train(commands: Any) -> None:
         help="'minilm-l6' (the packaged all-MiniLM-L6-v2), a model folder or a hub id " + _default("model"),
     )
     model.add_argument(
+        "--method",
+        choices=METHODS,
+        help="sharcs, or a baseline: full (plain fine-tuning), fixed (K full layers, then --fixed-width), "
+        "random (routed at random with --width-shares), dynabert (heads/FFN narrowed to each of --widths), "
+        "deebert (exit when entropy < --entropy-threshold), pabee (exit after --patience agreeing exits) "
+        + _default("method"),
+    )
+    model.add_argument(
         "--widths", metavar="W1,W2,...", help=f"ascending widths ending at 1.0 {_default('widths')}"
     )
     model.add_argument(
@@ -125,6 +134,27 @@ def _add_train(commands: Any) -> None:
         metavar="N",
         type=int,
         help=f"router MLP size {_default('router_hidden_size')}",
+    )
+    model.add_argument(
+        "--fixed-width", metavar="W", type=float, help=f"width of --method fixed {_default('fixed_width')}"
+    )
+    model.add_argument(
+        "--width-shares",
+        metavar="P1,P2,...",
+        help="--method random: the probability of each width, e.g. the shares a trained router gives "
+        "(default: equal)",
+    )
+    model.add_argument(
+        "--entropy-threshold",
+        metavar="S",
+        type=float,
+        help=f"--method deebert: exit when the prediction entropy is below S {_default('entropy_threshold')}",
+    )
+    model.add_argument(
+        "--patience",
+        metavar="P",
+        type=int,
+        help=f"--method pabee: exit after P exits in a row agree {_default('patience')}",
     )
     model.add_argument(
         "--norm-init",

@@ -16,6 +16,7 @@ from typing import Any
 
 from datasets import Dataset
 
+from sharcs.adaptive import AdaptiveModel
 from sharcs.backbone import pad_id
 from sharcs.data import Examples, compute_metrics, default_metrics, get_task, load_file, tokenize
 from sharcs.errors import SharcsError
@@ -29,10 +30,11 @@ from sharcs.task_data import TaskInfo, first_samples, load_glue_quietly
 
 @dataclass
 class Evaluation:
-    """Task metrics, the share of samples at each width and the average analytic FLOPs per sample."""
+    """Task metrics, the share of samples on each route (width, or exit layer for early exit) and the
+    average analytic FLOPs per sample."""
 
     metrics: dict[str, float]
-    width_share: dict[str, float]
+    width_share: dict[str, float]  # keyed by `model.route_label`: "0.25", "1.0" or "exit 3"
     flops_per_sample: float
     full_flops_per_sample: float
     num_samples: int
@@ -72,32 +74,44 @@ def share_text(share: dict[str, float]) -> str:
 
 
 def evaluate_model(
-    model: SharcsModel,
+    model: AdaptiveModel,
     data: Dataset,
     metrics: Sequence[str],
     batch_size: int = 64,
     width: float | None = None,
     pad_token_id: int = 0,
+    setting: dict | None = None,
 ) -> Evaluation:
-    """Routed (or width-forced) predictions on a tokenized labeled dataset, scored and costed."""
+    """Routed (or width-forced, or under a curve `setting`) predictions on a tokenized labeled
+    dataset, scored and costed."""
     if len(data) == 0:
         raise SharcsError("cannot evaluate on zero samples")
     if "labels" not in data.column_names:
         raise SharcsError("the evaluation data has no labels")
-    out = predict(model, data, batch_size=batch_size, width=width, pad_token_id=pad_token_id)
+    out = predict(model, data, batch_size, width, pad_token_id, setting=setting)
     regression = model.num_labels == 1
     predictions = out.logits[:, 0].numpy() if regression else out.logits.argmax(-1).numpy()
     scores = compute_metrics(list(metrics), predictions, data["labels"])
-    widths = [round(w, 6) for w in out.widths.tolist()]
-    share = {str(w): sum(1 for x in widths if x == round(w, 6)) / len(widths) for w in model.config.widths}
+    routes = out.routes.tolist()
     lengths = [len(ids) for ids in data["input_ids"]]
-    routed, full = average_flops(model, widths, lengths)
-    return Evaluation(scores, share, routed, full, len(data))
+    routed, full = average_flops(model, routes, lengths)
+    return Evaluation(scores, route_share(model, routes), routed, full, len(data))
 
 
-def with_routing(model: SharcsModel, tau: float | None) -> SharcsModel:
-    """Switch `model` to routing rule "tau" at threshold `tau` (None leaves it as it is)."""
+def route_share(model: AdaptiveModel, routes: Sequence[float]) -> dict[str, float]:
+    """The fraction of samples on each of the model's routes, keyed by `model.route_label`."""
+    rounded = [round(r, 6) for r in routes]
+    return {
+        model.route_label(v): sum(1 for r in rounded if r == round(v, 6)) / max(1, len(rounded))
+        for v in model.route_values
+    }
+
+
+def with_routing(model: AdaptiveModel, tau: float | None) -> AdaptiveModel:
+    """Switch a SHARCS `model` to routing rule "tau" at threshold `tau` (None leaves it as it is)."""
     if tau is not None:
+        if not isinstance(model, SharcsModel) or not model.config.uses_router:
+            raise SharcsError("--tau: only a SHARCS model with a trained router has a tau to set")
         try:
             model.config = dataclasses.replace(model.config, routing="tau", tau=float(tau))
         except SharcsError as error:
@@ -105,7 +119,7 @@ def with_routing(model: SharcsModel, tau: float | None) -> SharcsModel:
     return model
 
 
-def check_width(model: SharcsModel, width: float | None) -> None:
+def check_width(model: AdaptiveModel, width: float | None) -> None:
     """SharcsError naming --width unless `width` is None or one of the model's widths."""
     if width is not None:
         try:

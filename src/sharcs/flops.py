@@ -10,12 +10,16 @@ counts can be compared exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from sharcs.layers import Dims
-from sharcs.model import SharcsModel
+
+if TYPE_CHECKING:
+    from sharcs.adaptive import AdaptiveModel
+    from sharcs.model import SharcsModel
 
 
 def layer_flops(dims: Dims, width: float, length: int) -> int:
@@ -46,17 +50,13 @@ def sharcs_flops(model: SharcsModel, width: float, length: int) -> int:
     )
 
 
-def full_model_flops(model: SharcsModel, length: int) -> int:
-    """Analytic FLOPs of the plain full-width model (no router) on one sample: the reference cost."""
-    dims = model.dims
-    return dims.layers * layer_flops(dims, 1.0, length) + head_flops(dims, 1.0, model.num_labels)
-
-
-def average_flops(model: SharcsModel, widths: Sequence[float], lengths: Sequence[int]) -> tuple[float, float]:
-    """Mean analytic FLOPs per sample: (SHARCS with each sample at its width, the full model)."""
+def average_flops(
+    model: AdaptiveModel, routes: Sequence[float], lengths: Sequence[int]
+) -> tuple[float, float]:
+    """Mean analytic FLOPs per sample: (the model with each sample on its route, the full model)."""
     count = max(1, len(lengths))
-    routed = sum(sharcs_flops(model, float(w), n) for w, n in zip(widths, lengths, strict=True))
-    return routed / count, sum(full_model_flops(model, n) for n in lengths) / count
+    routed = sum(model.sample_flops(float(r), n) for r, n in zip(routes, lengths, strict=True))
+    return routed / count, sum(model.full_flops(n) for n in lengths) / count
 
 
 def predicted_speedup(model: SharcsModel, width_share: dict[float, float]) -> float:
@@ -76,7 +76,7 @@ def flop_counter() -> FlopCounterMode:
 
 
 @torch.inference_mode()
-def measure_flops(model: SharcsModel, input_ids: torch.Tensor, width: float | None = None, **inputs) -> int:
+def measure_flops(model: AdaptiveModel, input_ids: torch.Tensor, width: float | None = None, **inputs) -> int:
     """FLOPs that FlopCounterMode records for one forward pass (unpadded single samples: per-sample cost)."""
     model.eval()
     with flop_counter() as counter:

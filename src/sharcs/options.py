@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
 MINILM = "minilm-l6"
+METHODS = ("sharcs", "full", "fixed", "random", "dynabert", "deebert", "pabee")
 RUN_CONFIG = "run_config.json"
 MODEL_DIR = "model"
 
@@ -28,7 +29,19 @@ def option_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-_CONFIG_FIELDS = ("widths", "adaptive_layer", "threshold", "window", "router_hidden_size", "norm_init", "tau")
+_CONFIG_FIELDS = (
+    "widths",
+    "adaptive_layer",
+    "threshold",
+    "window",
+    "router_hidden_size",
+    "norm_init",
+    "tau",
+    "fixed_width",
+    "width_shares",
+    "entropy_threshold",
+    "patience",
+)
 
 
 def named_option_error(error: SharcsError) -> SharcsError:
@@ -68,6 +81,10 @@ class TrainOptions:
     """Everything `sharcs train` accepts; the field names are the option names (lr -> --lr).
 
     Give either `task` (a GLUE name) or `train_file` + `validation_file` (+ `text_columns`).
+    `method`: "sharcs", or a baseline on the same harness: "full" (plain fine-tuning), "fixed" (K full
+    layers, then every sample at `fixed_width`), "random" (SHARCS's architecture routed at random with
+    `width_shares`), "dynabert" (heads and FFN narrowed to each of `widths`), "deebert" (entropy exit at
+    `entropy_threshold`) or "pabee" (patience exit at `patience`).
     `adaptive_layer` None: a third of the model's layers, rounded, at least 1. `threshold` None: 0.6
     for two widths (more widths need one descending threshold per width boundary). `router_lr` None:
     the router trains at `lr`.
@@ -82,6 +99,7 @@ class TrainOptions:
     regression: bool = False
     data_dir: str | None = None
     model: str = MINILM
+    method: str = "sharcs"
     epochs: int = 3
     batch_size: int = 32
     lr: float = 5e-5
@@ -96,6 +114,10 @@ class TrainOptions:
     window: int = 2
     router_hidden_size: int = 1024
     norm_init: str = "copy"
+    fixed_width: float = 0.25
+    width_shares: tuple[float, ...] | None = None
+    entropy_threshold: float = 0.3
+    patience: int = 2
     held_out_fraction: float = 0.1
     seed: int = 42
     save_every_steps: int = 0
@@ -104,6 +126,8 @@ class TrainOptions:
     def __post_init__(self) -> None:
         self.output_dir = str(self.output_dir)
         self.widths = parse_floats(self.widths, "--widths")
+        if self.width_shares is not None:
+            self.width_shares = parse_floats(self.width_shares, "--width-shares")
         if self.threshold is not None:
             thresholds = parse_floats(self.threshold, "--threshold")
             self.threshold = thresholds[0] if len(thresholds) == 1 else thresholds
@@ -148,6 +172,8 @@ class TrainOptions:
                 raise SharcsError(
                     "--regression is for --train-file runs; a GLUE --task knows its own label type"
                 )
+        if self.method not in METHODS:
+            raise SharcsError(f"--method: must be one of {', '.join(METHODS)}, got {self.method!r}")
         for name in ("epochs", "batch_size", "max_seq_length", "window", "router_hidden_size"):
             if getattr(self, name) < 1:
                 raise SharcsError(f"{option_name(name)}: must be at least 1, got {getattr(self, name)}")

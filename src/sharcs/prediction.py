@@ -2,7 +2,8 @@
 
     rows = predict_texts(load_run("runs/sst2"), [("a gripping, funny film",)])
 
-Each row holds the label string and its probability (a score for regression) and the width used.
+Each row holds the label string and its probability (a score for regression) and the route taken
+(the width used, or the layers run by an early-exit model).
 """
 
 from __future__ import annotations
@@ -63,6 +64,6 @@ def predict_texts(
             best = int(probs.argmax())
             row["label"] = label_list[best]
             row["probability"] = float(probs[best])
-        row["width"] = float(out.widths[i])
+        row[run.model.route_name] = float(out.routes[i])
         rows.append(row)
     return rows

@@ -19,12 +19,12 @@ from typing import Any
 from datasets import Dataset
 
 from sharcs import distributed
+from sharcs.adaptive import AdaptiveModel, load_model
 from sharcs.backbone import build_model, pad_id, resolve_model_path
 from sharcs.data import tokenize
 from sharcs.errors import SharcsError
 from sharcs.evaluation import evaluate_model, reduction_text, share_text
 from sharcs.files import atomic_write_text
-from sharcs.model import SharcsModel
 from sharcs.options import MODEL_DIR, RUN_CONFIG, TrainOptions, load_train_options, option_name, pick_device
 from sharcs.task_data import TaskInfo, label_range, prepare_data
 from sharcs.training import (
@@ -106,7 +106,7 @@ def _epoch_line(epoch: int, record: dict[str, Any], info: TaskInfo) -> str:
         parts.append(f"held-out {main} {record[f'heldout_{main}']:.4f}")
     parts.append(f"dev {main} {record[f'dev_{main}']:.4f}")
     parts.append(f"FLOPs {reduction_text(record['flops_reduction'])} fewer")
-    parts.append(f"dev widths {share_text(record['dev_width_share'])}")
+    parts.append(f"dev routes {share_text(record['dev_width_share'])}")
     return " | ".join(parts)
 
 
@@ -156,7 +156,7 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
     )
     eval_batch = max(64, options.batch_size)
 
-    def evaluate(m: SharcsModel) -> dict[str, Any]:
+    def evaluate(m: AdaptiveModel) -> dict[str, Any]:
         """After each epoch: held-out scores (for choosing the epoch), dev scores and costs (for the log)."""
         record: dict[str, Any] = {}
         if held_data is not None:
@@ -195,7 +195,7 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
     distributed.barrier()
     with _RunLog(out / LOG_NAME) if main else _Quiet():
         logger.info(
-            "%s %s: %d train, %d held-out, %d dev samples; model %s (%d layers, K=%d), widths %s",
+            "%s %s: %d train, %d held-out, %d dev samples; model %s (%d layers), method %s: %s",
             "resuming" if resume else "training",
             info.task or Path(options.train_file or "").name,
             len(data.train),
@@ -203,15 +203,15 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
             len(data.dev),
             options.model,
             model.dims.layers,
-            model.config.adaptive_layer,
-            ", ".join(f"{w:g}" for w in model.config.widths),
+            options.method,
+            model.config,
         )
         if resume:
             logger.info("resuming at epoch %d, step %d", trainer.epoch + 1, trainer.step_in_epoch)
         history = trainer.train(resume=resume)
         results = _finish(model, history, out, info, dev_data, eval_batch, pad, select)
         logger.info(
-            "done: dev %s, %s fewer FLOPs than the full model, widths %s; model in %s",
+            "done: dev %s, %s fewer FLOPs than the full model, routes %s; model in %s",
             ", ".join(f"{k} {v:.4f}" for k, v in results["metrics"].items()),
             reduction_text(results["flops_reduction"]),
             share_text(results["width_share"]),
@@ -225,7 +225,7 @@ def _absolute(path: str | None) -> str | None:
 
 
 def _finish(
-    model: SharcsModel,
+    model: AdaptiveModel,
     history: list[dict[str, Any]],
     out: Path,
     info: TaskInfo,
@@ -239,7 +239,7 @@ def _finish(
     if not best_epochs:
         select = None  # no epoch ever scored (e.g. a NaN held-out metric): keep the last one
     if select is not None:
-        kept = SharcsModel.from_pretrained(out / BEST_DIR).to(next(model.parameters()).device)
+        kept = load_model(out / BEST_DIR).to(next(model.parameters()).device)
         best_epoch = max(best_epochs)
     else:
         kept, best_epoch = model, len(history)

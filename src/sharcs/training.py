@@ -1,12 +1,16 @@
-"""SHARCS training (method.md §3): width buckets, one optimizer step over all of them.
+"""Training (method.md §3): width buckets, one optimizer step over all of them.
 
     trainer = Trainer(model, train_data, TrainingArguments(epochs=3), output_dir="runs/sst2")
     history = trainer.train()          # or trainer.train(resume=True) after an interruption
 
-Each epoch the hardness labeler assigns every sample a width; samples are bucketed by width, and each
-optimizer step takes one batch from every non-empty bucket (smaller buckets cycled), averages their
-losses (task + router) and steps once. Checkpoints hold model, optimizer, labeler, RNG state and the
-position in the epoch, so a killed run resumes to the same weights.
+For SHARCS, each epoch the hardness labeler assigns every sample a width; samples are bucketed by
+width, and each optimizer step takes one batch from every non-empty bucket (smaller buckets cycled),
+averages their losses (task + router) and steps once. The router-free SHARCS baselines bucket by
+their rule instead (routing "fixed": one width; "random": widths drawn with the configured shares).
+Every other method (DynaBERT, early exit) trains on plain shuffled batches with the loss its model
+returns; a model may restart the learning-rate schedule (`schedule_starts`, DeeBERT's second stage).
+Checkpoints hold model, optimizer, labeler, RNG state and the position in the epoch, so a killed run
+resumes to the same weights.
 
 Under `torchrun` / `accelerate launch` (a running torch.distributed process group, see
 `sharcs.distributed`) every rank plans the same epoch with global batches of batch_size x processes,
@@ -28,6 +32,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from sharcs import distributed
+from sharcs.adaptive import AdaptiveModel, load_model
 from sharcs.collate import pad_batch
 from sharcs.errors import SharcsError
 from sharcs.files import atomic_write_text, latest_version, remove_versions, versioned_directory
@@ -75,6 +80,13 @@ class TrainingArguments:
             raise SharcsError(f"warmup_ratio: must lie in [0, 1), got {self.warmup_ratio}")
 
 
+def schedule_progress(epoch: int, fraction: float, epochs: int, starts: tuple[int, ...]) -> float:
+    """Progress in [0, 1) through the schedule segment that contains `epoch` (+ `fraction` of it)."""
+    start = max(s for s in starts if s <= epoch)
+    end = min((s for s in starts if s > epoch), default=epochs)
+    return (epoch - start + fraction) / (end - start)
+
+
 def lr_factor(progress: float, warmup_ratio: float) -> float:
     """Linear warm-up to 1 over the first `warmup_ratio` of training, then linear decay to 0.
 
@@ -94,7 +106,9 @@ class Step:
 
 
 class Trainer:
-    """Trains a SharcsModel on a tokenized `datasets.Dataset` (input_ids, attention_mask, labels, ...).
+    """Trains any sharcs model (SHARCS or a baseline) on a tokenized `datasets.Dataset`.
+
+    The dataset holds input_ids, attention_mask and labels (and token_type_ids, index where present).
 
     evaluate(model) -> dict of metrics, called after every epoch; with `select_metric`, the epoch with
     the highest value of that metric is saved to output_dir/best. Choose it on held-out training data,
@@ -103,11 +117,11 @@ class Trainer:
 
     def __init__(
         self,
-        model: SharcsModel,
+        model: AdaptiveModel,
         train_data: Dataset,
         args: TrainingArguments,
         output_dir: str | Path | None = None,
-        evaluate: Callable[[SharcsModel], dict] | None = None,
+        evaluate: Callable[[AdaptiveModel], dict] | None = None,
         select_metric: str | None = None,
         pad_token_id: int = 0,
     ):
@@ -122,16 +136,20 @@ class Trainer:
         self.evaluate = evaluate
         self.select_metric = select_metric
         self.pad_token_id = pad_token_id
-        config = model.config
-        self.labeler = HardnessLabeler(len(train_data), config.confidence_intervals, config.window)
-        router_params = {id(p) for p in model.router.parameters()}
+        self.routed = isinstance(model, SharcsModel) and model.config.uses_router
+        self.labeler = None
+        if self.routed:
+            config = model.config
+            self.labeler = HardnessLabeler(len(train_data), config.confidence_intervals, config.window)
+        self.schedule_starts = model.schedule_starts(args.epochs)
+        router_params = {id(p) for p in model.router.parameters()} if self.routed else set()
         groups = [
-            [p for p in model.parameters() if p.requires_grad and id(p) not in router_params],
-            [p for p in model.router.parameters() if p.requires_grad],
+            [p for p in model.parameters() if id(p) not in router_params],
+            [p for p in model.router.parameters()] if self.routed else [],
         ]
         rates = [args.learning_rate, args.router_learning_rate or args.learning_rate]
         self.optimizer = torch.optim.AdamW(
-            [{"params": g, "lr": lr, "base_lr": lr} for g, lr in zip(groups, rates, strict=True)],
+            [{"params": g, "lr": lr, "base_lr": lr} for g, lr in zip(groups, rates, strict=True) if g],
             weight_decay=args.weight_decay,
         )
         self.history: list[dict] = []
@@ -144,9 +162,9 @@ class Trainer:
     def plan_epoch(self, epoch: int) -> tuple[list[Step], torch.Tensor]:
         """The epoch's steps and each sample's width index; a pure function of seed, epoch and labels."""
         generator = torch.Generator().manual_seed(self.args.seed * 100_003 + epoch)
-        assignment = self.labeler.assign_widths(generator)
+        assignment = self.assign_routes(generator)
         bucket_batches = []
-        for width_index in range(len(self.model.config.widths)):
+        for width_index in range(int(assignment.max()) + 1):
             members = (assignment == width_index).nonzero().squeeze(1)
             if len(members) == 0:
                 continue
@@ -160,6 +178,17 @@ class Trainer:
         ]
         return steps, assignment
 
+    def assign_routes(self, generator: torch.Generator) -> torch.Tensor:
+        """Each sample's bucket this epoch: a width index for SHARCS and its baselines, else 0."""
+        n, model = len(self.data), self.model
+        if self.labeler is not None:
+            return self.labeler.assign_widths(generator)
+        if isinstance(model, SharcsModel) and model.config.routing == "random":
+            return torch.multinomial(torch.tensor(model.config.shares), n, True, generator=generator)
+        if isinstance(model, SharcsModel):  # routing "fixed"
+            return torch.full((n,), model.width_index(model.config.fixed_width))
+        return torch.zeros(n, dtype=torch.long)
+
     # ------------------------------------------------------------------------------- training
     def train(self, resume: bool = False) -> list[dict]:
         """Run all epochs (continuing from the last checkpoint when `resume`); returns per-epoch records."""
@@ -169,6 +198,7 @@ class Trainer:
             torch.manual_seed(self.args.seed)
         model, args = self.model, self.args
         while self.epoch < args.epochs:
+            model.start_epoch(self.epoch, args.epochs)
             steps, assignment = self.plan_epoch(self.epoch)
             model.train()
             bar = tqdm(
@@ -179,7 +209,9 @@ class Trainer:
                 disable=not distributed.is_main(),
             )
             while self.step_in_epoch < len(steps):
-                progress = (self.epoch + self.step_in_epoch / len(steps)) / args.epochs
+                progress = schedule_progress(
+                    self.epoch, self.step_in_epoch / len(steps), args.epochs, self.schedule_starts
+                )
                 loss = self.train_step(steps[self.step_in_epoch], lr_factor(progress, args.warmup_ratio))
                 self.epoch_sums["loss"] += loss
                 self.epoch_sums["steps"] += 1
@@ -211,14 +243,14 @@ class Trainer:
             batch = pad_batch(self.data[indices], self.pad_token_id)
             index = batch.pop("index", torch.tensor(indices))
             batch = {k: v.to(_device(model)) for k, v in batch.items()}
-            train_router = self.args.router_loss_in_warmup or not self.labeler.warming_up
-            targets = self.labeler.targets(index).to(_device(model)) if train_router else None
-            out = model(**batch, width=model.config.widths[width_index], router_targets=targets)
+            out = model(**batch, **self.route_arguments(width_index, index))
             (out.loss * (share / len(step.batches))).backward()
             total += out.loss.item() * share / len(step.batches)
-            records.append((index, confidence(out.logits, batch["labels"], self.args.label_range)))
-        for index, confidences in distributed.gather_records(records):
-            self.labeler.record(index, confidences)
+            if self.labeler is not None:
+                records.append((index, confidence(out.logits, batch["labels"], self.args.label_range)))
+        if self.labeler is not None:
+            for index, confidences in distributed.gather_records(records):
+                self.labeler.record(index, confidences)
         if distributed.is_distributed():
             distributed.sum_gradients([p for p in model.parameters() if p.requires_grad])
             total = distributed.sum_scalar(total, _device(model))
@@ -227,18 +259,30 @@ class Trainer:
         self.optimizer.step()
         return total
 
+    def route_arguments(self, width_index: int, index: torch.Tensor) -> dict:
+        """What a training forward gets besides the batch: the bucket's width and router targets."""
+        model = self.model
+        if not isinstance(model, SharcsModel):
+            return {}
+        arguments: dict = {"width": model.config.widths[width_index]}
+        if self.labeler is not None and (self.args.router_loss_in_warmup or not self.labeler.warming_up):
+            arguments["router_targets"] = self.labeler.targets(index).to(_device(model))
+        return arguments
+
     def finish_epoch(self, assignment: torch.Tensor) -> None:
         """Update hardness labels, evaluate, log, keep the best model and checkpoint."""
-        widths = self.model.config.widths
-        trained_share = torch.bincount(assignment, minlength=len(widths)).float() / len(assignment)
-        self.labeler.end_epoch()
-        record = {
+        record: dict = {
             "epoch": self.epoch + 1,
             "train_loss": self.epoch_sums["loss"] / max(1, self.epoch_sums["steps"]),
             "steps": self.epoch_sums["steps"],
-            "trained_width_share": dict(zip(map(str, widths), trained_share.tolist(), strict=True)),
-            "next_label_share": dict(zip(map(str, widths), self.labeler.share(), strict=True)),
         }
+        if isinstance(self.model, SharcsModel):
+            widths = self.model.config.widths
+            trained_share = torch.bincount(assignment, minlength=len(widths)).float() / len(assignment)
+            record["trained_width_share"] = dict(zip(map(str, widths), trained_share.tolist(), strict=True))
+        if self.labeler is not None:
+            self.labeler.end_epoch()
+            record["next_label_share"] = dict(zip(map(str, widths), self.labeler.share(), strict=True))
         if self.evaluate is not None:
             record.update(self.evaluate(self.model))
         self.history.append(record)
@@ -269,7 +313,7 @@ class Trainer:
             return
         state = {
             "optimizer": self.optimizer.state_dict(),
-            "labeler": self.labeler.state_dict(),
+            "labeler": self.labeler.state_dict() if self.labeler is not None else None,
             "torch_rng": torch.get_rng_state(),
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
@@ -297,12 +341,13 @@ class Trainer:
             state = torch.load(folder / STATE_NAME, weights_only=False, map_location="cpu")
         except Exception as error:  # any unpickling failure means the file is damaged
             raise SharcsError(f"{folder / STATE_NAME} is corrupt ({type(error).__name__})") from None
-        saved = SharcsModel.from_pretrained(folder / "model")  # every rank reads rank 0's checkpoint
-        if saved.config != self.model.config:
-            raise SharcsError(f"{folder} was trained with another sharcs config: {saved.config}")
+        saved = load_model(folder / "model")  # every rank reads rank 0's checkpoint
+        if type(saved) is not type(self.model) or saved.config != self.model.config:
+            raise SharcsError(f"{folder} was trained with another model config: {saved.config}")
         self.model.load_state_dict(saved.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
-        self.labeler.load_state_dict(state["labeler"])
+        if self.labeler is not None:
+            self.labeler.load_state_dict(state["labeler"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.epoch_sums, self.history, self.best_value = (
