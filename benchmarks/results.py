@@ -45,6 +45,8 @@ class RunPlan:
     shares_from: str | None = None  # random routing: take the width shares of this run
 
 
+TAUS = (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95)
+BATCH = 64  # the batched-throughput batch size
 COMMON = ("--lr", "1e-4", "--router-lr", "1e-3", "--window", "1", "--batch-size", "32", "--seed", "42")
 TASKS = (
     TaskPlan("sst2", 4000, 64),
@@ -138,6 +140,51 @@ def train_all(tasks: list[TaskPlan], runs_dir: Path, threads: int) -> Outcome:
             (outcome.finished if code == 0 else outcome.failed).append(label)
             print(f"[results] {label}: {'done' if code == 0 else f'FAILED (exit {code})'}", flush=True)
     return outcome
+
+
+# ------------------------------------------------------------------------------------ measurement
+def measure_run(run_dir: Path, threads: int, latency_samples: int, repeats: int) -> dict:
+    """Curve points (every setting, batched speed-up) and batch-1 / batched speed-ups of the run's own
+    setting, against the full model in the same process; cached in run_dir/measure.json."""
+    from sharcs.backbone import pad_id
+    from sharcs.bench import benchmark, pinned_threads
+    from sharcs.curve import sweep
+    from sharcs.files import atomic_write_text
+    from sharcs.measure_runs import dev_data
+    from sharcs.model import SharcsModel
+    from sharcs.saved_run import load_run
+
+    cache = run_dir / "measure.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    run = load_run(run_dir, "cpu")
+    data, _, info = dev_data(run, None)
+    pad = pad_id(run.tokenizer)
+    model = run.model
+    routed = isinstance(model, SharcsModel) and model.config.uses_router
+    settings = model.curve_settings(TAUS) if routed else model.curve_settings()
+    with pinned_threads(threads):
+        points = sweep(model, data, info.metrics, settings, 64, repeats, pad)
+        speed = benchmark(model, data, threads, latency_samples, (BATCH,), repeats, (None,), pad)
+    own = speed["modes"]["routed"]
+    results = json.loads((run_dir / "results.json").read_text())
+    measured = {
+        "method": json.loads((run_dir / "run_config.json").read_text())["options"]["method"]
+        if "method" in json.loads((run_dir / "run_config.json").read_text())["options"]
+        else "sharcs",
+        "route": model.route_name,
+        "main_metric": info.main_metric,
+        "results": results,
+        "curve": points,
+        "own": {
+            "latency_speedup_bs1": own["latency_speedup_bs1"],
+            "throughput_speedup": own["throughput"][str(BATCH)]["speedup"],
+            "latency_bs1_ms": {k: v["mean"] * 1e3 for k, v in own["latency_bs1"].items()},
+        },
+        "machine": speed["machine"],
+    }
+    atomic_write_text(cache, json.dumps(measured, indent=2) + "\n")
+    return measured
 
 
 def main() -> None:

@@ -241,7 +241,7 @@ def test_bench_and_curve_on_a_trained_run(
     names = {Path(line).name for line in out.split()}
     assert names == {"curve.json", "curve.csv", "accuracy_vs_flops.png", "accuracy_vs_latency.png"}
     points = json.loads((tmp_path / "curve" / "curve.json").read_text())[sst2_run.name]
-    assert [p["rule"] for p in points] == ["argmax", "tau", "tau", "width=0.25", "width=1"]
+    assert [p["setting"] for p in points] == ["argmax", "tau=0.2", "tau=0.8", "width=0.25", "width=1"]
 
 
 def test_predict_from_arguments_file_and_stdin(

@@ -62,13 +62,14 @@ def routed_tiny_model():
 def test_sweep_points_are_exact_and_ordered():
     model, data = routed_tiny_model(), random_dataset(40)
     labels = data["labels"]
-    points = sweep(model, data, labels, ["accuracy"], taus=[0.0, 0.5, 1.0], measure_latency=False)
-    assert [p["rule"] for p in points] == ["argmax", "tau", "tau", "tau", "width=0.25", "width=1"]
+    settings = model.curve_settings(taus=(0.0, 0.5, 1.0))
+    points = sweep(model, data, ["accuracy"], settings, measure_latency=False)
+    assert [p["setting"] for p in points] == ["argmax", "tau=0", "tau=0.5", "tau=1", "width=0.25", "width=1"]
     routed = predict(model, data)
     argmax = points[0]
     expected = (routed.logits.argmax(-1) == torch.tensor(labels)).float().mean().item()
     assert argmax["metrics"]["accuracy"] == pytest.approx(expected)
-    assert argmax["width_share"]["0.25"] == pytest.approx((routed.widths == 0.25).float().mean().item())
+    assert argmax["width_share"]["0.25"] == pytest.approx((routed.routes == 0.25).float().mean().item())
     assert points[1]["width_share"]["0.25"] == 1.0  # tau = 0: everything narrow
     narrow_shares = [p["width_share"]["0.25"] for p in points[1:4]]
     assert narrow_shares == sorted(narrow_shares, reverse=True), "a higher tau sends fewer samples narrow"
@@ -78,7 +79,8 @@ def test_sweep_points_are_exact_and_ordered():
 
 def test_curves_and_benchmark_write_their_outputs(tmp_path):
     model, data = routed_tiny_model(), random_dataset(24)
-    points = sweep(model, data, data["labels"], ["accuracy"], taus=[0.3, 0.7], batch_size=8, repeats=1)
+    settings = model.curve_settings(taus=(0.3, 0.7))
+    points = sweep(model, data, ["accuracy"], settings, batch_size=8, repeats=1)
     assert all(p["seconds_per_sample"] > 0 and p["speedup"] > 0 for p in points)
     files = write_curves({"tiny": points}, tmp_path)
     assert {f.name for f in files} == {

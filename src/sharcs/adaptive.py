@@ -125,12 +125,18 @@ class AdaptiveModel(nn.Module):
         raise NotImplementedError
 
     def curve_settings(self) -> list[Setting]:
-        """The inference settings `sharcs curve` sweeps, cheapest knob first; the last is the model's own."""
+        """The inference settings `sharcs curve` sweeps (each a point of the trade-off curve)."""
         raise NotImplementedError
 
     def width_index(self, width: float) -> int:
-        """Index of `width` among the model's widths; a SharcsError for a model without widths."""
-        raise SharcsError(f"a {self.method} model has no widths to force")
+        """Index of `width` among the model's widths; a SharcsError for an unknown width or a model
+        whose routes are not widths."""
+        if self.route_name != "width":
+            raise SharcsError(f"a {self.method} model has no widths to force")
+        for i, w in enumerate(self.route_values):
+            if abs(w - width) < 1e-9:
+                return i
+        raise SharcsError(f"width {width} is not one of this model's widths {list(self.route_values)}")
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Called by the trainer before each epoch (DeeBERT freezes its backbone for its second stage)."""
@@ -140,6 +146,14 @@ class AdaptiveModel(nn.Module):
         return (0,)
 
     # --------------------------------------------------------------------------- shared pieces
+    def route_share(self, routes: list[float]) -> dict[str, float]:
+        """The fraction of samples on each of the model's routes, keyed by `route_label`."""
+        rounded = [round(r, 6) for r in routes]
+        return {
+            self.route_label(v): sum(1 for r in rounded if r == round(v, 6)) / max(1, len(rounded))
+            for v in self.route_values
+        }
+
     def full_flops(self, length: int) -> int:
         """Analytic FLOPs of the plain full-width model on one sample: the reference cost."""
         from sharcs.flops import head_flops, layer_flops

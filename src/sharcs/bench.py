@@ -21,6 +21,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from sharcs.adaptive import AdaptiveModel
 from sharcs.collate import pad_batch
 from sharcs.flops import average_flops
 from sharcs.inference import MODEL_INPUTS
@@ -52,7 +53,7 @@ def _batches(data: Dataset, batch_size: int, pad_token_id: int) -> list[dict[str
 
 
 def full_model_pass(
-    model: SharcsModel, data: Dataset, batch_size: int, pad_token_id: int
+    model: AdaptiveModel, data: Dataset, batch_size: int, pad_token_id: int
 ) -> Callable[[], None]:
     """A closure that runs the full-width model over `data` in padded batches (inference mode)."""
     batches = _batches(data, batch_size, pad_token_id)
@@ -65,10 +66,11 @@ def full_model_pass(
     return run
 
 
-def _runners(model: SharcsModel, width: float | None) -> dict[str, Callable[[dict], object]]:
+def _runners(model: AdaptiveModel, width: float | None) -> dict[str, Callable[[dict], object]]:
+    forced = {} if width is None else {"width": width}
     return {
         "full": lambda batch: model.base(**batch),
-        "sharcs": lambda batch: model(**batch, width=width),
+        "sharcs": lambda batch: model(**batch, **forced),
     }
 
 
@@ -85,7 +87,7 @@ def machine_info() -> dict:
 
 @torch.inference_mode()
 def latency(
-    model: SharcsModel, data: Dataset, width: float | None, samples: int, repeats: int, pad_token_id: int
+    model: AdaptiveModel, data: Dataset, width: float | None, samples: int, repeats: int, pad_token_id: int
 ) -> dict[str, dict[str, float]]:
     """Batch-size-1 latency (seconds) per sample: mean, p50 and p90 for the full model and for SHARCS."""
     batches = _batches(data.select(range(min(samples, len(data)))), 1, pad_token_id)
@@ -110,7 +112,7 @@ def latency(
 
 @torch.inference_mode()
 def throughput(
-    model: SharcsModel, data: Dataset, width: float | None, batch_size: int, repeats: int, pad_token_id: int
+    model: AdaptiveModel, data: Dataset, width: float | None, batch_size: int, repeats: int, pad_token_id: int
 ) -> dict[str, float]:
     """Samples per second over the whole set in batches of `batch_size` (median of `repeats` passes)."""
     batches = _batches(data, batch_size, pad_token_id)
@@ -144,15 +146,14 @@ def routing_overhead(model: SharcsModel, data: Dataset, samples: int, pad_token_
 
 
 @torch.inference_mode()
-def routed_widths(model: SharcsModel, data: Dataset, width: float | None, pad_token_id: int) -> list[float]:
-    """The width each sample runs at (routed, or `width` for all)."""
-    return [
-        w for batch in _batches(data, 128, pad_token_id) for w in model(**batch, width=width).widths.tolist()
-    ]
+def routed_widths(model: AdaptiveModel, data: Dataset, width: float | None, pad_token_id: int) -> list[float]:
+    """The route each sample takes (its width, or `width` for all; layers run for early exit)."""
+    run = _runners(model, width)["sharcs"]
+    return [r for batch in _batches(data, 128, pad_token_id) for r in run(batch).routes.tolist()]
 
 
 def benchmark(
-    model: SharcsModel,
+    model: AdaptiveModel,
     data: Dataset,
     threads: int = 0,
     latency_samples: int = 200,
@@ -176,7 +177,7 @@ def benchmark(
             predicted = full_flops / flops
             lat = latency(model, data, width, latency_samples, repeats, pad_token_id)
             mode = {
-                "width_share": {str(w): widths_run.count(w) / len(widths_run) for w in model.config.widths},
+                "width_share": model.route_share(widths_run),
                 "flops_per_sample": flops,
                 "full_flops_per_sample": full_flops,
                 "predicted_speedup": predicted,
@@ -195,12 +196,13 @@ def benchmark(
                     "efficiency": speedup / predicted,
                 }
             report["modes"]["routed" if width is None else f"width={width:g}"] = mode
-        overhead = routing_overhead(model, data, min(latency_samples, 100), pad_token_id)
-        first = next(iter(report["modes"].values()))
-        report["routing_overhead"] = {
-            "seconds": overhead,
-            "fraction_of_full_latency": overhead / first["latency_bs1"]["full"]["mean"],
-        }
+        if isinstance(model, SharcsModel) and model.config.uses_router:
+            overhead = routing_overhead(model, data, min(latency_samples, 100), pad_token_id)
+            first = next(iter(report["modes"].values()))
+            report["routing_overhead"] = {
+                "seconds": overhead,
+                "fraction_of_full_latency": overhead / first["latency_bs1"]["full"]["mean"],
+            }
         return report
 
 
@@ -226,10 +228,11 @@ def format_report(report: dict) -> str:
         row += [f"{m['throughput'][s]['speedup']:.2f}x" for s in sizes]
         row += [f"{m['efficiency_bs1']:.2f}"] + [f"{m['throughput'][s]['efficiency']:.2f}" for s in sizes]
         lines.append("| " + " | ".join(row) + " |")
-    overhead = report["routing_overhead"]
-    lines.append("")
-    lines.append(
-        f"Routing overhead (router + choice + grouping, bs=1): {overhead['seconds'] * 1e3:.3f} ms = "
-        f"{overhead['fraction_of_full_latency'] * 100:.1f}% of the full model's latency."
-    )
+    overhead = report.get("routing_overhead")
+    if overhead is not None:
+        lines.append("")
+        lines.append(
+            f"Routing overhead (router + choice + grouping, bs=1): {overhead['seconds'] * 1e3:.3f} ms = "
+            f"{overhead['fraction_of_full_latency'] * 100:.1f}% of the full model's latency."
+        )
     return "\n".join(lines)

@@ -25,6 +25,29 @@ def intervals_from_thresholds(thresholds: tuple[float, ...]) -> tuple[tuple[floa
     return tuple((bounds[i + 1], bounds[i]) for i in range(len(bounds) - 1))
 
 
+def validate_widths(widths: tuple[float, ...]) -> None:
+    """SharcsError starting "widths:" unless the widths are ascending in (0, 1] and end at 1.0."""
+    if not widths:
+        raise SharcsError("widths: give at least one width, e.g. (0.25, 1.0)")
+    if any(not 0.0 < w <= 1.0 for w in widths):
+        raise SharcsError(f"widths: every width must lie in (0, 1], got {list(widths)}")
+    if list(widths) != sorted(set(widths)):
+        raise SharcsError(f"widths: must be strictly ascending, got {list(widths)}")
+    if widths[-1] != 1.0:
+        raise SharcsError(f"widths: the last width must be 1.0 (the full model), got {list(widths)}")
+
+
+def check_heads(widths: tuple[float, ...], num_heads: int) -> None:
+    """SharcsError starting "widths:" unless every width keeps a whole number of the model's heads."""
+    for w in widths:
+        heads = w * num_heads
+        if abs(heads - round(heads)) > 1e-9:
+            raise SharcsError(
+                f"widths: width {w} gives {heads:g} of {num_heads} attention heads; "
+                f"each width times {num_heads} must be a whole number"
+            )
+
+
 @dataclass
 class SharcsConfig:
     """How a base encoder is made width-adaptive, trained and routed.
@@ -73,14 +96,7 @@ class SharcsConfig:
 
     def _validate(self) -> None:
         widths = self.widths
-        if not widths:
-            raise SharcsError("widths: give at least one width, e.g. (0.25, 1.0)")
-        if any(not 0.0 < w <= 1.0 for w in widths):
-            raise SharcsError(f"widths: every width must lie in (0, 1], got {list(widths)}")
-        if list(widths) != sorted(set(widths)):
-            raise SharcsError(f"widths: must be strictly ascending, got {list(widths)}")
-        if widths[-1] != 1.0:
-            raise SharcsError(f"widths: the last width must be 1.0 (the full model), got {list(widths)}")
+        validate_widths(widths)
         if self.adaptive_layer < 1:
             raise SharcsError(f"adaptive_layer: K must be at least 1, got {self.adaptive_layer}")
         if self.router_hidden_size < 1:
@@ -158,13 +174,7 @@ class SharcsConfig:
                 f"adaptive_layer: K must satisfy 1 <= K < {num_layers} (the model's layer count), "
                 f"got {self.adaptive_layer}"
             )
-        for w in self.widths:
-            heads = w * num_heads
-            if abs(heads - round(heads)) > 1e-9:
-                raise SharcsError(
-                    f"widths: width {w} gives {heads:g} of {num_heads} attention heads; "
-                    f"each width times {num_heads} must be a whole number"
-                )
+        check_heads(self.widths, num_heads)
 
     def to_dict(self) -> dict:
         return asdict(self)

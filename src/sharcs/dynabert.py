@@ -38,9 +38,10 @@ from sharcs.adaptive import (
     trim_padding,
 )
 from sharcs.architectures import get_module
+from sharcs.config import check_heads, validate_widths
 from sharcs.errors import SharcsError
 from sharcs.flops import head_flops
-from sharcs.layers import Dims, LayerParts, SliceCache, SlicedWeights
+from sharcs.layers import Dims, LayerParts, SliceCache, SlicedWeights, layer_forward
 
 
 @dataclass
@@ -60,15 +61,8 @@ class DynaBertConfig:
         self.widths = tuple(float(w) for w in self.widths)
         if self.width is not None:
             self.width = float(self.width)
+        validate_widths(self.widths)
         widths = list(self.widths)
-        if not widths:
-            raise SharcsError("widths: give at least one width, e.g. (0.25, 1.0)")
-        if any(not 0.0 < w <= 1.0 for w in widths):
-            raise SharcsError(f"widths: every width must lie in (0, 1], got {widths}")
-        if widths != sorted(set(widths)):
-            raise SharcsError(f"widths: must be strictly ascending, got {widths}")
-        if widths[-1] != 1.0:
-            raise SharcsError(f"widths: the last width must be 1.0 (the full model), got {widths}")
         if self.width is not None and self.width not in self.widths:
             raise SharcsError(f"width: must be one of the widths {widths} or None, got {self.width}")
         if not isinstance(self.distill, bool):
@@ -78,16 +72,6 @@ class DynaBertConfig:
     def default_width(self) -> float:
         """The width forward runs at when given none."""
         return self.widths[0] if self.width is None else self.width
-
-    def check_against(self, num_heads: int) -> None:
-        """Raise SharcsError if a width does not keep a whole number of the model's heads."""
-        for w in self.widths:
-            heads = w * num_heads
-            if abs(heads - round(heads)) > 1e-9:
-                raise SharcsError(
-                    f"widths: width {w} gives {heads:g} of {num_heads} attention heads; "
-                    f"each width times {num_heads} must be a whole number"
-                )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DynaBertConfig:
@@ -113,32 +97,6 @@ def slice_heads_and_ffn(parts: LayerParts, dims: Dims, width: float) -> SlicedWe
     )
 
 
-def narrow_layer_forward(
-    hidden_states: torch.Tensor,
-    attn_mask: torch.Tensor | None,
-    parts: LayerParts,
-    weights: SlicedWeights,
-    head_size: int,
-) -> torch.Tensor:
-    """One post-LN encoder layer with as many heads as `weights` holds, on the full residual stream.
-
-    hidden_states: (batch, length, d); attn_mask: boolean (batch, 1, 1, length) or None (no padding).
-    The layer's own dropout, activation and LayerNorm modules are used, so train/eval mode follows it.
-    """
-    batch, length, _ = hidden_states.shape
-    attention = weights.out_weight.shape[1]
-    qkv = F.linear(hidden_states, weights.qkv_weight, weights.qkv_bias)
-    q, k, v = qkv.view(batch, length, 3, attention // head_size, head_size).permute(2, 0, 3, 1, 4)
-    dropout_p = parts.attn_dropout.p if parts.attn_dropout.training else 0.0
-    context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
-    context = context.transpose(1, 2).reshape(batch, length, attention)
-    attn_out = parts.attn_out_dropout(F.linear(context, weights.out_weight, weights.out_bias))
-    hidden_states = parts.attn_norm(attn_out + hidden_states)
-    ffn = parts.ffn_act(F.linear(hidden_states, weights.ffn_in_weight, weights.ffn_in_bias))
-    ffn = parts.ffn_dropout(F.linear(ffn, weights.ffn_out_weight, weights.ffn_out_bias))
-    return parts.ffn_norm(ffn + hidden_states)
-
-
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """KL(teacher || student) over the classes, or MSE for a one-output (regression) head."""
     if student.shape[-1] == 1:
@@ -157,7 +115,7 @@ class DynaBertModel(AdaptiveModel):
     def __init__(self, base: PreTrainedModel, config: DynaBertConfig | None = None):
         config = config or DynaBertConfig()
         super().__init__(base, config)
-        config.check_against(self.dims.heads)
+        check_heads(config.widths, self.dims.heads)
         layers = get_module(base.base_model, self.layout.layers)
         self.layer_parts = [LayerParts.find(layer, self.layout) for layer in layers]  # not registered twice
         self.head_parts = HeadParts.find(base, self.layout)
@@ -170,7 +128,9 @@ class DynaBertModel(AdaptiveModel):
             width, lambda: [slice_heads_and_ffn(parts, self.dims, width) for parts in self.layer_parts]
         )
         for parts, layer_weights in zip(self.layer_parts, weights, strict=True):
-            hidden = narrow_layer_forward(hidden, attn_mask, parts, layer_weights, self.dims.head_size)
+            hidden = layer_forward(
+                hidden, attn_mask, parts, layer_weights, parts.attn_norm, parts.ffn_norm, self.dims.head_size
+            )
         return self.head_parts(hidden[:, 0])
 
     def forward(
@@ -216,12 +176,6 @@ class DynaBertModel(AdaptiveModel):
     @property
     def route_values(self) -> tuple[float, ...]:
         return self.config.widths
-
-    def width_index(self, width: float) -> int:
-        for i, w in enumerate(self.config.widths):
-            if abs(w - width) < 1e-9:
-                return i
-        raise SharcsError(f"width {width} is not one of this model's widths {list(self.config.widths)}")
 
     def sample_flops(self, route: float, length: int) -> int:
         """Per layer: Q/K/V and output projections d x w*d, FFN d x w*f, attention 4*L^2*w*d; the head."""

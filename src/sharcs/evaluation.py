@@ -95,16 +95,7 @@ def evaluate_model(
     routes = out.routes.tolist()
     lengths = [len(ids) for ids in data["input_ids"]]
     routed, full = average_flops(model, routes, lengths)
-    return Evaluation(scores, route_share(model, routes), routed, full, len(data))
-
-
-def route_share(model: AdaptiveModel, routes: Sequence[float]) -> dict[str, float]:
-    """The fraction of samples on each of the model's routes, keyed by `model.route_label`."""
-    rounded = [round(r, 6) for r in routes]
-    return {
-        model.route_label(v): sum(1 for r in rounded if r == round(v, 6)) / max(1, len(rounded))
-        for v in model.route_values
-    }
+    return Evaluation(scores, model.route_share(routes), routed, full, len(data))
 
 
 def with_routing(model: AdaptiveModel, tau: float | None) -> AdaptiveModel:

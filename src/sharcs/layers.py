@@ -149,16 +149,17 @@ def layer_forward(
 ) -> torch.Tensor:
     """One post-LN encoder layer on a residual stream of w*d channels, shape (batch, length, w*d).
 
+    The number of heads is the attention width of `weights` (out_weight's input size) / head_size.
     attn_mask: boolean (batch, 1, 1, length), True at real tokens; None when nothing is padding.
     The pretrained layer's own dropout and activation modules are used, so train/eval mode follows it.
     """
-    batch, length, hidden = hidden_states.shape
-    heads = hidden // head_size
+    batch, length, _ = hidden_states.shape
+    attention = weights.out_weight.shape[1]  # heads x head size: w*d here, fewer in DynaBERT's layers
     qkv = F.linear(hidden_states, weights.qkv_weight, weights.qkv_bias)
-    q, k, v = qkv.view(batch, length, 3, heads, head_size).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.view(batch, length, 3, attention // head_size, head_size).permute(2, 0, 3, 1, 4)
     dropout_p = parts.attn_dropout.p if parts.attn_dropout.training else 0.0
     context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
-    context = context.transpose(1, 2).reshape(batch, length, hidden)
+    context = context.transpose(1, 2).reshape(batch, length, attention)
     attn_out = parts.attn_out_dropout(F.linear(context, weights.out_weight, weights.out_bias))
     hidden_states = attn_norm(attn_out + hidden_states)
     ffn = parts.ffn_act(F.linear(hidden_states, weights.ffn_in_weight, weights.ffn_in_bias))

@@ -19,6 +19,7 @@ from sharcs.curve import sweep, write_curves
 from sharcs.data import tokenize
 from sharcs.errors import SharcsError
 from sharcs.files import atomic_write_text
+from sharcs.model import SharcsModel
 from sharcs.saved_run import Run, load_run
 from sharcs.task_data import TaskInfo, first_samples
 
@@ -72,7 +73,8 @@ def curve_dirs(
     max_samples: int | None = None,
     threads: int = 0,
 ) -> list[Path]:
-    """Sweep tau on each run (same dev data) and write the curves of all of them into `out_dir`."""
+    """Sweep each run's curve settings (a SHARCS router: `taus` and its widths) on its dev data and
+    write the curves of all of them into `out_dir`."""
     with pinned_threads(threads):
         curves, metric = {}, None
         for directory in directories:
@@ -80,12 +82,14 @@ def curve_dirs(
             data, labels, info = dev_data(run, max_samples)
             metric = metric or info.metrics[0]
             name = Path(directory).resolve().name
+            model = run.model
+            routed = isinstance(model, SharcsModel) and model.config.uses_router
+            settings = model.curve_settings(tuple(taus)) if routed else model.curve_settings()
             curves[name] = sweep(
-                run.model,
+                model,
                 data,
-                labels,
                 info.metrics,
-                taus,
+                settings,
                 batch_size,
                 repeats,
                 pad_id(run.tokenizer),

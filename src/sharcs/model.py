@@ -29,7 +29,6 @@ from sharcs.adaptive import (
 )
 from sharcs.architectures import get_module
 from sharcs.config import SharcsConfig, width_key
-from sharcs.errors import SharcsError
 from sharcs.layers import AdaptiveLayer, LayerParts, SliceCache, SlicedWeights, layer_forward, make_norm
 from sharcs.router import Router, choose_widths
 
@@ -140,12 +139,6 @@ class SharcsModel(AdaptiveModel):
         for layer, layer_weights in zip(self.adaptive_layers, weights.layers, strict=True):
             hidden = layer(hidden, attn_mask, width, layer_weights)
         return self.head_parts(hidden[:, 0], weights.head)  # the up-projection reads w*d channels
-
-    def width_index(self, width: float) -> int:
-        for i, w in enumerate(self.config.widths):
-            if abs(w - width) < 1e-9:
-                return i
-        raise SharcsError(f"width {width} is not one of this model's widths {list(self.config.widths)}")
 
     # ------------------------------------------------------------------------------ forward
     def forward(
