@@ -74,7 +74,12 @@ PLAN = (
         ("--adaptive-layer", "2", "--widths", "0.25,0.5,1.0", "--threshold", "0.9,0.7"),
         ("sst2",),
     ),
-    RunPlan("sharcs-k2-window2", "sharcs", ("--adaptive-layer", "2", "--threshold", "0.8", "--window", "2"), ("sst2",)),
+    RunPlan(
+        "sharcs-k2-window2",
+        "sharcs",
+        ("--adaptive-layer", "2", "--threshold", "0.8", "--window", "2"),
+        ("sst2",),
+    ),
     RunPlan("sharcs-k1-t0.6", "sharcs", ("--adaptive-layer", "1", "--threshold", "0.6"), ("sst2",)),
 )
 
@@ -188,7 +193,9 @@ def measure_run(run_dir: Path, threads: int, latency_samples: int, repeats: int)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs-dir", default=str(REPO / "runs" / "results"))
     parser.add_argument("--tasks", default=",".join(t.task for t in TASKS))
     parser.add_argument("--only", choices=("train", "report"))
@@ -202,7 +209,9 @@ def main() -> None:
     runs_dir = Path(args.runs_dir)
     if args.only != "report":
         outcome = train_all(tasks, runs_dir, args.threads)
-        print(f"[results] {len(outcome.finished)} runs finished, {len(outcome.failed)} failed: {outcome.failed}")
+        print(
+            f"[results] {len(outcome.finished)} runs finished, {len(outcome.failed)} failed: {outcome.failed}"
+        )
 
 
 if __name__ == "__main__":

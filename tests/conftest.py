@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, BertConfig, DistilBertConfig, RobertaConfig
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would flood the test log
 
 REPO = Path(__file__).resolve().parents[1]
 GLUE_DIR = REPO.parent / "shared" / "glue"

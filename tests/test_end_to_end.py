@@ -49,9 +49,9 @@ def test_sharcs_on_minilm_and_sst2_learns_to_route(tmp_path):
     correct = preds.logits.argmax(-1) == labels
     # how easy each dev input is for the full-width model: its confidence in the true class
     easiness = full_width.logits.softmax(-1).gather(1, labels[:, None]).squeeze(1)
-    narrow = preds.widths == 0.25
+    narrow = preds.routes == 0.25
     lengths = [len(ids) for ids in dev_data["input_ids"]]
-    flops = sum(sharcs_flops(model, float(w), n) for w, n in zip(preds.widths, lengths, strict=True))
+    flops = sum(sharcs_flops(model, float(w), n) for w, n in zip(preds.routes, lengths, strict=True))
     full = sum(model.full_flops(n) for n in lengths)
     accuracy = compute_metrics(["accuracy"], preds.logits.argmax(-1).numpy(), labels.numpy())["accuracy"]
     print(

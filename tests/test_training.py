@@ -57,7 +57,7 @@ def test_training_learns_and_labels_move_samples_to_the_narrow_width(tmp_path):
     preds = predict(trainer.model, trainer.data)
     accuracy = (preds.logits.argmax(-1) == torch.tensor(trainer.data["labels"])).float().mean()
     assert accuracy > 0.8, accuracy
-    assert set(preds.widths.tolist()) == {0.25, 1.0}, "the trained router sends samples to both widths"
+    assert set(preds.routes.tolist()) == {0.25, 1.0}, "the trained router sends samples to both widths"
     assert (tmp_path / "checkpoint" / "trainer_state.pt").is_file()
     assert (tmp_path / "history.json").is_file()
 

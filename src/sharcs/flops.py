@@ -79,6 +79,8 @@ def flop_counter() -> FlopCounterMode:
 def measure_flops(model: AdaptiveModel, input_ids: torch.Tensor, width: float | None = None, **inputs) -> int:
     """FLOPs that FlopCounterMode records for one forward pass (unpadded single samples: per-sample cost)."""
     model.eval()
+    if width is not None:
+        inputs["width"] = width
     with flop_counter() as counter:
-        model(input_ids, width=width, **inputs)
+        model(input_ids, **inputs)
     return counter.get_total_flops()
