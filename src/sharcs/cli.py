@@ -107,8 +107,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         routing = f"tau = {report['tau']:g}"
     elif report["routing"] == "width":
         routing = f"every sample at width {report['width']:g}"
-    else:
+    elif report["routing"] == "argmax":
         routing = "argmax (paper)"
+    else:
+        routing = report["routing"]  # fixed, random, dynabert, early_exit
     rows = [
         ("model", report["model"]),
         (

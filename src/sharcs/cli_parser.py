@@ -297,22 +297,26 @@ def _add_bench(commands: Any) -> None:
 def _add_curve(commands: Any) -> None:
     parser = commands.add_parser(
         "curve",
-        help="accuracy vs FLOPs and vs latency, sweeping the routing threshold tau",
+        help="accuracy vs FLOPs and vs latency, sweeping each model's trade-off knob",
         description=(
-            "Sweep the routing threshold tau (plus the paper's argmax rule and each forced width) on one or\n"
-            "more trained models and write curve.csv, curve.json, accuracy_vs_flops.png and\n"
-            "accuracy_vs_latency.png into --out; the full-width model is marked with a star."
+            "Evaluate every inference setting of one or more trained models and write curve.csv,\n"
+            "curve.json, accuracy_vs_flops.png and accuracy_vs_latency.png into --out. The settings: for\n"
+            "SHARCS the argmax rule, each --taus threshold and each forced width; for DynaBERT each width;\n"
+            "for DeeBERT entropy thresholds and for PABEE patiences; full, fixed and random give one point."
         ),
         epilog=(
             "examples:\n  sharcs curve runs/sst2 --out runs/sst2/curve\n"
-            "  sharcs curve runs/a runs/b --out cmp"
+            "  sharcs curve runs/sst2 runs/sst2-pabee runs/sst2-full --out cmp"
         ),
         formatter_class=_FORMATTER,
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="train output folders (same task)")
     parser.add_argument("--out", metavar="DIR", required=True, help="folder for the CSV, JSON and plots")
     parser.add_argument(
-        "--taus", metavar="X[,X]", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", help="thresholds to sweep"
+        "--taus",
+        metavar="X[,X]",
+        default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+        help="SHARCS tau values to sweep",
     )
     parser.add_argument("--no-latency", action="store_true", help="skip the timing passes (FLOPs only)")
     parser.add_argument("--batch-size", metavar="N", type=int, default=64, help="(default: 64)")
