@@ -118,8 +118,8 @@ def train_command(task: TaskPlan, run: RunPlan, out: Path, runs_dir: Path) -> li
     return command
 
 
-def train_all(tasks: list[TaskPlan], runs_dir: Path, threads: int) -> Outcome:
-    """Train every planned run that has no results.json yet, in plan order (task by task)."""
+def train_all(tasks: list[TaskPlan], runs_dir: Path, threads: int, only: set[str] | None = None) -> Outcome:
+    """Train every planned run (or those named in `only`) that has no results.json yet, in plan order."""
     outcome = Outcome()
     env_threads = {"OMP_NUM_THREADS": str(threads)} if threads else {}
     import os
@@ -127,7 +127,7 @@ def train_all(tasks: list[TaskPlan], runs_dir: Path, threads: int) -> Outcome:
     env = {**os.environ, **env_threads, "TQDM_DISABLE": "1"}
     for task in tasks:
         for run in PLAN:
-            if run.tasks is not None and task.task not in run.tasks:
+            if (run.tasks is not None and task.task not in run.tasks) or (only and run.name not in only):
                 continue
             out = runs_dir / task.task / run.name
             label = f"{task.task}/{run.name}"
@@ -384,6 +384,7 @@ def main() -> None:
     parser.add_argument("--runs-dir", default=str(REPO / "runs" / "results"))
     parser.add_argument("--tasks", default=",".join(t.task for t in TASKS))
     parser.add_argument("--only", choices=("train", "report"))
+    parser.add_argument("--runs", help="train only these runs of the plan, e.g. full,pabee")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training and timing")
     parser.add_argument("--out", default=str(REPO / "docs"), help="where results.md/.json and plots go")
     parser.add_argument("--latency-samples", type=int, default=150, help="batch-1 samples timed per run")
@@ -396,7 +397,8 @@ def main() -> None:
     tasks = [t for t in TASKS if t.task in wanted]
     runs_dir = Path(args.runs_dir)
     if args.only != "report":
-        outcome = train_all(tasks, runs_dir, args.threads)
+        only = set(args.runs.split(",")) if args.runs else None
+        outcome = train_all(tasks, runs_dir, args.threads, only)
         print(
             f"[results] {len(outcome.finished)} runs finished, {len(outcome.failed)} failed: {outcome.failed}"
         )
