@@ -10,11 +10,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sharcs.adaptive import AdaptiveModel, load_model
     from sharcs.config import SharcsConfig
+    from sharcs.dynabert import DynaBertConfig, DynaBertModel
+    from sharcs.early_exit import EarlyExitConfig, EarlyExitModel
     from sharcs.errors import SharcsError
     from sharcs.model import SharcsModel, SharcsOutput, get_sharcs_model
 
 _HOMES = {
+    "AdaptiveModel": "sharcs.adaptive",
+    "load_model": "sharcs.adaptive",
+    "DynaBertConfig": "sharcs.dynabert",
+    "DynaBertModel": "sharcs.dynabert",
+    "EarlyExitConfig": "sharcs.early_exit",
+    "EarlyExitModel": "sharcs.early_exit",
     "SharcsConfig": "sharcs.config",
     "SharcsError": "sharcs.errors",
     "SharcsModel": "sharcs.model",
@@ -22,7 +31,19 @@ _HOMES = {
     "get_sharcs_model": "sharcs.model",
 }
 
-__all__ = ["SharcsConfig", "SharcsError", "SharcsModel", "SharcsOutput", "get_sharcs_model"]
+__all__ = [
+    "AdaptiveModel",
+    "DynaBertConfig",
+    "DynaBertModel",
+    "EarlyExitConfig",
+    "EarlyExitModel",
+    "SharcsConfig",
+    "SharcsError",
+    "SharcsModel",
+    "SharcsOutput",
+    "get_sharcs_model",
+    "load_model",
+]
 
 
 def __getattr__(name: str) -> Any:
