@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -122,8 +123,6 @@ def train_all(tasks: list[TaskPlan], runs_dir: Path, threads: int, only: set[str
     """Train every planned run (or those named in `only`) that has no results.json yet, in plan order."""
     outcome = Outcome()
     env_threads = {"OMP_NUM_THREADS": str(threads)} if threads else {}
-    import os
-
     env = {**os.environ, **env_threads, "TQDM_DISABLE": "1"}
     for task in tasks:
         for run in PLAN:

@@ -9,6 +9,7 @@ import argparse
 from importlib import metadata
 from typing import Any
 
+from sharcs.config import DEFAULT_TAUS
 from sharcs.errors import SharcsError
 from sharcs.options import METHODS, TrainOptions
 
@@ -315,7 +316,7 @@ def _add_curve(commands: Any) -> None:
     parser.add_argument(
         "--taus",
         metavar="X[,X]",
-        default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+        default=",".join(f"{t:g}" for t in DEFAULT_TAUS),
         help="SHARCS tau values to sweep",
     )
     parser.add_argument("--no-latency", action="store_true", help="skip the timing passes (FLOPs only)")

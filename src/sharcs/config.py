@@ -8,6 +8,7 @@ from sharcs.errors import SharcsError
 
 NORM_INITS = ("copy", "scratch")
 ROUTING_RULES = ("argmax", "tau", "fixed", "random")
+DEFAULT_TAUS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # what a trade-off curve sweeps by default
 
 
 def width_key(width: float) -> str:

@@ -15,6 +15,7 @@ from datasets import Dataset
 
 from sharcs.backbone import pad_id
 from sharcs.bench import benchmark, pinned_threads
+from sharcs.config import DEFAULT_TAUS
 from sharcs.curve import sweep, write_curves
 from sharcs.data import tokenize
 from sharcs.errors import SharcsError
@@ -66,7 +67,7 @@ def bench_dir(
 def curve_dirs(
     directories: Sequence[str | Path],
     out_dir: str | Path,
-    taus: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    taus: Sequence[float] = DEFAULT_TAUS,
     batch_size: int = 64,
     repeats: int = 3,
     measure_latency: bool = True,

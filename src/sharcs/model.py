@@ -28,11 +28,9 @@ from sharcs.adaptive import (
     trim_padding,
 )
 from sharcs.architectures import get_module
-from sharcs.config import SharcsConfig, width_key
+from sharcs.config import DEFAULT_TAUS, SharcsConfig, width_key
 from sharcs.layers import AdaptiveLayer, LayerParts, SliceCache, SlicedWeights, layer_forward, make_norm
 from sharcs.router import Router, choose_widths
-
-DEFAULT_TAUS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 @dataclass

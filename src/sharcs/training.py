@@ -136,17 +136,15 @@ class Trainer:
         self.evaluate = evaluate
         self.select_metric = select_metric
         self.pad_token_id = pad_token_id
-        self.routed = isinstance(model, SharcsModel) and model.config.uses_router
-        self.labeler = None
-        if self.routed:
+        self.labeler = None  # hardness labels: only a SHARCS model with a router has them
+        router: list[torch.nn.Parameter] = []
+        if isinstance(model, SharcsModel) and model.config.uses_router:
             config = model.config
             self.labeler = HardnessLabeler(len(train_data), config.confidence_intervals, config.window)
+            router = list(model.router.parameters())
         self.schedule_starts = model.schedule_starts(args.epochs)
-        router_params = {id(p) for p in model.router.parameters()} if self.routed else set()
-        groups = [
-            [p for p in model.parameters() if id(p) not in router_params],
-            [p for p in model.router.parameters()] if self.routed else [],
-        ]
+        router_ids = {id(p) for p in router}
+        groups = [[p for p in model.parameters() if id(p) not in router_ids], router]
         rates = [args.learning_rate, args.router_learning_rate or args.learning_rate]
         self.optimizer = torch.optim.AdamW(
             [{"params": g, "lr": lr, "base_lr": lr} for g, lr in zip(groups, rates, strict=True) if g],
@@ -277,12 +275,12 @@ class Trainer:
             "steps": self.epoch_sums["steps"],
         }
         if isinstance(self.model, SharcsModel):
-            widths = self.model.config.widths
-            trained_share = torch.bincount(assignment, minlength=len(widths)).float() / len(assignment)
-            record["trained_width_share"] = dict(zip(map(str, widths), trained_share.tolist(), strict=True))
-        if self.labeler is not None:
-            self.labeler.end_epoch()
-            record["next_label_share"] = dict(zip(map(str, widths), self.labeler.share(), strict=True))
+            keys = list(map(str, self.model.config.widths))
+            trained_share = torch.bincount(assignment, minlength=len(keys)).float() / len(assignment)
+            record["trained_width_share"] = dict(zip(keys, trained_share.tolist(), strict=True))
+            if self.labeler is not None:
+                self.labeler.end_epoch()
+                record["next_label_share"] = dict(zip(keys, self.labeler.share(), strict=True))
         if self.evaluate is not None:
             record.update(self.evaluate(self.model))
         self.history.append(record)
