@@ -49,6 +49,7 @@ class RunPlan:
 TAUS = (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95)
 BATCH = 64  # the batched-throughput batch size
 COMMON = ("--lr", "1e-4", "--router-lr", "1e-3", "--window", "1", "--batch-size", "32", "--seed", "42")
+NARROWEST = ("--distill-narrow", "--hardness-from", "narrowest")
 TASKS = (
     TaskPlan("sst2", 4000, 64),
     TaskPlan("mrpc", None, 128),
@@ -82,6 +83,26 @@ PLAN = (
         ("sst2",),
     ),
     RunPlan("sharcs-k1-t0.6", "sharcs", ("--adaptive-layer", "1", "--threshold", "0.6"), ("sst2",)),
+    # beyond the paper: the narrow width also learns from every full-width batch (distilled), and
+    # optionally the hardness labels come from the narrow width's own confidence
+    RunPlan(
+        "sharcs-k2-distill",
+        "sharcs",
+        ("--adaptive-layer", "2", "--threshold", "0.8", "--distill-narrow"),
+        ("sst2",),
+    ),
+    RunPlan(
+        "sharcs-k2-narrowest",
+        "sharcs",
+        ("--adaptive-layer", "2", "--threshold", "0.8", *NARROWEST),
+        ("sst2",),
+    ),
+    RunPlan(
+        "sharcs-k1-narrowest",
+        "sharcs",
+        ("--adaptive-layer", "1", "--threshold", "0.8", *NARROWEST),
+        ("sst2",),
+    ),
 )
 
 

@@ -10,6 +10,9 @@ import torch
 from conftest import random_dataset, tiny_model
 
 from sharcs import SharcsConfig, SharcsError, SharcsModel, get_sharcs_model
+from sharcs.collate import pad_batch
+from sharcs.config import width_key
+from sharcs.hardness import confidence
 from sharcs.inference import predict
 from sharcs.training import Trainer, TrainingArguments, find_checkpoint, lr_factor
 
@@ -115,12 +118,50 @@ def test_best_epoch_is_saved_by_the_selection_metric(tmp_path):
     assert SharcsModel.from_pretrained(tmp_path / "best").config == model.config
 
 
+def test_distill_narrow_trains_the_narrow_path_on_full_width_batches():
+    """In warm-up every sample is in the full-width bucket: only --distill-narrow reaches the 0.25 path."""
+    changed = {}
+    for distill in (False, True):
+        trainer = make_trainer(distill_narrow=distill)
+        steps, _ = trainer.plan_epoch(0)
+        assert [w for w, _ in steps[0].batches] == [1]
+        norm = trainer.model.entry_norms[width_key(0.25)].weight
+        before = norm.detach().clone()
+        trainer.train_step(steps[0], 1.0)
+        changed[distill] = not torch.equal(before, norm.detach())
+    assert changed == {False: False, True: True}
+
+
+def test_hardness_from_narrowest_records_the_narrow_confidence():
+    trainer = make_trainer(distill_narrow=True, hardness_from="narrowest")
+    model = trainer.model  # eval mode (no dropout): train_step's forwards are deterministic
+    steps, _ = trainer.plan_epoch(0)
+    _, indices = steps[0].batches[0]
+    batch = pad_batch(trainer.data[indices], 0)
+    labels = batch["labels"]
+    with torch.no_grad():
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+        narrow = confidence(model(**inputs, width=0.25).logits, labels)
+        full = confidence(model(**inputs, width=1.0).logits, labels)
+    assert not torch.allclose(narrow, full)
+    trainer.train_step(steps[0], 1.0)
+    torch.testing.assert_close(trainer.labeler.current[indices], narrow)
+
+
 def test_bad_training_inputs():
     with pytest.raises(SharcsError, match="epochs"):
         TrainingArguments(epochs=0)
     model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2))
     with pytest.raises(SharcsError, match="empty"):
         Trainer(model, random_dataset(4).select([]), TrainingArguments())
+    with pytest.raises(SharcsError, match="needs distill_narrow"):
+        TrainingArguments(hardness_from="narrowest")
+    with pytest.raises(SharcsError, match="hardness_from"):
+        TrainingArguments(hardness_from="widest")
+    fixed_config = SharcsConfig(adaptive_layer=2, routing="fixed", fixed_width=0.25)
+    fixed = get_sharcs_model(tiny_model("bert"), fixed_config)
+    with pytest.raises(SharcsError, match="distill_narrow is for SHARCS models with a router"):
+        Trainer(fixed, random_dataset(4), TrainingArguments(distill_narrow=True))
 
 
 def test_a_crash_between_the_checkpoint_renames_keeps_a_valid_checkpoint(tmp_path, monkeypatch):

@@ -257,3 +257,12 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if logits.shape[-1] == 1:
         return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
     return F.cross_entropy(logits, labels)
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) over the classes, or MSE for a one-output (regression) head."""
+    if student.shape[-1] == 1:
+        return F.mse_loss(student, teacher)
+    return F.kl_div(
+        F.log_softmax(student, -1), F.log_softmax(teacher, -1), reduction="batchmean", log_target=True
+    )

@@ -182,6 +182,19 @@ def _add_train(commands: Any) -> None:
         help="also train the router during the warm-up epochs, towards full width for every sample "
         "(the paper's recipe; off by default)",
     )
+    training.add_argument(
+        "--distill-narrow",
+        action="store_true",
+        default=None,
+        help="also train every narrower width on each batch, distilled from the batch's own width "
+        "(beyond the paper: the narrow path then learns from every sample)",
+    )
+    training.add_argument(
+        "--hardness-from",
+        choices=("routed", "narrowest"),
+        help="hardness labels from each sample's confidence at its trained width (the paper) or at the "
+        "narrowest width (needs --distill-narrow) " + _default("hardness_from"),
+    )
     training.add_argument("--seed", metavar="N", type=int, help=_default("seed"))
     training.add_argument("--device", metavar="DEVICE", help=f"auto, cpu or cuda[:N] {_default('device')}")
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from sharcs.adaptive import (
@@ -32,6 +31,7 @@ from sharcs.adaptive import (
     RoutedOutput,
     Setting,
     config_from_dict,
+    distillation_loss,
     embed,
     sdpa_mask,
     task_loss,
@@ -94,15 +94,6 @@ def slice_heads_and_ffn(parts: LayerParts, dims: Dims, width: float) -> SlicedWe
         ffn_in_bias=parts.ffn_in.bias[:ffn],
         ffn_out_weight=parts.ffn_out.weight[:, :ffn],
         ffn_out_bias=parts.ffn_out.bias,
-    )
-
-
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student) over the classes, or MSE for a one-output (regression) head."""
-    if student.shape[-1] == 1:
-        return F.mse_loss(student, teacher)
-    return F.kl_div(
-        F.log_softmax(student, -1), F.log_softmax(teacher, -1), reduction="batchmean", log_target=True
     )
 
 

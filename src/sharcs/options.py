@@ -105,6 +105,8 @@ class TrainOptions:
     lr: float = 5e-5
     router_lr: float | None = None
     router_loss_in_warmup: bool = False
+    distill_narrow: bool = False
+    hardness_from: str = "routed"
     max_seq_length: int = 128
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
@@ -187,6 +189,12 @@ class TrainOptions:
                 raise SharcsError(f"{option_name(name)}: must be positive, got {value}")
         if not 0.0 <= self.held_out_fraction < 1.0:
             raise SharcsError(f"--held-out-fraction: must lie in [0, 1), got {self.held_out_fraction}")
+        if self.hardness_from not in ("routed", "narrowest"):
+            raise SharcsError(f"--hardness-from: must be routed or narrowest, got {self.hardness_from!r}")
+        if self.method != "sharcs" and (self.distill_narrow or self.hardness_from != "routed"):
+            raise SharcsError("--distill-narrow and --hardness-from are for --method sharcs")
+        if self.hardness_from == "narrowest" and not self.distill_narrow:
+            raise SharcsError("--hardness-from narrowest needs --distill-narrow")
         if self.save_every_steps < 0:
             raise SharcsError(f"--save-every-steps: must be >= 0, got {self.save_every_steps}")
         pick_device(self.device)

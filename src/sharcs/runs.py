@@ -150,6 +150,8 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
         learning_rate=options.lr,
         router_learning_rate=options.router_lr,
         router_loss_in_warmup=options.router_loss_in_warmup,
+        distill_narrow=options.distill_narrow,
+        hardness_from=options.hardness_from,
         seed=options.seed,
         label_range=label_range(data.train) if info.is_regression else None,
         save_every_steps=options.save_every_steps,

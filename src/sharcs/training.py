@@ -32,7 +32,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from sharcs import distributed
-from sharcs.adaptive import AdaptiveModel, load_model
+from sharcs.adaptive import AdaptiveModel, distillation_loss, load_model
 from sharcs.collate import pad_batch
 from sharcs.errors import SharcsError
 from sharcs.files import atomic_write_text, latest_version, remove_versions, versioned_directory
@@ -55,6 +55,12 @@ class TrainingArguments:
         first informative epoch starts near 12 on MiniLM/SST-2) and its gradient can swamp the task loss
         in layers 1..K.
     label_range: max - min label, needed for regression confidences.
+    distill_narrow: (routed SHARCS; beyond the paper) also train every width below a batch's bucket
+        width on that batch, distilled from the bucket width's detached logits (KL, MSE for regression),
+        so the narrow path learns from every sample, not only from those labelled easy.
+    hardness_from: "routed" (the paper): hardness labels come from each sample's confidence at its
+        bucket width; "narrowest" (needs distill_narrow): from its confidence at the narrowest width,
+        i.e. a sample is labelled easy when the narrow path itself is confident about it.
     save_every_steps: also checkpoint every this many optimizer steps inside an epoch (0: epoch ends only).
     """
 
@@ -69,6 +75,8 @@ class TrainingArguments:
     seed: int = 42
     label_range: float | None = None
     save_every_steps: int = 0
+    distill_narrow: bool = False
+    hardness_from: str = "routed"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -78,6 +86,12 @@ class TrainingArguments:
             raise SharcsError(f"learning_rate: must be positive, got {self.learning_rate}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise SharcsError(f"warmup_ratio: must lie in [0, 1), got {self.warmup_ratio}")
+        if self.hardness_from not in ("routed", "narrowest"):
+            raise SharcsError(f"hardness_from: must be 'routed' or 'narrowest', got {self.hardness_from!r}")
+        if self.hardness_from == "narrowest" and not self.distill_narrow:
+            raise SharcsError(
+                "hardness_from 'narrowest' needs distill_narrow (it runs the narrowest width on every batch)"
+            )
 
 
 def schedule_progress(epoch: int, fraction: float, epochs: int, starts: tuple[int, ...]) -> float:
@@ -142,6 +156,8 @@ class Trainer:
             config = model.config
             self.labeler = HardnessLabeler(len(train_data), config.confidence_intervals, config.window)
             router = list(model.router.parameters())
+        elif args.distill_narrow:
+            raise SharcsError("distill_narrow is for SHARCS models with a router (routing argmax or tau)")
         self.schedule_starts = model.schedule_starts(args.epochs)
         router_ids = {id(p) for p in router}
         groups = [[p for p in model.parameters() if id(p) not in router_ids], router]
@@ -242,10 +258,16 @@ class Trainer:
             index = batch.pop("index", torch.tensor(indices))
             batch = {k: v.to(_device(model)) for k, v in batch.items()}
             out = model(**batch, **self.route_arguments(width_index, index))
-            (out.loss * (share / len(step.batches))).backward()
-            total += out.loss.item() * share / len(step.batches)
+            loss, narrowest_logits = out.loss, out.logits
+            if self.args.distill_narrow:
+                for narrower in reversed(model.config.widths[:width_index]):  # the narrowest last
+                    narrowest_logits = model(**batch, width=narrower).logits
+                    loss = loss + distillation_loss(narrowest_logits, out.logits.detach())
+            (loss * (share / len(step.batches))).backward()
+            total += loss.item() * share / len(step.batches)
             if self.labeler is not None:
-                records.append((index, confidence(out.logits, batch["labels"], self.args.label_range)))
+                logits = narrowest_logits if self.args.hardness_from == "narrowest" else out.logits
+                records.append((index, confidence(logits, batch["labels"], self.args.label_range)))
         if self.labeler is not None:
             for index, confidences in distributed.gather_records(records):
                 self.labeler.record(index, confidences)
