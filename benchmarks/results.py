@@ -104,6 +104,13 @@ PLAN = (
         ("--adaptive-layer", "1", "--threshold", "0.8", *NARROWEST),
         ("sst2",),
     ),
+    # beyond the paper: after the router only heads and FFN narrow (the residual stream stays d wide)
+    RunPlan(
+        "sharcs-k1-keepres",
+        "sharcs",
+        ("--adaptive-layer", "1", "--threshold", "0.8", "--keep-residual", *NARROWEST),
+        ("sst2",),
+    ),
 )
 
 
@@ -417,10 +424,12 @@ distillation from its own full width (no separate teacher, no rewiring, no depth
 in two stages (half the epochs each); `pabee` uses the published weighted loss; `random` routes at
 the width shares of the trained `sharcs-k2` router; `fixed` is K=2 full layers then width 0.25.
 
-**Beyond the paper (SST-2 runs `*-distill`, `*-narrowest`).** `--distill-narrow` also trains the
-narrow width on every full-width batch, distilled from the full width's logits, so the narrow path
-learns from every sample rather than only those labelled easy; `--hardness-from narrowest` labels a
-sample easy when the narrow width itself is confident about it (threshold 0.8)."""
+**Beyond the paper (SST-2 runs `*-distill`, `*-narrowest`, `*-keepres`).** `--distill-narrow` also
+trains the narrow width on every full-width batch, distilled from the full width's logits, so the
+narrow path learns from every sample rather than only those labelled easy; `--hardness-from
+narrowest` labels a sample easy when the narrow width itself is confident about it (threshold 0.8);
+`--keep-residual` narrows only the heads and FFN after the router and keeps the residual stream at
+full width (a layer at w costs about w, not w^2, of its full FLOPs)."""
 
 
 def main() -> None:

@@ -371,6 +371,19 @@ def test_option_errors(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
     )
     expect_error(capsys, *sst2_args(tiny_dir, out, "--max-seq-length", 4096), needles=("--max-seq-length",))
     expect_error(capsys, *sst2_args(tiny_dir, out, "--epochs", "two"), needles=("--epochs", "invalid int"))
+    expect_error(
+        capsys, *sst2_args(tiny_dir, out, "--hardness-from", "narrowest"), needles=("--distill-narrow",)
+    )
+    expect_error(
+        capsys,
+        *sst2_args(tiny_dir, out, "--method", "fixed", "--distill-narrow"),
+        needles=("--method sharcs",),
+    )
+    expect_error(
+        capsys,
+        *sst2_args(tiny_dir, out, "--method", "dynabert", "--keep-residual"),
+        needles=("--keep-residual",),
+    )
     expect_error(capsys, "train", "--task", "sst2", needles=("--output-dir",))
     expect_error(
         capsys, "train", "--task", "nosuch", "--output-dir", out, needles=("unknown GLUE task", "nosuch")
@@ -528,11 +541,15 @@ def test_router_options_reach_the_trainer_and_the_run_config(
         "--text-columns", "text", "--held-out-fraction", 0,
     ]  # fmt: skip
     expect_error(capsys, *args, "--router-lr", 0, needles=("--router-lr", "positive"))
-    code, _, err = run(capsys, *args, "--router-lr", 3e-3, "--router-loss-in-warmup")
+    beyond_paper = ("--distill-narrow", "--hardness-from", "narrowest", "--keep-residual")
+    code, _, err = run(capsys, *args, "--router-lr", 3e-3, "--router-loss-in-warmup", *beyond_paper)
     assert code == 0, err
     assert seen[-1].router_learning_rate == 3e-3 and seen[-1].router_loss_in_warmup is True
+    assert seen[-1].distill_narrow is True and seen[-1].hardness_from == "narrowest"
     options = json.loads((out / "run_config.json").read_text())["options"]
     assert options["router_lr"] == 3e-3 and options["router_loss_in_warmup"] is True
+    assert options["keep_residual"] is True and options["hardness_from"] == "narrowest"
+    assert json.loads((out / "model" / "sharcs_config.json").read_text())["keep_residual"] is True
     resume = ("train", "--output-dir", out, "--resume")
     expect_error(capsys, *resume, "--router-lr", 1e-3, needles=("--router-lr", "0.003"))
 

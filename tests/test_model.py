@@ -12,11 +12,12 @@ from sharcs.config import width_key
 from sharcs.flops import layer_flops, measure_flops, sharcs_flops
 
 
+@pytest.mark.parametrize("keep_residual", [False, True])
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_full_width_reproduces_the_base_model(model_type, k):
+def test_full_width_reproduces_the_base_model(model_type, k, keep_residual):
     base = tiny_model(model_type, num_labels=3)
     batch = random_batch()
-    model = get_sharcs_model(base, SharcsConfig(adaptive_layer=k)).eval()
+    model = get_sharcs_model(base, SharcsConfig(adaptive_layer=k, keep_residual=keep_residual)).eval()
     with torch.no_grad():
         expected = base(**batch).logits
         out = model(**batch, width=1.0)
@@ -37,11 +38,13 @@ def make_mixed_router(model: SharcsModel, batch: dict) -> None:
         last.bias[0] -= gap.median() + 1e-4
 
 
+@pytest.mark.parametrize("keep_residual", [False, True])
 @pytest.mark.parametrize("rule", ["argmax", "tau"])
-def test_batched_routing_equals_per_sample(model_type, rule):
+def test_batched_routing_equals_per_sample(model_type, rule, keep_residual):
     base = tiny_model(model_type, num_labels=3)
     batch = random_batch(batch=6, length=14)
-    model = get_sharcs_model(base, SharcsConfig(adaptive_layer=2, routing=rule)).eval()
+    config = SharcsConfig(adaptive_layer=2, routing=rule, keep_residual=keep_residual)
+    model = get_sharcs_model(base, config).eval()
     make_mixed_router(model, batch)
     if rule == "tau":  # put tau at the median probability of the narrow width
         with torch.no_grad():
@@ -68,6 +71,34 @@ def test_forced_narrow_width_cuts_measured_adaptive_flops_as_predicted(model_typ
     predicted = layers * (layer_flops(model.dims, 1.0, 11) - layer_flops(model.dims, 0.25, 11))
     head_cut = 2 * model.dims.hidden * (model.dims.hidden - model.dims.at(0.25)[0])
     assert abs(adaptive_cut - head_cut - predicted) <= 0.02 * predicted
+
+
+def test_keep_residual_narrows_only_heads_and_ffn(model_type):
+    """Measured FLOPs equal the analytic count, and gradient reaches exactly the kept heads/FFN units."""
+    config = SharcsConfig(adaptive_layer=1, widths=(0.25, 0.5, 1.0), threshold=(0.8, 0.5), keep_residual=True)
+    model = get_sharcs_model(tiny_model(model_type), config)
+    assert len(model.entry_norms) == 0, "no down-projection: the residual stream stays d wide"
+    ids = torch.randint(3, 60, (1, 11))
+    for width in (0.25, 0.5, 1.0):
+        assert measure_flops(model, ids, width=width) == sharcs_flops(model, width, 11)
+    full_layer = layer_flops(model.dims, 1.0, 11)
+    assert layer_flops(model.dims, 0.25, 11, keep_residual=True) == pytest.approx(full_layer / 4, rel=0.01)
+    model.train()
+    model(**random_batch(), width=0.5, labels=torch.tensor([0, 1, 0, 1, 1])).loss.backward()
+    d = model.dims.hidden
+    attention, ffn = model.dims.at(0.5)
+    for layer in model.adaptive_layers:
+        p = layer.parts
+        for linear, rows, cols in [
+            (p.query, attention, d),
+            (p.attn_out, d, attention),
+            (p.ffn_in, ffn, d),
+            (p.ffn_out, d, ffn),
+        ]:
+            grad = linear.weight.grad
+            assert grad[:rows, :cols].abs().sum(1).gt(0).all(), "every used row gets gradient"
+            assert grad[rows:].abs().sum() == 0 and grad[:, cols:].abs().sum() == 0, "unused slices get none"
+        assert layer.attn_norms[width_key(0.5)].weight.shape == (d,)
 
 
 def test_router_loss_reaches_layers_before_k(model_type):
@@ -110,10 +141,13 @@ def test_task_loss_reaches_every_weight_the_width_uses(model_type, width):
         assert all(prm.grad is not None for prm in layer.parameters())
 
 
-def test_save_load_round_trip_is_bit_identical(model_type, tmp_path):
+@pytest.mark.parametrize("keep_residual", [False, True])
+def test_save_load_round_trip_is_bit_identical(model_type, tmp_path, keep_residual):
     model = get_sharcs_model(
         tiny_model(model_type, num_labels=3),
-        SharcsConfig(adaptive_layer=2, widths=(0.25, 0.5, 1.0), threshold=(0.8, 0.5)),
+        SharcsConfig(
+            adaptive_layer=2, widths=(0.25, 0.5, 1.0), threshold=(0.8, 0.5), keep_residual=keep_residual
+        ),
     ).eval()
     with torch.no_grad():  # make the per-width norms differ from their initial copies
         for param in model.adaptive_layers.parameters():
@@ -179,6 +213,7 @@ def test_save_is_atomic_and_keeps_the_old_copy_on_failure(tmp_path, monkeypatch)
         (dict(routing="fixed", fixed_width=0.5), "fixed_width"),
         (dict(width_shares=(0.5, 0.6)), "width_shares"),
         (dict(width_shares=(1.0,)), "width_shares"),
+        (dict(keep_residual="yes"), "keep_residual"),
     ],
 )
 def test_invalid_configs_name_the_field(kwargs, field):

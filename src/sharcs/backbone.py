@@ -124,6 +124,7 @@ def sharcs_config(options: TrainOptions, num_layers: int) -> SharcsConfig:
             threshold=threshold,
             window=options.window,
             norm_init=options.norm_init,
+            keep_residual=options.keep_residual,
         )
     except SharcsError as error:
         raise named_option_error(error) from None

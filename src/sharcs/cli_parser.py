@@ -158,6 +158,13 @@ def _add_train(commands: Any) -> None:
         help=f"--method pabee: exit after P exits in a row agree {_default('patience')}",
     )
     model.add_argument(
+        "--keep-residual",
+        action="store_true",
+        default=None,
+        help="after the router keep the residual stream at full width and narrow only heads and FFN "
+        "(beyond the paper; DynaBERT-style slicing)",
+    )
+    model.add_argument(
         "--norm-init",
         choices=("copy", "scratch"),
         help=f"per-width LayerNorms: copied from the model or fresh {_default('norm_init')}",

@@ -67,6 +67,10 @@ class SharcsConfig:
         width drawn with probabilities `width_shares` from a hash of its tokens).
     fixed_width: the width of routing "fixed".
     width_shares: one probability per width for routing "random" (None: equal shares).
+    keep_residual: False (the paper): layers K+1..N narrow the residual stream itself to w*d channels.
+        True (beyond the paper): they keep all d channels and narrow only the heads and FFN units
+        (DynaBERT-style slicing after the router): a layer then costs about w of full width instead of
+        w^2, and usually keeps more of the model's accuracy at the same w.
     """
 
     widths: tuple[float, ...] = (0.25, 1.0)
@@ -81,6 +85,7 @@ class SharcsConfig:
     tau: float = 0.5
     fixed_width: float | None = None
     width_shares: tuple[float, ...] | None = None
+    keep_residual: bool = False
 
     def __post_init__(self) -> None:
         self.widths = tuple(float(w) for w in self.widths)
@@ -108,6 +113,8 @@ class SharcsConfig:
             raise SharcsError(f"router_loss_weight: must be >= 0, got {self.router_loss_weight}")
         if self.norm_init not in NORM_INITS:
             raise SharcsError(f"norm_init: must be one of {NORM_INITS}, got {self.norm_init!r}")
+        if not isinstance(self.keep_residual, bool):
+            raise SharcsError(f"keep_residual: must be true or false, got {self.keep_residual!r}")
         if self.routing not in ROUTING_RULES:
             raise SharcsError(f"routing: must be one of {ROUTING_RULES}, got {self.routing!r}")
         if not 0.0 <= self.tau <= 1.0:

@@ -40,8 +40,8 @@ from sharcs.adaptive import (
 from sharcs.architectures import get_module
 from sharcs.config import check_heads, validate_widths
 from sharcs.errors import SharcsError
-from sharcs.flops import head_flops
-from sharcs.layers import Dims, LayerParts, SliceCache, SlicedWeights, layer_forward
+from sharcs.flops import head_flops, layer_flops
+from sharcs.layers import LayerParts, SliceCache, layer_forward
 
 
 @dataclass
@@ -78,25 +78,6 @@ class DynaBertConfig:
         return config_from_dict(cls, data)
 
 
-def slice_heads_and_ffn(parts: LayerParts, dims: Dims, width: float) -> SlicedWeights:
-    """One layer's weights at `width`: the leading w*H heads and w*f FFN units, all d input channels.
-
-    Views of the shared weights (the fused QKV a concatenation of views), so gradients reach them.
-    """
-    attention, ffn = dims.at(width)
-    qkv = (parts.query, parts.key, parts.value)
-    return SlicedWeights(
-        qkv_weight=torch.cat([m.weight[:attention] for m in qkv]),
-        qkv_bias=torch.cat([m.bias[:attention] for m in qkv]),
-        out_weight=parts.attn_out.weight[:, :attention],
-        out_bias=parts.attn_out.bias,
-        ffn_in_weight=parts.ffn_in.weight[:ffn],
-        ffn_in_bias=parts.ffn_in.bias[:ffn],
-        ffn_out_weight=parts.ffn_out.weight[:, :ffn],
-        ffn_out_bias=parts.ffn_out.bias,
-    )
-
-
 class DynaBertModel(AdaptiveModel):
     """A `*ForSequenceClassification` model whose every layer runs at any configured width."""
 
@@ -116,7 +97,7 @@ class DynaBertModel(AdaptiveModel):
         """Layers 1..N at `width` on the embeddings, then the full-width task head; returns logits."""
         attn_mask = sdpa_mask(attention_mask)
         weights = self._sliced(
-            width, lambda: [slice_heads_and_ffn(parts, self.dims, width) for parts in self.layer_parts]
+            width, lambda: [parts.slice_heads_and_ffn(self.dims, width) for parts in self.layer_parts]
         )
         for parts, layer_weights in zip(self.layer_parts, weights, strict=True):
             hidden = layer_forward(
@@ -169,12 +150,11 @@ class DynaBertModel(AdaptiveModel):
         return self.config.widths
 
     def sample_flops(self, route: float, length: int) -> int:
-        """Per layer: Q/K/V and output projections d x w*d, FFN d x w*f, attention 4*L^2*w*d; the head."""
+        """Every layer with heads and FFN narrowed to `route` (residual kept), then the full head."""
         dims = self.dims
-        attention, ffn = dims.at(route)
-        projections = 2 * length * (4 * dims.hidden * attention + 2 * dims.hidden * ffn)
-        layer = projections + 4 * length * length * attention
-        return dims.layers * layer + head_flops(dims, 1.0, self.num_labels)
+        return dims.layers * layer_flops(dims, route, length, keep_residual=True) + head_flops(
+            dims, 1.0, self.num_labels
+        )
 
     def curve_settings(self) -> list[Setting]:
         """Each width, narrowest first."""

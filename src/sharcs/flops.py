@@ -22,10 +22,14 @@ if TYPE_CHECKING:
     from sharcs.model import SharcsModel
 
 
-def layer_flops(dims: Dims, width: float, length: int) -> int:
-    """One encoder layer: 2*L*(4*(w*d)^2 + 2*(w*d)*(w*f)) + 4*L^2*(w*d)."""
-    hidden, ffn = dims.at(width)
-    return 2 * length * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * length * length * hidden
+def layer_flops(dims: Dims, width: float, length: int, keep_residual: bool = False) -> int:
+    """One encoder layer: 2*L*(4*(w*d)^2 + 2*(w*d)*(w*f)) + 4*L^2*(w*d).
+
+    With `keep_residual` the projections read and write all d channels: 2*L*(4*d*(w*d) + 2*d*(w*f)).
+    """
+    attention, ffn = dims.at(width)
+    residual = dims.hidden if keep_residual else attention
+    return 2 * length * (4 * residual * attention + 2 * residual * ffn) + 4 * length * length * attention
 
 
 def head_flops(dims: Dims, width: float, num_labels: int) -> int:
@@ -45,8 +49,8 @@ def sharcs_flops(model: SharcsModel, width: float, length: int) -> int:
     return (
         k * layer_flops(dims, 1.0, length)
         + (router if config.uses_router else 0)
-        + (dims.layers - k) * layer_flops(dims, width, length)
-        + head_flops(dims, width, model.num_labels)
+        + (dims.layers - k) * layer_flops(dims, width, length, config.keep_residual)
+        + head_flops(dims, 1.0 if config.keep_residual else width, model.num_labels)
     )
 
 
@@ -60,9 +64,11 @@ def average_flops(
 
 
 def predicted_speedup(model: SharcsModel, width_share: dict[float, float]) -> float:
-    """N / (K + (N-K) * sum_i p_i * w_i^2): the layer-FLOPs speed-up, ignoring router, head and L^2 terms."""
+    """N / (K + (N-K) * sum_i p_i * w_i^2): the layer-FLOPs speed-up, ignoring router, head and L^2 terms
+    (w_i instead of w_i^2 with `keep_residual`)."""
     n, k = model.dims.layers, model.config.adaptive_layer
-    return n / (k + (n - k) * sum(p * w * w for w, p in width_share.items()))
+    power = 1 if model.config.keep_residual else 2
+    return n / (k + (n - k) * sum(p * w**power for w, p in width_share.items()))
 
 
 def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:

@@ -1,8 +1,10 @@
 """Width-sliced encoder layers: one set of pretrained weights, run at any width w (method.md §1).
 
 At width w an adaptive layer narrows the residual stream itself to w*d channels: w*H heads of the
-unchanged head size, w*f FFN units, and private per-width LayerNorms of size w*d. The weights are
-the leading slices of the pretrained matrices, so every width shares them. The width is always an
+unchanged head size, w*f FFN units, and private per-width LayerNorms of size w*d. With
+`keep_residual` it reads and writes all d channels and narrows only the heads and FFN units
+(DynaBERT-style). The weights are the leading slices of the pretrained matrices, so every width
+shares them. The width is always an
 argument; nothing here remembers a "current width".
 """
 
@@ -84,8 +86,14 @@ class LayerParts:
         linears = (self.query, self.key, self.value, self.attn_out, self.ffn_in, self.ffn_out)
         return [t for m in linears for t in (m.weight, m.bias)]
 
-    def slice(self, dims: Dims, width: float) -> SlicedWeights:
-        """Leading slices of the weights at `width` (views, so gradients reach the shared weights)."""
+    def slice(self, dims: Dims, width: float, keep_residual: bool = False) -> SlicedWeights:
+        """Leading slices of the weights at `width` (views, so gradients reach the shared weights).
+
+        The residual stream narrows to w*d channels, or with `keep_residual` keeps all d of them while
+        only the leading w*H heads and w*f FFN units remain.
+        """
+        if keep_residual:
+            return self.slice_heads_and_ffn(dims, width)
         hidden, ffn = dims.at(width)
         qkv = (self.query, self.key, self.value)
         return SlicedWeights(
@@ -97,6 +105,21 @@ class LayerParts:
             ffn_in_bias=self.ffn_in.bias[:ffn],
             ffn_out_weight=self.ffn_out.weight[:hidden, :ffn],
             ffn_out_bias=self.ffn_out.bias[:hidden],
+        )
+
+    def slice_heads_and_ffn(self, dims: Dims, width: float) -> SlicedWeights:
+        """The leading w*H heads and w*f FFN units, reading and writing all d residual channels."""
+        attention, ffn = dims.at(width)
+        qkv = (self.query, self.key, self.value)
+        return SlicedWeights(
+            qkv_weight=torch.cat([m.weight[:attention] for m in qkv]),
+            qkv_bias=torch.cat([m.bias[:attention] for m in qkv]),
+            out_weight=self.attn_out.weight[:, :attention],
+            out_bias=self.attn_out.bias,
+            ffn_in_weight=self.ffn_in.weight[:ffn],
+            ffn_in_bias=self.ffn_in.bias[:ffn],
+            ffn_out_weight=self.ffn_out.weight[:, :ffn],
+            ffn_out_bias=self.ffn_out.bias,
         )
 
 
@@ -174,15 +197,24 @@ class AdaptiveLayer(nn.Module):
     sliced from there, so all widths share them.
     """
 
-    def __init__(self, layer: nn.Module, layout: Layout, dims: Dims, widths: tuple[float, ...], init: str):
+    def __init__(
+        self,
+        layer: nn.Module,
+        layout: Layout,
+        dims: Dims,
+        widths: tuple[float, ...],
+        init: str,
+        keep_residual: bool = False,
+    ):
         super().__init__()
         self.dims = dims
         self.parts = LayerParts.find(layer, layout)  # a plain dataclass: not registered twice
+        sizes = {w: dims.hidden if keep_residual else dims.at(w)[0] for w in widths}
         self.attn_norms = nn.ModuleDict(
-            {width_key(w): make_norm(self.parts.attn_norm, dims.at(w)[0], init) for w in widths}
+            {width_key(w): make_norm(self.parts.attn_norm, sizes[w], init) for w in widths}
         )
         self.ffn_norms = nn.ModuleDict(
-            {width_key(w): make_norm(self.parts.ffn_norm, dims.at(w)[0], init) for w in widths}
+            {width_key(w): make_norm(self.parts.ffn_norm, sizes[w], init) for w in widths}
         )
 
     def forward(

@@ -6,7 +6,8 @@
 
 Layers 1..K run at full width on the wrapped model's weights and norms; the router reads layer K's
 output; layers K+1..N run width-sliced from the same weights with per-width norms; the head's first
-dense layer reads the first w*d channels.
+dense layer reads the first w*d channels. With `keep_residual` the residual stream stays d wide after
+the router (only heads and FFN units narrow), so there is no down- or up-projection.
 """
 
 from __future__ import annotations
@@ -72,11 +73,11 @@ class SharcsModel(AdaptiveModel):
             {
                 width_key(w): make_norm(last_full_norm, self.dims.at(w)[0], config.norm_init)
                 for w in config.widths
-                if w < 1.0
+                if w < 1.0 and not config.keep_residual
             }
         )
         self.adaptive_layers = nn.ModuleList(
-            AdaptiveLayer(layers[i], lay, self.dims, config.widths, config.norm_init)
+            AdaptiveLayer(layers[i], lay, self.dims, config.widths, config.norm_init, config.keep_residual)
             for i in range(k, self.dims.layers)
         )
         self.router.to(device=last_full_norm.weight.device, dtype=last_full_norm.weight.dtype)
@@ -118,20 +119,20 @@ class SharcsModel(AdaptiveModel):
 
     def width_weights(self, width: float) -> _WidthWeights:
         """Layers K+1..N and the head's dense weight sliced to `width`."""
-        size = self.dims.at(width)[0]
+        keep = self.config.keep_residual
+        size = self.dims.hidden if keep else self.dims.at(width)[0]
         return self._sliced(
             width,
             lambda: _WidthWeights(
-                [layer.parts.slice(self.dims, width) for layer in self.adaptive_layers],
+                [layer.parts.slice(self.dims, width, keep) for layer in self.adaptive_layers],
                 self.head_parts.dense.weight[:, :size],
             ),
         )
 
     def run_width(self, hidden: torch.Tensor, attention_mask: torch.Tensor, width: float) -> torch.Tensor:
         """Layers K+1..N and the head at one width, for a group of samples; returns logits."""
-        size = self.dims.at(width)[0]
-        if width < 1.0:  # down-projection: slice, then the entry norm of this width
-            hidden = self.entry_norms[width_key(width)](hidden[..., :size])
+        if width < 1.0 and not self.config.keep_residual:  # down-projection: slice, then the entry norm
+            hidden = self.entry_norms[width_key(width)](hidden[..., : self.dims.at(width)[0]])
         attn_mask = sdpa_mask(attention_mask)
         weights = self.width_weights(width)
         for layer, layer_weights in zip(self.adaptive_layers, weights.layers, strict=True):

@@ -116,6 +116,7 @@ class TrainOptions:
     window: int = 2
     router_hidden_size: int = 1024
     norm_init: str = "copy"
+    keep_residual: bool = False
     fixed_width: float = 0.25
     width_shares: tuple[float, ...] | None = None
     entropy_threshold: float = 0.3
@@ -193,6 +194,8 @@ class TrainOptions:
             raise SharcsError(f"--hardness-from: must be routed or narrowest, got {self.hardness_from!r}")
         if self.method != "sharcs" and (self.distill_narrow or self.hardness_from != "routed"):
             raise SharcsError("--distill-narrow and --hardness-from are for --method sharcs")
+        if self.keep_residual and self.method not in ("sharcs", "fixed", "random"):
+            raise SharcsError("--keep-residual is for --method sharcs, fixed or random")
         if self.hardness_from == "narrowest" and not self.distill_narrow:
             raise SharcsError("--hardness-from narrowest needs --distill-narrow")
         if self.save_every_steps < 0:
