@@ -106,6 +106,16 @@ def test_deebert_resumes_across_its_two_stages(tmp_path):
     assert straight.schedule_starts == (0, 1)
 
 
+def test_deebert_keeps_an_epoch_of_its_second_stage(tmp_path):
+    """Held-out scores that fall every epoch would keep epoch 1, whose exits are untrained."""
+    model = EarlyExitModel(tiny_model("bert"), EarlyExitConfig(rule="entropy"))
+    scores = iter([0.9, 0.8, 0.7, 0.6])
+    args = TrainingArguments(epochs=4, batch_size=8)
+    trainer = Trainer(model, random_dataset(16), args, tmp_path, lambda m: {"score": next(scores)}, "score")
+    history = trainer.train()
+    assert [r.get("best", False) for r in history] == [False, False, True, False]
+
+
 # ------------------------------------------------------------------------------ every method by CLI
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -126,7 +126,8 @@ class Trainer:
 
     evaluate(model) -> dict of metrics, called after every epoch; with `select_metric`, the epoch with
     the highest value of that metric is saved to output_dir/best. Choose it on held-out training data,
-    not on the data you report.
+    not on the data you report. Only epochs of the model's last training phase (`schedule_starts`)
+    compete: DeeBERT's first-stage epochs have untrained exits.
     """
 
     def __init__(
@@ -306,12 +307,15 @@ class Trainer:
         if self.evaluate is not None:
             record.update(self.evaluate(self.model))
         self.history.append(record)
+        # only epochs of the last training phase compete for best/ (DeeBERT: exits trained)
+        in_last_phase = self.epoch >= self.schedule_starts[-1]
         self.epoch += 1
         self.step_in_epoch = 0
         self.epoch_sums = {"loss": 0.0, "steps": 0}
         if self.output_dir is not None:
             main = distributed.is_main()
-            if self.select_metric is not None and record[self.select_metric] > self.best_value:
+            selectable = self.select_metric is not None and in_last_phase
+            if selectable and record[self.select_metric] > self.best_value:
                 self.best_value = record[self.select_metric]
                 record["best"] = True
                 if main:
