@@ -4,8 +4,7 @@ At width w an adaptive layer narrows the residual stream itself to w*d channels:
 unchanged head size, w*f FFN units, and private per-width LayerNorms of size w*d. With
 `keep_residual` it reads and writes all d channels and narrows only the heads and FFN units
 (DynaBERT-style). The weights are the leading slices of the pretrained matrices, so every width
-shares them. The width is always an
-argument; nothing here remembers a "current width".
+shares them. The width is always an argument; nothing here remembers a "current width".
 """
 
 from __future__ import annotations
