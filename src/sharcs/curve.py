@@ -116,15 +116,20 @@ def write_curves(
     if "seconds_per_sample" in first:
         axes.append(("seconds_per_sample", "ms per sample (batched)", 1e3, "accuracy_vs_latency.png"))
     for key, label, scale, filename in axes:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name, points in curves.items():
+        fig, ax = plt.subplots(figsize=(6 + 2 * (len(curves) > 6), 4.5))
+        colors = plt.get_cmap("tab20").colors
+        for i, (name, points) in enumerate(curves.items()):
             ordered = sorted(points, key=lambda p: p[key])
             xs, ys = [p[key] * scale for p in ordered], [p["metrics"][metric] for p in ordered]
-            ax.plot(xs, ys, "o-" if len(points) > 1 else "s", label=name)
+            style = "o-" if len(points) > 1 else "s"
+            ax.plot(xs, ys, style, label=name, color=colors[i % len(colors)], markersize=4)
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if len(curves) > 6:  # many runs: the legend goes beside the plot
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        else:
+            ax.legend()
         fig.tight_layout()
         fig.savefig(out / filename, dpi=120)
         plt.close(fig)
