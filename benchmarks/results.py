@@ -130,6 +130,8 @@ def random_shares(run_dir: Path) -> str | None:
 
 
 def train_command(task: TaskPlan, run: RunPlan, out: Path, runs_dir: Path) -> list[str] | None:
+    from sharcs.training import find_checkpoint
+
     command = [sys.executable, "-m", "sharcs", "train", "--task", task.task, "--data-dir", str(GLUE)]
     command += ["--output-dir", str(out), "--epochs", str(task.epochs)]
     command += ["--max-seq-length", str(task.max_seq_length), *COMMON]
@@ -143,8 +145,8 @@ def train_command(task: TaskPlan, run: RunPlan, out: Path, runs_dir: Path) -> li
         if shares is None:
             return None
         command += ["--width-shares", shares]
-    if (out / "run_config.json").is_file():
-        command.append("--resume")
+    if (out / "run_config.json").is_file():  # continue a started run, or restart one killed before its
+        command.append("--resume" if find_checkpoint(out) is not None else "--overwrite")  # 1st checkpoint
     return command
 
 
