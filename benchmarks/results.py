@@ -46,7 +46,6 @@ class RunPlan:
     shares_from: str | None = None  # random routing: take the width shares of this run
 
 
-TAUS = (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95)
 BATCH = 64  # the batched-throughput batch size
 TARGET_FLOPS, TARGET_SPEEDUP = 2.5, 2.0  # issue #7's SST-2 target, checked on every task
 COMMON = ("--lr", "1e-4", "--router-lr", "1e-3", "--window", "1", "--batch-size", "32", "--seed", "42")
@@ -183,7 +182,7 @@ def measure_run(run_dir: Path, threads: int, latency_samples: int, repeats: int)
     setting, against the full model in the same process; cached in run_dir/measure.json."""
     from sharcs.backbone import pad_id
     from sharcs.bench import benchmark, pinned_threads
-    from sharcs.curve import sweep
+    from sharcs.curve import share_taus, sweep
     from sharcs.files import atomic_write_text
     from sharcs.measure_runs import dev_data
     from sharcs.model import SharcsModel
@@ -197,7 +196,10 @@ def measure_run(run_dir: Path, threads: int, latency_samples: int, repeats: int)
     pad = pad_id(run.tokenizer)
     model = run.model
     routed = isinstance(model, SharcsModel) and model.config.uses_router
-    settings = model.curve_settings(TAUS) if routed else model.curve_settings()
+    # a routed SHARCS model: the taus that send 10%, ..., 90% of the dev samples below full width
+    settings = (
+        model.curve_settings(share_taus(model, data, pad_token_id=pad)) if routed else model.curve_settings()
+    )
     with pinned_threads(threads):
         points = sweep(model, data, info.metrics, settings, 64, repeats, pad)
         speed = benchmark(model, data, threads, latency_samples, (BATCH,), repeats, (None,), pad)
@@ -320,13 +322,15 @@ def report(
 
 
 def plan_record(tasks: list[TaskPlan]) -> dict:
+    from sharcs.curve import SHARES
+
     return {
         "tasks": [vars(t) for t in tasks],
         "common_options": list(COMMON),
         "runs": [
             {"name": r.name, "method": r.method, "options": list(r.options), "tasks": r.tasks} for r in PLAN
         ],
-        "taus": list(TAUS),
+        "tau_shares_below_full_width": list(SHARES),
         "batch_size_for_throughput": BATCH,
     }
 
@@ -417,7 +421,9 @@ choose the epoch; the dev metric is on the full GLUE dev set, which is never use
 seed 42, window 1. FLOPs: analytic, per sample at its unpadded length, 2 per multiply-add,
 embeddings excluded (`sharcs.flops`; equal to `FlopCounterMode` counts, tested). Speed-ups: each
 run's model against the plain Hugging Face full model, interleaved in one process, medians, on the
-dev set: batch 1 (mean per-sample latency) and batch 64 throughput.
+dev set: batch 1 (mean per-sample latency) and batch 64 throughput. A SHARCS run's curve holds its
+own rule, the taus that send 10%, 20%, ..., 90% of the dev samples below full width (quantiles of
+the router's scores; no labels are read) and each forced width.
 
 **Deviations from the paper's setup.** Smaller backbone (N=6), data subsets and 3 epochs (2 CPU
 cores); the router is not trained during the warm-up epoch (`--router-loss-in-warmup` restores it);

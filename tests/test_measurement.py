@@ -10,7 +10,7 @@ from conftest import random_dataset, tiny_model
 
 from sharcs import SharcsConfig, get_sharcs_model
 from sharcs.bench import benchmark, format_report
-from sharcs.curve import sweep, write_curves
+from sharcs.curve import share_taus, sweep, write_curves
 from sharcs.flops import measure_flops, predicted_speedup, sharcs_flops
 from sharcs.inference import predict
 
@@ -75,6 +75,20 @@ def test_sweep_points_are_exact_and_ordered():
     assert narrow_shares == sorted(narrow_shares, reverse=True), "a higher tau sends fewer samples narrow"
     assert points[1]["flops_per_sample"] == points[4]["flops_per_sample"]
     assert points[-1]["flops_reduction"] < 1.0  # full width plus the router costs a little more
+
+
+@pytest.mark.parametrize("widths", [(0.25, 1.0), (0.25, 0.5, 1.0)])
+def test_share_taus_send_the_requested_shares_below_full_width(widths):
+    thresholds = (0.6,) if len(widths) == 2 else (0.8, 0.5)
+    config = SharcsConfig(widths=widths, adaptive_layer=2, routing="tau", threshold=thresholds)
+    model = get_sharcs_model(tiny_model("bert"), config).eval()
+    with torch.no_grad():  # scores in a narrow band around 0.5, as a trained router can give
+        model.router.mlp[-1].weight.normal_(0, 0.02)
+    data = random_dataset(50)
+    taus = share_taus(model, data, shares=(0.2, 0.5, 0.8))
+    points = sweep(model, data, ["accuracy"], model.curve_settings(taus), measure_latency=False)
+    below_full = [1.0 - p["width_share"]["1.0"] for p in points[1:4]]
+    assert below_full == pytest.approx([0.8, 0.5, 0.2], abs=0.03)
 
 
 def test_curves_and_benchmark_write_their_outputs(tmp_path):

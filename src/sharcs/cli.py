@@ -184,7 +184,7 @@ def _curve(args: argparse.Namespace) -> int:
     files = curve_dirs(
         args.dirs,
         args.out,
-        parse_floats(args.taus, "--taus"),
+        parse_floats(args.taus, "--taus") if args.taus is not None else None,
         args.batch_size,
         args.repeats,
         not args.no_latency,

@@ -9,7 +9,6 @@ import argparse
 from importlib import metadata
 from typing import Any
 
-from sharcs.config import DEFAULT_TAUS
 from sharcs.errors import SharcsError
 from sharcs.options import METHODS, TrainOptions
 
@@ -336,8 +335,8 @@ def _add_curve(commands: Any) -> None:
     parser.add_argument(
         "--taus",
         metavar="X[,X]",
-        default=",".join(f"{t:g}" for t in DEFAULT_TAUS),
-        help="SHARCS tau values to sweep",
+        help="SHARCS tau values to sweep (default: the taus that send 10%%, 20%%, ..., 90%% of the samples "
+        "below full width, read from the router's scores)",
     )
     parser.add_argument("--no-latency", action="store_true", help="skip the timing passes (FLOPs only)")
     parser.add_argument("--batch-size", metavar="N", type=int, default=64, help="(default: 64)")

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from datasets import Dataset
 
 from sharcs.adaptive import AdaptiveModel, Setting
@@ -25,6 +26,28 @@ from sharcs.bench import full_model_pass
 from sharcs.evaluation import evaluate_model
 from sharcs.files import atomic_write_text
 from sharcs.inference import predict
+from sharcs.model import SharcsModel
+
+SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def share_taus(
+    model: SharcsModel,
+    data: Dataset,
+    shares: Sequence[float] = SHARES,
+    batch_size: int = 64,
+    pad_token_id: int = 0,
+) -> tuple[float, ...]:
+    """Taus that send about each of `shares` of `data` below full width: quantiles of the router's scores.
+
+    Under the tau rule a sample leaves full width when some narrower width's sigmoid score reaches tau.
+    A trained router's scores can sit in a narrow band (all within 0.35..0.65 on MiniLM/SST-2), where a
+    fixed tau grid jumps from "everyone narrow" to "everyone full"; quantiles trace the whole curve.
+    Only the router's scores are read (no labels), so no operating point is chosen on the data.
+    """
+    logits = predict(model, data, batch_size, pad_token_id=pad_token_id).router_logits
+    scores = torch.sigmoid(logits[:, :-1].float()).amax(-1)
+    return tuple(sorted({round(float(torch.quantile(scores, 1.0 - s)), 6) for s in shares}))
 
 
 def _seconds_per_sample(run, repeats: int, num_samples: int) -> float:

@@ -15,8 +15,7 @@ from datasets import Dataset
 
 from sharcs.backbone import pad_id
 from sharcs.bench import benchmark, pinned_threads
-from sharcs.config import DEFAULT_TAUS
-from sharcs.curve import sweep, write_curves
+from sharcs.curve import share_taus, sweep, write_curves
 from sharcs.data import tokenize
 from sharcs.errors import SharcsError
 from sharcs.files import atomic_write_text
@@ -67,7 +66,7 @@ def bench_dir(
 def curve_dirs(
     directories: Sequence[str | Path],
     out_dir: str | Path,
-    taus: Sequence[float] = DEFAULT_TAUS,
+    taus: Sequence[float] | None = None,
     batch_size: int = 64,
     repeats: int = 3,
     measure_latency: bool = True,
@@ -75,7 +74,8 @@ def curve_dirs(
     threads: int = 0,
 ) -> list[Path]:
     """Sweep each run's curve settings (a SHARCS router: `taus` and its widths) on its dev data and
-    write the curves of all of them into `out_dir`."""
+    write the curves of all of them into `out_dir`. `taus` None: `share_taus`, the taus that send 10%,
+    20%, ..., 90% of the dev samples below full width."""
     with pinned_threads(threads):
         curves, metric = {}, None
         for directory in directories:
@@ -83,18 +83,13 @@ def curve_dirs(
             data, labels, info = dev_data(run, max_samples)
             metric = metric or info.metrics[0]
             name = Path(directory).resolve().name
-            model = run.model
-            routed = isinstance(model, SharcsModel) and model.config.uses_router
-            settings = model.curve_settings(tuple(taus)) if routed else model.curve_settings()
+            model, pad = run.model, pad_id(run.tokenizer)
+            if isinstance(model, SharcsModel) and model.config.uses_router:
+                settings = model.curve_settings(tuple(taus or share_taus(model, data, pad_token_id=pad)))
+            else:
+                settings = model.curve_settings()
             curves[name] = sweep(
-                model,
-                data,
-                info.metrics,
-                settings,
-                batch_size,
-                repeats,
-                pad_id(run.tokenizer),
-                measure_latency,
+                model, data, info.metrics, settings, batch_size, repeats, pad, measure_latency
             )
     return write_curves(curves, out_dir, metric)
 
