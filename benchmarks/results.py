@@ -256,9 +256,18 @@ def dominated_share(rows: list[dict]) -> tuple[int, int]:
 
 
 def report(
-    tasks: list[TaskPlan], runs_dir: Path, out: Path, threads: int, samples: int, repeats: int
+    tasks: list[TaskPlan],
+    runs_dir: Path,
+    out: Path,
+    threads: int,
+    samples: int,
+    repeats: int,
+    measured_only: bool = False,
 ) -> None:
-    """Measure every finished run and write results.json, results.md and one plot pair per task."""
+    """Measure every finished run and write results.json, results.md and one plot pair per task.
+
+    measured_only: report the runs whose measure.json exists and list the others as not yet measured.
+    """
     from sharcs.curve import write_curves
     from sharcs.files import atomic_write_text
 
@@ -267,7 +276,8 @@ def report(
         measured = {}
         for run in PLAN:
             run_dir = runs_dir / task.task / run.name
-            if (run_dir / "results.json").is_file():
+            measured_yet = (run_dir / "measure.json").is_file()
+            if (run_dir / "results.json").is_file() and (measured_yet or not measured_only):
                 print(f"[results] measuring {task.task}/{run.name}", flush=True)
                 measured[run.name] = measure_run(run_dir, threads, samples, repeats)
         if not measured:
@@ -311,7 +321,7 @@ def report(
             "best_sharcs_within_1pt": best_sharcs_point(rows, full_metric, 0.01),
             "baseline_points_matched_by_sharcs": dominated_share(rows),
             "plots": [str(p.relative_to(out)) for p in plots if p.suffix == ".png"],
-            "missing_runs": [
+            "missing_runs": [  # not trained, or (with --measured-only) not measured yet
                 r.name for r in PLAN if (r.tasks is None or task.task in r.tasks) and r.name not in measured
             ],
         }
@@ -386,7 +396,7 @@ def render(results: dict) -> str:
             f"{beaten} of {total}."
         )
         if t["missing_runs"]:
-            lines.append(f"Not yet run: {', '.join(t['missing_runs'])}.")
+            lines.append(f"Not yet trained or measured: {', '.join(t['missing_runs'])}.")
         lines.append("")
         for plot in t["plots"]:
             lines.append(f"![{task} {Path(plot).stem}]({plot})")
@@ -452,6 +462,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "docs"), help="where results.md/.json and plots go")
     parser.add_argument("--latency-samples", type=int, default=150, help="batch-1 samples timed per run")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (medians)")
+    parser.add_argument(
+        "--measured-only", action="store_true", help="report only the runs measured so far (measure.json)"
+    )
     args = parser.parse_args()
     wanted = args.tasks.split(",")
     unknown = sorted(set(wanted) - {t.task for t in TASKS})
@@ -466,7 +479,15 @@ def main() -> None:
             f"[results] {len(outcome.finished)} runs finished, {len(outcome.failed)} failed: {outcome.failed}"
         )
     if args.only != "train":
-        report(tasks, runs_dir, Path(args.out), args.threads, args.latency_samples, args.repeats)
+        report(
+            tasks,
+            runs_dir,
+            Path(args.out),
+            args.threads,
+            args.latency_samples,
+            args.repeats,
+            args.measured_only,
+        )
 
 
 if __name__ == "__main__":
