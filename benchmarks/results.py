@@ -263,10 +263,12 @@ def report(
     samples: int,
     repeats: int,
     measured_only: bool = False,
+    only: set[str] | None = None,
 ) -> None:
     """Measure every finished run and write results.json, results.md and one plot pair per task.
 
     measured_only: report the runs whose measure.json exists and list the others as not yet measured.
+    only: measure just these runs; runs measured earlier are reported too.
     """
     from sharcs.curve import write_curves
     from sharcs.files import atomic_write_text
@@ -276,8 +278,8 @@ def report(
         measured = {}
         for run in PLAN:
             run_dir = runs_dir / task.task / run.name
-            measured_yet = (run_dir / "measure.json").is_file()
-            if (run_dir / "results.json").is_file() and (measured_yet or not measured_only):
+            wanted = not measured_only and (only is None or run.name in only)
+            if (run_dir / "results.json").is_file() and ((run_dir / "measure.json").is_file() or wanted):
                 print(f"[results] measuring {task.task}/{run.name}", flush=True)
                 measured[run.name] = measure_run(run_dir, threads, samples, repeats)
         if not measured:
@@ -457,7 +459,7 @@ def main() -> None:
     parser.add_argument("--runs-dir", default=str(REPO / "runs" / "results"))
     parser.add_argument("--tasks", default=",".join(t.task for t in TASKS))
     parser.add_argument("--only", choices=("train", "report"))
-    parser.add_argument("--runs", help="train only these runs of the plan, e.g. full,pabee")
+    parser.add_argument("--runs", help="train and measure only these runs of the plan, e.g. full,pabee")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training and timing")
     parser.add_argument("--out", default=str(REPO / "docs"), help="where results.md/.json and plots go")
     parser.add_argument("--latency-samples", type=int, default=150, help="batch-1 samples timed per run")
@@ -472,8 +474,8 @@ def main() -> None:
         parser.error(f"--tasks: unknown task(s) {unknown}")
     tasks = [t for t in TASKS if t.task in wanted]
     runs_dir = Path(args.runs_dir)
+    only = set(args.runs.split(",")) if args.runs else None
     if args.only != "report":
-        only = set(args.runs.split(",")) if args.runs else None
         outcome = train_all(tasks, runs_dir, args.threads, only)
         print(
             f"[results] {len(outcome.finished)} runs finished, {len(outcome.failed)} failed: {outcome.failed}"
@@ -487,6 +489,7 @@ def main() -> None:
             args.latency_samples,
             args.repeats,
             args.measured_only,
+            only,
         )
 
 
