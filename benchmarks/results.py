@@ -441,8 +441,10 @@ the router's scores; no labels are read) and each forced width.
 cores); the router is not trained during the warm-up epoch (`--router-loss-in-warmup` restores it);
 window 1. Baselines share our harness: `dynabert` is DynaBERT-style width with in-place
 distillation from its own full width (no separate teacher, no rewiring, no depth); `deebert` trains
-in two stages (half the epochs each); `pabee` uses the published weighted loss; `random` routes at
-the width shares of the trained `sharcs-k2` router; `fixed` is K=2 full layers then width 0.25.
+in two stages (backbone and final head for the first ceil(E/2) epochs, then the exits alone on the
+frozen backbone; 2 + 1 epochs here) and keeps an epoch of the second stage; `pabee` uses the
+published weighted loss; `random` routes at the width shares of the trained `sharcs-k2` router;
+`fixed` is K=2 full layers then width 0.25.
 
 **Beyond the paper (SST-2 runs `*-distill`, `*-narrowest`, `*-keepres`).** `--distill-narrow` also
 trains the narrow width on every full-width batch, distilled from the full width's logits, so the
