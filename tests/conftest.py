@@ -43,6 +43,15 @@ def tiny_model(model_type: str, num_labels: int = 2, seed: int = 0, layers: int 
     return AutoModelForSequenceClassification.from_config(tiny_config(model_type, num_labels, layers)).eval()
 
 
+def assert_gradient_only_in(grad: torch.Tensor, rows: int | None, cols: int | None) -> None:
+    """Every row of grad[:rows, :cols] got gradient; the rows and columns beyond got none (None: all used)."""
+    assert grad[:rows, :cols].abs().sum(1).gt(0).all(), "every used row gets gradient"
+    if rows is not None:
+        assert grad[rows:].abs().sum() == 0, "unused rows get none"
+    if cols is not None:
+        assert grad[:, cols:].abs().sum() == 0, "unused columns get none"
+
+
 def random_batch(batch: int = 5, length: int = 12, seed: int = 1) -> dict[str, torch.Tensor]:
     """Mixed-length right-padded inputs: row i keeps its first length - 2*i tokens."""
     g = torch.Generator().manual_seed(seed)
