@@ -182,10 +182,9 @@ def measure_run(run_dir: Path, threads: int, latency_samples: int, repeats: int)
     setting, against the full model in the same process; cached in run_dir/measure.json."""
     from sharcs.backbone import pad_id
     from sharcs.bench import benchmark, pinned_threads
-    from sharcs.curve import share_taus, sweep
+    from sharcs.curve import settings_for, sweep
     from sharcs.files import atomic_write_text
     from sharcs.measure_runs import dev_data
-    from sharcs.model import SharcsModel
     from sharcs.saved_run import load_run
 
     cache = run_dir / "measure.json"
@@ -195,11 +194,7 @@ def measure_run(run_dir: Path, threads: int, latency_samples: int, repeats: int)
     data, _, info = dev_data(run, None)
     pad = pad_id(run.tokenizer)
     model = run.model
-    routed = isinstance(model, SharcsModel) and model.config.uses_router
-    # a routed SHARCS model: the taus that send 10%, ..., 90% of the dev samples below full width
-    settings = (
-        model.curve_settings(share_taus(model, data, pad_token_id=pad)) if routed else model.curve_settings()
-    )
+    settings = settings_for(model, data, pad_token_id=pad)  # SHARCS: taus sending 10%..90% below full
     with pinned_threads(threads):
         points = sweep(model, data, info.metrics, settings, 64, repeats, pad)
         speed = benchmark(model, data, threads, latency_samples, (BATCH,), repeats, (None,), pad)

@@ -51,6 +51,15 @@ def share_taus(
     return tuple(sorted({round(float(torch.quantile(scores, 1.0 - s)), 6) for s in shares}))
 
 
+def settings_for(
+    model: AdaptiveModel, data: Dataset, taus: Sequence[float] | None = None, pad_token_id: int = 0
+) -> list[Setting]:
+    """A model's curve settings; a routed SHARCS model sweeps `taus` (None: `share_taus` on `data`)."""
+    if not (isinstance(model, SharcsModel) and model.config.uses_router):
+        return model.curve_settings()
+    return model.curve_settings(tuple(taus) if taus else share_taus(model, data, pad_token_id=pad_token_id))
+
+
 def _seconds_per_sample(run, repeats: int, num_samples: int) -> float:
     times = []
     for _ in range(repeats):

@@ -15,11 +15,10 @@ from datasets import Dataset
 
 from sharcs.backbone import pad_id
 from sharcs.bench import benchmark, pinned_threads
-from sharcs.curve import share_taus, sweep, write_curves
+from sharcs.curve import settings_for, sweep, write_curves
 from sharcs.data import tokenize
 from sharcs.errors import SharcsError
 from sharcs.files import atomic_write_text
-from sharcs.model import SharcsModel
 from sharcs.saved_run import Run, load_run
 from sharcs.task_data import TaskInfo, first_samples
 
@@ -84,10 +83,7 @@ def curve_dirs(
             metric = metric or info.metrics[0]
             name = Path(directory).resolve().name
             model, pad = run.model, pad_id(run.tokenizer)
-            if isinstance(model, SharcsModel) and model.config.uses_router:
-                settings = model.curve_settings(tuple(taus or share_taus(model, data, pad_token_id=pad)))
-            else:
-                settings = model.curve_settings()
+            settings = settings_for(model, data, taus, pad)
             curves[name] = sweep(
                 model, data, info.metrics, settings, batch_size, repeats, pad, measure_latency
             )
