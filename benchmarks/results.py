@@ -97,11 +97,8 @@ PLAN = (
         ("--adaptive-layer", "2", "--threshold", "0.8", *NARROWEST),
         ("sst2",),
     ),
-    RunPlan(
-        "sharcs-k1-narrowest",
-        "sharcs",
-        ("--adaptive-layer", "1", "--threshold", "0.8", *NARROWEST),
-        ("sst2",),
+    RunPlan(  # every task: the best SST-2 curve of the beyond-paper runs
+        "sharcs-k1-narrowest", "sharcs", ("--adaptive-layer", "1", "--threshold", "0.8", *NARROWEST)
     ),
     # beyond the paper: after the router only heads and FFN narrow (the residual stream stays d wide)
     RunPlan(
@@ -195,6 +192,7 @@ def measure_run(run_dir: Path, threads: int, latency_samples: int, repeats: int)
     pad = pad_id(run.tokenizer)
     model = run.model
     settings = settings_for(model, data, pad_token_id=pad)  # SHARCS: taus sending 10%..90% below full
+    load_before = os.getloadavg()[0]  # other processes on the machine (1-minute load average)
     with pinned_threads(threads):
         points = sweep(model, data, info.metrics, settings, 64, repeats, pad)
         speed = benchmark(model, data, threads, latency_samples, (BATCH,), repeats, (None,), pad)
@@ -212,7 +210,7 @@ def measure_run(run_dir: Path, threads: int, latency_samples: int, repeats: int)
             "throughput_speedup": own["throughput"][str(BATCH)]["speedup"],
             "latency_bs1_ms": {k: v["mean"] * 1e3 for k, v in own["latency_bs1"].items()},
         },
-        "machine": speed["machine"],
+        "machine": {**speed["machine"], "load_average": [load_before, os.getloadavg()[0]]},
     }
     atomic_write_text(cache, json.dumps(measured, indent=2) + "\n")
     return measured
@@ -318,11 +316,11 @@ def report(
             "best_sharcs_within_1pt": best_sharcs_point(rows, full_metric, 0.01),
             "baseline_points_matched_by_sharcs": dominated_share(rows),
             "plots": [str(p.relative_to(out)) for p in plots if p.suffix == ".png"],
+            "machine": {name: m["machine"] for name, m in measured.items()},
             "missing_runs": [  # not trained, or (with --measured-only) not measured yet
                 r.name for r in PLAN if (r.tasks is None or task.task in r.tasks) and r.name not in measured
             ],
         }
-        everything["machine"] = next(iter(measured.values()))["machine"]
     atomic_write_text(out / "results.json", json.dumps(everything, indent=2) + "\n")
     atomic_write_text(out / "results.md", render(everything))
     print(f"[results] wrote {out / 'results.md'} and {out / 'results.json'}")
@@ -344,6 +342,18 @@ def plan_record(tasks: list[TaskPlan]) -> dict:
 
 def _pct(share: dict) -> str:
     return ", ".join(f"{k}: {100 * v:.0f}%" for k, v in share.items() if v > 0)
+
+
+def measured_on(machines: dict[str, dict]) -> str:
+    """One line on where a task's runs were timed: cores, torch threads, and the machine's load."""
+    first = next(iter(machines.values()))
+    threads = sorted({m["threads"] for m in machines.values()})
+    loads = [x for m in machines.values() for x in m.get("load_average", [])]
+    load = f"1-minute load average {min(loads):.1f}-{max(loads):.1f}" if loads else "load not recorded (idle)"
+    return (
+        f"Timed on {first['processor']} ({first['cpu_count']} cores), torch {first['torch']}, "
+        f"{'/'.join(map(str, threads))} torch thread(s), {load}."
+    )
 
 
 def render(results: dict) -> str:
@@ -394,6 +404,7 @@ def render(results: dict) -> str:
         )
         if t["missing_runs"]:
             lines.append(f"Not yet trained or measured: {', '.join(t['missing_runs'])}.")
+        lines.append(measured_on(t["machine"]))
         lines.append("")
         for plot in t["plots"]:
             lines.append(f"![{task} {Path(plot).stem}]({plot})")
@@ -409,11 +420,6 @@ def render(results: dict) -> str:
                 f"{_pct(r['share'])} | {speed} |"
             )
         lines += ["", "</details>", ""]
-    machine = results.get("machine", {})
-    lines.append(
-        f"Machine: {machine.get('processor')} , {machine.get('cpu_count')} cores, "
-        f"{machine.get('threads')} torch threads, torch {machine.get('torch')}."
-    )
     return "\n".join(lines) + "\n"
 
 
@@ -428,9 +434,11 @@ choose the epoch; the dev metric is on the full GLUE dev set, which is never use
 seed 42, window 1. FLOPs: analytic, per sample at its unpadded length, 2 per multiply-add,
 embeddings excluded (`sharcs.flops`; equal to `FlopCounterMode` counts, tested). Speed-ups: each
 run's model against the plain Hugging Face full model, interleaved in one process, medians, on the
-dev set: batch 1 (mean per-sample latency) and batch 64 throughput. A SHARCS run's curve holds its
-own rule, the taus that send 10%, 20%, ..., 90% of the dev samples below full width (quantiles of
-the router's scores; no labels are read) and each forced width.
+dev set: batch 1 (mean per-sample latency) and batch 64 throughput; each task says how many torch
+threads timed it and how loaded the machine was (SST-2: 2 threads, idle; the other tasks: 1 thread
+while a 1-thread training job ran on the other core, to fit the 2-core machine's time). A SHARCS
+run's curve holds its own rule, the taus that send 10%, 20%, ..., 90% of the dev samples below
+full width (quantiles of the router's scores; no labels are read) and each forced width.
 
 **Deviations from the paper's setup.** Smaller backbone (N=6), data subsets and 3 epochs (2 CPU
 cores); the router is not trained during the warm-up epoch (`--router-loss-in-warmup` restores it);
@@ -441,7 +449,8 @@ frozen backbone; 2 + 1 epochs here) and keeps an epoch of the second stage; `pab
 published weighted loss; `random` routes at the width shares of the trained `sharcs-k2` router;
 `fixed` is K=2 full layers then width 0.25.
 
-**Beyond the paper (SST-2 runs `*-distill`, `*-narrowest`, `*-keepres`).** `--distill-narrow` also
+**Beyond the paper (runs `*-distill`, `*-narrowest`, `*-keepres`; SST-2 only except
+`sharcs-k1-narrowest`, the best of them on SST-2, which every task runs).** `--distill-narrow` also
 trains the narrow width on every full-width batch, distilled from the full width's logits, so the
 narrow path learns from every sample rather than only those labelled easy; `--hardness-from
 narrowest` labels a sample easy when the narrow width itself is confident about it (threshold 0.8);
