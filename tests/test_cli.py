@@ -372,6 +372,9 @@ def test_option_errors(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
     expect_error(capsys, *sst2_args(tiny_dir, out, "--max-seq-length", 4096), needles=("--max-seq-length",))
     expect_error(capsys, *sst2_args(tiny_dir, out, "--epochs", "two"), needles=("--epochs", "invalid int"))
     expect_error(
+        capsys, *sst2_args(tiny_dir, out, "--select-tolerance", 1.5), needles=("--select-tolerance",)
+    )
+    expect_error(
         capsys, *sst2_args(tiny_dir, out, "--hardness-from", "narrowest"), needles=("--distill-narrow",)
     )
     expect_error(
@@ -541,10 +544,13 @@ def test_router_options_reach_the_trainer_and_the_run_config(
         "--text-columns", "text", "--held-out-fraction", 0,
     ]  # fmt: skip
     expect_error(capsys, *args, "--router-lr", 0, needles=("--router-lr", "positive"))
-    beyond_paper = ("--distill-narrow", "--hardness-from", "narrowest", "--keep-residual")
+    beyond_paper = (
+        "--distill-narrow", "--hardness-from", "narrowest", "--keep-residual", "--select-tolerance", 0.01
+    )  # fmt: skip
     code, _, err = run(capsys, *args, "--router-lr", 3e-3, "--router-loss-in-warmup", *beyond_paper)
     assert code == 0, err
     assert seen[-1].router_learning_rate == 3e-3 and seen[-1].router_loss_in_warmup is True
+    assert seen[-1].select_tolerance == 0.01
     assert seen[-1].distill_narrow is True and seen[-1].hardness_from == "narrowest"
     options = json.loads((out / "run_config.json").read_text())["options"]
     assert options["router_lr"] == 3e-3 and options["router_loss_in_warmup"] is True

@@ -118,6 +118,51 @@ def test_best_epoch_is_saved_by_the_selection_metric(tmp_path):
     assert SharcsModel.from_pretrained(tmp_path / "best").config == model.config
 
 
+def scripted_trainer(tmp_path, records, tolerance, epochs=None):
+    """A Trainer whose held-out (accuracy, FLOPs) per epoch come from `records`."""
+    scores = iter(records)
+    model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2, window=1))
+
+    def evaluate(_model):
+        accuracy, flops = next(scores)
+        return {"heldout_accuracy": accuracy, "heldout_flops": flops}
+
+    args = TrainingArguments(epochs=epochs or len(records), batch_size=8, select_tolerance=tolerance)
+    return Trainer(
+        model, random_dataset(32), args, tmp_path, evaluate, "heldout_accuracy", select_cost="heldout_flops"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "records", "kept"),
+    [
+        (0.0, [(0.80, 9), (0.85, 9), (0.85, 5), (0.84, 1)], 2),  # the best; a tie goes to the cheaper
+        (0.0, [(0.80, 9), (0.85, 5), (0.85, 9)], 1),  # a tie never goes to the dearer
+        (0.02, [(0.80, 9), (0.85, 9), (0.84, 5), (0.82, 1)], 2),  # cheapest within 2 points of 0.85
+        (0.02, [(0.85, 5), (0.90, 9), (0.89, 7)], 2),  # 0.85 falls out when 0.90 arrives
+        (0.02, [(0.85, 5), (0.86, 5)], 1),  # as cheap and better
+    ],
+)
+def test_select_tolerance_keeps_the_cheapest_epoch_near_the_best(tmp_path, tolerance, records, kept):
+    history = scripted_trainer(tmp_path, records, tolerance).train()
+    assert max(i for i, r in enumerate(history) if r.get("best")) == kept
+
+
+def test_select_tolerance_survives_resume(tmp_path):
+    records = [(0.85, 9), (0.84, 5), (0.845, 7)]
+    scripted_trainer(tmp_path, records[:2], 0.02).train()  # stopped after epoch 2 of 3
+    resumed = scripted_trainer(tmp_path, records[2:], 0.02, epochs=3)
+    history = resumed.train(resume=True)
+    assert [r.get("best", False) for r in history] == [True, True, False]
+    assert resumed.kept == (0.84, 5)
+
+
+@pytest.mark.parametrize("tolerance", [-0.1, 1.0])
+def test_select_tolerance_must_lie_in_0_1(tolerance):
+    with pytest.raises(SharcsError, match="select_tolerance"):
+        TrainingArguments(select_tolerance=tolerance)
+
+
 def test_distill_narrow_trains_the_narrow_path_on_full_width_batches():
     """In warm-up every sample is in the full-width bucket: only --distill-narrow reaches the 0.25 path."""
     changed = {}

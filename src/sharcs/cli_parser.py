@@ -201,6 +201,13 @@ def _add_train(commands: Any) -> None:
         help="hardness labels from each sample's confidence at its trained width (the paper) or at the "
         "narrowest width (needs --distill-narrow) " + _default("hardness_from"),
     )
+    training.add_argument(
+        "--select-tolerance",
+        metavar="X",
+        type=float,
+        help="keep the cheapest epoch (held-out FLOPs) whose held-out metric is within X of the best, "
+        "e.g. 0.01 for one point " + _default("select_tolerance"),
+    )
     training.add_argument("--seed", metavar="N", type=int, help=_default("seed"))
     training.add_argument("--device", metavar="DEVICE", help=f"auto, cpu or cuda[:N] {_default('device')}")
 

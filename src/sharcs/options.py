@@ -107,6 +107,7 @@ class TrainOptions:
     router_loss_in_warmup: bool = False
     distill_narrow: bool = False
     hardness_from: str = "routed"
+    select_tolerance: float = 0.0
     max_seq_length: int = 128
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
@@ -190,6 +191,8 @@ class TrainOptions:
                 raise SharcsError(f"{option_name(name)}: must be positive, got {value}")
         if not 0.0 <= self.held_out_fraction < 1.0:
             raise SharcsError(f"--held-out-fraction: must lie in [0, 1), got {self.held_out_fraction}")
+        if not 0.0 <= self.select_tolerance < 1.0:
+            raise SharcsError(f"--select-tolerance: must lie in [0, 1), got {self.select_tolerance}")
         if self.hardness_from not in ("routed", "narrowest"):
             raise SharcsError(f"--hardness-from: must be routed or narrowest, got {self.hardness_from!r}")
         if self.method != "sharcs" and (self.distill_narrow or self.hardness_from != "routed"):

@@ -152,6 +152,7 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
         router_loss_in_warmup=options.router_loss_in_warmup,
         distill_narrow=options.distill_narrow,
         hardness_from=options.hardness_from,
+        select_tolerance=options.select_tolerance,
         seed=options.seed,
         label_range=label_range(data.train) if info.is_regression else None,
         save_every_steps=options.save_every_steps,
@@ -173,7 +174,8 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
         return record
 
     select = f"heldout_{info.main_metric}" if held_data is not None else None
-    trainer = Trainer(model, train_data, args, out, evaluate, select, pad)
+    cost = "heldout_flops_per_sample" if held_data is not None else None
+    trainer = Trainer(model, train_data, args, out, evaluate, select, pad, select_cost=cost)
     if resume:
         trainer.load_checkpoint()  # fail early (before any log line) on a missing or corrupt checkpoint
 

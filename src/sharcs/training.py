@@ -62,6 +62,10 @@ class TrainingArguments:
         bucket width; "narrowest" (needs distill_narrow): from its confidence at the narrowest width,
         i.e. a sample is labelled easy when the narrow path itself is confident about it.
     save_every_steps: also checkpoint every this many optimizer steps inside an epoch (0: epoch ends only).
+    select_tolerance: epoch selection (beyond the paper): keep the cheapest epoch (Trainer's
+        `select_cost`) whose selection metric is within this much of the best value so far; 0 keeps
+        the best epoch, the cheaper one on a tie. Held-out accuracy alone tends to keep the epoch that
+        routes the most samples to full width.
     """
 
     epochs: int = 3
@@ -77,6 +81,7 @@ class TrainingArguments:
     save_every_steps: int = 0
     distill_narrow: bool = False
     hardness_from: str = "routed"
+    select_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -88,6 +93,8 @@ class TrainingArguments:
             raise SharcsError(f"warmup_ratio: must lie in [0, 1), got {self.warmup_ratio}")
         if self.hardness_from not in ("routed", "narrowest"):
             raise SharcsError(f"hardness_from: must be 'routed' or 'narrowest', got {self.hardness_from!r}")
+        if not 0.0 <= self.select_tolerance < 1.0:
+            raise SharcsError(f"select_tolerance: must lie in [0, 1), got {self.select_tolerance}")
         if self.hardness_from == "narrowest" and not self.distill_narrow:
             raise SharcsError(
                 "hardness_from 'narrowest' needs distill_narrow (it runs the narrowest width on every batch)"
@@ -127,7 +134,9 @@ class Trainer:
     evaluate(model) -> dict of metrics, called after every epoch; with `select_metric`, the epoch with
     the highest value of that metric is saved to output_dir/best. Choose it on held-out training data,
     not on the data you report. Only epochs of the model's last training phase (`schedule_starts`)
-    compete: DeeBERT's first-stage epochs have untrained exits.
+    compete: DeeBERT's first-stage epochs have untrained exits. `select_cost` names the record's cost
+    (e.g. held-out FLOPs per sample) that breaks ties and, with `args.select_tolerance`, trades a
+    little of the metric for a cheaper epoch (see `keeps_epoch`).
     """
 
     def __init__(
@@ -139,6 +148,7 @@ class Trainer:
         evaluate: Callable[[AdaptiveModel], dict] | None = None,
         select_metric: str | None = None,
         pad_token_id: int = 0,
+        select_cost: str | None = None,
     ):
         if len(train_data) == 0:
             raise SharcsError("training data is empty")
@@ -150,6 +160,7 @@ class Trainer:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.evaluate = evaluate
         self.select_metric = select_metric
+        self.select_cost = select_cost
         self.pad_token_id = pad_token_id
         self.labeler = None  # hardness labels: only a SHARCS model with a router has them
         router: list[torch.nn.Parameter] = []
@@ -171,7 +182,8 @@ class Trainer:
         self.epoch = 0
         self.step_in_epoch = 0
         self.epoch_sums = {"loss": 0.0, "steps": 0}
-        self.best_value = -math.inf
+        self.best_value = -math.inf  # the best selection metric of any competing epoch
+        self.kept = (-math.inf, math.inf)  # (metric, cost) of the epoch in best/
 
     # ------------------------------------------------------------------------------- planning
     def plan_epoch(self, epoch: int) -> tuple[list[Step], torch.Tensor]:
@@ -315,14 +327,30 @@ class Trainer:
         if self.output_dir is not None:
             main = distributed.is_main()
             selectable = self.select_metric is not None and in_last_phase
-            if selectable and record[self.select_metric] > self.best_value:
-                self.best_value = record[self.select_metric]
+            if selectable and self.keeps_epoch(record):
                 record["best"] = True
                 if main:
                     self.model.save_pretrained(self.output_dir / BEST_DIR)
             if main:
                 atomic_write_text(self.output_dir / HISTORY_NAME, json.dumps(self.history, indent=2) + "\n")
             self.save_checkpoint()
+
+    def keeps_epoch(self, record: dict) -> bool:
+        """Whether this epoch replaces best/: it is within `select_tolerance` of the best metric so far,
+        and either the kept epoch no longer is, or this one is cheaper (or as cheap and better).
+
+        An online rule (only the kept epoch is stored): the kept epoch is always within tolerance of the
+        best metric seen, though an earlier unkept epoch may be cheaper in hindsight.
+        """
+        value = record[self.select_metric]
+        cost = record[self.select_cost] if self.select_cost is not None else 0.0
+        self.best_value = max(self.best_value, value)
+        floor = self.best_value - self.args.select_tolerance
+        kept_value, kept_cost = self.kept
+        if value < floor or (kept_value >= floor and (cost, -value) >= (kept_cost, -kept_value)):
+            return False
+        self.kept = (value, cost)
+        return True
 
     # ---------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> None:
@@ -344,6 +372,7 @@ class Trainer:
             "epoch_sums": dict(self.epoch_sums),
             "history": self.history,
             "best_value": self.best_value,
+            "kept": self.kept,
             "args": asdict(self.args),
         }
         position = (self.epoch, self.step_in_epoch)
@@ -379,6 +408,9 @@ class Trainer:
             state["history"],
             state["best_value"],
         )
+        # checkpoints from before select_tolerance kept the best epoch: its cost is unknown, so a
+        # cheaper epoch of equal metric may replace it
+        self.kept = tuple(state.get("kept", (self.best_value, math.inf)))
 
 
 def find_checkpoint(output_dir: str | Path) -> Path | None:
