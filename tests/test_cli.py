@@ -133,6 +133,8 @@ def test_train_writes_the_output_folder(sst2_run: Path) -> None:
         assert record["flops_reduction"] == pytest.approx(
             record["full_flops_per_sample"] / record["dev_flops_per_sample"]
         )
+    assert all(0.0 <= r["heldout_narrowest_accuracy"] <= 1.0 for r in history)  # the 0.25 path alone
+    assert "held-out at narrowest width accuracy" in (sst2_run / "train.log").read_text()
     assert history[0]["trained_width_share"]["1.0"] == 1.0  # the window is not full yet in epoch 1
     assert sum(1 for r in history if r.get("best")) >= 1
 

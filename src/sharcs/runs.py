@@ -25,6 +25,7 @@ from sharcs.data import tokenize
 from sharcs.errors import SharcsError
 from sharcs.evaluation import evaluate_model, reduction_text, share_text
 from sharcs.files import atomic_write_text
+from sharcs.model import SharcsModel
 from sharcs.options import MODEL_DIR, RUN_CONFIG, TrainOptions, load_train_options, option_name, pick_device
 from sharcs.task_data import TaskInfo, label_range, prepare_data
 from sharcs.training import (
@@ -104,6 +105,8 @@ def _epoch_line(epoch: int, record: dict[str, Any], info: TaskInfo) -> str:
     parts = [f"epoch {epoch}: train loss {record['train_loss']:.4f}"]
     if f"heldout_{main}" in record:
         parts.append(f"held-out {main} {record[f'heldout_{main}']:.4f}")
+    if f"heldout_narrowest_{main}" in record:
+        parts.append(f"held-out at narrowest width {main} {record[f'heldout_narrowest_{main}']:.4f}")
     parts.append(f"dev {main} {record[f'dev_{main}']:.4f}")
     parts.append(f"FLOPs {reduction_text(record['flops_reduction'])} fewer")
     parts.append(f"dev routes {share_text(record['dev_width_share'])}")
@@ -117,8 +120,9 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
     `sharcs.training`); only rank 0 writes files and logs, every rank returns the results.
 
     The epoch kept is the one with the best held-out score (a seeded slice of the training data,
-    never the dev set). Writes the tokenizer, run_config.json, train.log, history.json,
-    checkpoint/, best/, then model/ (the kept model) and results.json (its dev evaluation).
+    never the dev set), or with --select-tolerance the cheapest one near it. Writes the tokenizer,
+    run_config.json, train.log, history.json, checkpoint/, best/, then model/ (the kept model) and
+    results.json (its dev evaluation).
     """
     out = Path(options.output_dir).expanduser()
     options.validate()
@@ -158,12 +162,17 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
         save_every_steps=options.save_every_steps,
     )
     eval_batch = max(64, options.batch_size)
+    routed = isinstance(model, SharcsModel) and model.config.uses_router
+    narrowest = min(model.config.widths) if routed else None
 
     def evaluate(m: AdaptiveModel) -> dict[str, Any]:
         """After each epoch: held-out scores (for choosing the epoch), dev scores and costs (for the log)."""
         record: dict[str, Any] = {}
         if held_data is not None:
             record.update(evaluate_model(m, held_data, info.metrics, eval_batch, None, pad).record("heldout"))
+            if narrowest is not None:  # the narrow path alone: one that collapsed to a class shows here
+                narrow = evaluate_model(m, held_data, info.metrics, eval_batch, narrowest, pad)
+                record[f"heldout_narrowest_{info.main_metric}"] = narrow.metrics[info.main_metric]
         dev = evaluate_model(m, dev_data, info.metrics, eval_batch, None, pad)
         record.update(dev.record("dev"))
         record["full_flops_per_sample"] = dev.full_flops_per_sample
