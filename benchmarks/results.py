@@ -366,6 +366,9 @@ def render(results: dict) -> str:
         SETUP,
         "",
     ]
+    waiting = [t["task"].upper() for t in results["plan"]["tasks"] if t["task"] not in results["tasks"]]
+    if waiting:
+        lines += [f"Not yet trained or measured: {', '.join(waiting)}.", ""]
     for task, t in results["tasks"].items():
         metric = t["metric"]
         lines += [f"## {task.upper()} ({metric})", ""]
