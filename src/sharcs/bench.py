@@ -25,7 +25,7 @@ from sharcs.adaptive import AdaptiveModel
 from sharcs.collate import pad_batch
 from sharcs.flops import average_flops
 from sharcs.inference import MODEL_INPUTS
-from sharcs.model import SharcsModel
+from sharcs.model import SharcsModel, has_router
 from sharcs.router import choose_widths
 
 
@@ -196,7 +196,7 @@ def benchmark(
                     "efficiency": speedup / predicted,
                 }
             report["modes"]["routed" if width is None else f"width={width:g}"] = mode
-        if isinstance(model, SharcsModel) and model.config.uses_router:
+        if has_router(model):
             overhead = routing_overhead(model, data, min(latency_samples, 100), pad_token_id)
             first = next(iter(report["modes"].values()))
             report["routing_overhead"] = {

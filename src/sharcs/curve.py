@@ -26,7 +26,7 @@ from sharcs.bench import full_model_pass
 from sharcs.evaluation import evaluate_model
 from sharcs.files import atomic_write_text
 from sharcs.inference import predict
-from sharcs.model import SharcsModel
+from sharcs.model import SharcsModel, has_router
 
 SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -55,7 +55,7 @@ def settings_for(
     model: AdaptiveModel, data: Dataset, taus: Sequence[float] | None = None, pad_token_id: int = 0
 ) -> list[Setting]:
     """A model's curve settings; a routed SHARCS model sweeps `taus` (None: `share_taus` on `data`)."""
-    if not (isinstance(model, SharcsModel) and model.config.uses_router):
+    if not has_router(model):
         return model.curve_settings()
     return model.curve_settings(tuple(taus) if taus else share_taus(model, data, pad_token_id=pad_token_id))
 

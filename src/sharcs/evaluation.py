@@ -22,7 +22,7 @@ from sharcs.data import Examples, compute_metrics, default_metrics, get_task, lo
 from sharcs.errors import SharcsError
 from sharcs.flops import average_flops
 from sharcs.inference import predict
-from sharcs.model import SharcsModel
+from sharcs.model import has_router
 from sharcs.options import named_option_error
 from sharcs.saved_run import Run, load_run
 from sharcs.task_data import TaskInfo, first_samples, load_glue_quietly
@@ -101,7 +101,7 @@ def evaluate_model(
 def with_routing(model: AdaptiveModel, tau: float | None) -> AdaptiveModel:
     """Switch a SHARCS `model` to routing rule "tau" at threshold `tau` (None leaves it as it is)."""
     if tau is not None:
-        if not isinstance(model, SharcsModel) or not model.config.uses_router:
+        if not has_router(model):
             raise SharcsError("--tau: only a SHARCS model with a trained router has a tau to set")
         try:
             model.config = dataclasses.replace(model.config, routing="tau", tau=float(tau))

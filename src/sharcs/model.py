@@ -13,6 +13,7 @@ the router (only heads and FFN units narrow), so there is no down- or up-project
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import torch
 from torch import nn
@@ -243,6 +244,11 @@ def random_widths(
     uniform = ((key * 2654435761 + 12345) % 2**32).double() / 2**32
     bounds = torch.tensor(shares, dtype=torch.float64, device=input_ids.device).cumsum(0)
     return torch.searchsorted(bounds[:-1].contiguous(), uniform, right=True)
+
+
+def has_router(model: object) -> TypeGuard[SharcsModel]:
+    """Whether `model` is a SHARCS model that routes with its trained router (not fixed or random)."""
+    return isinstance(model, SharcsModel) and model.config.uses_router
 
 
 def get_sharcs_model(base: PreTrainedModel, config: SharcsConfig | None = None) -> SharcsModel:

@@ -37,7 +37,7 @@ from sharcs.collate import pad_batch
 from sharcs.errors import SharcsError
 from sharcs.files import atomic_write_text, latest_version, remove_versions, versioned_directory
 from sharcs.hardness import HardnessLabeler, confidence
-from sharcs.model import SharcsModel
+from sharcs.model import SharcsModel, has_router
 
 CHECKPOINT_DIR = "checkpoint"
 BEST_DIR = "best"
@@ -164,7 +164,7 @@ class Trainer:
         self.pad_token_id = pad_token_id
         self.labeler = None  # hardness labels: only a SHARCS model with a router has them
         router: list[torch.nn.Parameter] = []
-        if isinstance(model, SharcsModel) and model.config.uses_router:
+        if has_router(model):
             config = model.config
             self.labeler = HardnessLabeler(len(train_data), config.confidence_intervals, config.window)
             router = list(model.router.parameters())
