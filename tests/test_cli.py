@@ -134,7 +134,10 @@ def test_train_writes_the_output_folder(sst2_run: Path) -> None:
             record["full_flops_per_sample"] / record["dev_flops_per_sample"]
         )
     assert all(0.0 <= r["heldout_narrowest_accuracy"] <= 1.0 for r in history)  # the 0.25 path alone
-    assert "held-out at narrowest width accuracy" in (sst2_run / "train.log").read_text()
+    log = (sst2_run / "train.log").read_text()
+    assert "held-out at narrowest width accuracy" in log
+    collapsed = [r["heldout_narrowest_top_class_share"] >= 0.98 for r in history]
+    assert log.count("the narrow path has collapsed") == sum(collapsed)  # warned in those epochs only
     assert history[0]["trained_width_share"]["1.0"] == 1.0  # the window is not full yet in epoch 1
     assert sum(1 for r in history if r.get("best")) >= 1
 

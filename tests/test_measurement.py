@@ -11,6 +11,7 @@ from conftest import random_dataset, tiny_model
 from sharcs import SharcsConfig, get_sharcs_model
 from sharcs.bench import benchmark, format_report
 from sharcs.curve import share_taus, sweep, write_curves
+from sharcs.evaluation import evaluate_model
 from sharcs.flops import measure_flops, predicted_speedup, sharcs_flops
 from sharcs.inference import predict
 
@@ -75,6 +76,20 @@ def test_sweep_points_are_exact_and_ordered():
     assert narrow_shares == sorted(narrow_shares, reverse=True), "a higher tau sends fewer samples narrow"
     assert points[1]["flops_per_sample"] == points[4]["flops_per_sample"]
     assert points[-1]["flops_reduction"] < 1.0  # full width plus the router costs a little more
+
+
+def test_evaluation_reports_the_share_of_the_most_predicted_class():
+    model, data = routed_tiny_model(), random_dataset(40)
+    predicted = predict(model, data, width=0.25).logits.argmax(-1)
+    healthy = evaluate_model(model, data, ["accuracy"], width=0.25)
+    assert healthy.top_class_share == pytest.approx(torch.bincount(predicted).max().item() / 40)
+    with torch.no_grad():  # a narrow path that collapsed to class 1
+        model.base.classifier.bias.copy_(torch.tensor([0.0, 100.0]))
+    collapsed = evaluate_model(model, data, ["accuracy"], width=0.25)
+    assert collapsed.top_class_share == 1.0
+    assert collapsed.metrics["accuracy"] == pytest.approx(sum(data["labels"]) / 40)
+    regression = get_sharcs_model(tiny_model("bert", num_labels=1), SharcsConfig(adaptive_layer=2)).eval()
+    assert evaluate_model(regression, data, ["pearson"]).top_class_share is None
 
 
 @pytest.mark.parametrize("widths", [(0.25, 1.0), (0.25, 0.5, 1.0)])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import Dataset
 
 from sharcs.adaptive import AdaptiveModel
@@ -30,14 +31,15 @@ from sharcs.task_data import TaskInfo, first_samples, load_glue_quietly
 
 @dataclass
 class Evaluation:
-    """Task metrics, the share of samples on each route (width, or exit layer for early exit) and the
-    average analytic FLOPs per sample."""
+    """Task metrics, the share of samples on each route (width, or exit layer for early exit), the
+    average analytic FLOPs per sample, and (classification) the share given the most predicted class."""
 
     metrics: dict[str, float]
     width_share: dict[str, float]  # keyed by `model.route_label`: "0.25", "1.0" or "exit 3"
     flops_per_sample: float
     full_flops_per_sample: float
     num_samples: int
+    top_class_share: float | None = None  # 1.0: the model answers one class for everything
 
     @property
     def flops_reduction(self) -> float:
@@ -95,7 +97,8 @@ def evaluate_model(
     routes = out.routes.tolist()
     lengths = [len(ids) for ids in data["input_ids"]]
     routed, full = average_flops(model, routes, lengths)
-    return Evaluation(scores, model.route_share(routes), routed, full, len(data))
+    top_share = None if regression else float(np.bincount(predictions).max() / len(predictions))
+    return Evaluation(scores, model.route_share(routes), routed, full, len(data), top_share)
 
 
 def with_routing(model: AdaptiveModel, tau: float | None) -> AdaptiveModel:

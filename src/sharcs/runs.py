@@ -100,6 +100,9 @@ def _check_resumable(saved: TrainOptions, options: TrainOptions) -> None:
             )
 
 
+COLLAPSED_TOP_CLASS_SHARE = 0.98  # the narrow path answering one class this often has collapsed
+
+
 def _epoch_line(epoch: int, record: dict[str, Any], info: TaskInfo) -> str:
     main = info.main_metric
     parts = [f"epoch {epoch}: train loss {record['train_loss']:.4f}"]
@@ -172,6 +175,15 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
             if narrowest is not None:  # the narrow path alone: one that collapsed to a class shows here
                 narrow = evaluate_model(m, held_data, info.metrics, eval_batch, narrowest, pad)
                 record[f"heldout_narrowest_{info.main_metric}"] = narrow.metrics[info.main_metric]
+                if narrow.top_class_share is not None:
+                    record["heldout_narrowest_top_class_share"] = narrow.top_class_share
+                    if narrow.top_class_share >= COLLAPSED_TOP_CLASS_SHARE:
+                        logger.warning(
+                            f"at width {narrowest} the model gives one class to "
+                            f"{100 * narrow.top_class_share:.1f}% of held-out samples: the narrow path has "
+                            "collapsed and the router alone decides the samples it sends there (try "
+                            "--keep-residual or a wider narrowest width; see docs/notes/sst2-findings.md)"
+                        )
         dev = evaluate_model(m, dev_data, info.metrics, eval_batch, None, pad)
         record.update(dev.record("dev"))
         record["full_flops_per_sample"] = dev.full_flops_per_sample
