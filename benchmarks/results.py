@@ -65,7 +65,8 @@ PLAN = (
     RunPlan("fixed-k2-w0.25", "fixed", ("--adaptive-layer", "2", "--fixed-width", "0.25")),
     RunPlan("random-k2", "random", ("--adaptive-layer", "2"), shares_from="sharcs-k2"),
     RunPlan("dynabert", "dynabert", ("--widths", "0.25,0.5,0.75,1.0")),
-    RunPlan("deebert", "deebert", ()),
+    # DeeBERT's entropy exit needs class probabilities, which STS-B's regression head has not
+    RunPlan("deebert", "deebert", (), ("sst2", "mrpc", "rte", "cola")),
     RunPlan("pabee", "pabee", ()),
     # SST-2 only: the other choices that matter
     RunPlan("sharcs-k2-t0.6", "sharcs", ("--adaptive-layer", "2", "--threshold", "0.6"), ("sst2",)),
@@ -448,8 +449,9 @@ cores); the router is not trained during the warm-up epoch (`--router-loss-in-wa
 window 1. Baselines share our harness: `dynabert` is DynaBERT-style width with in-place
 distillation from its own full width (no separate teacher, no rewiring, no depth); `deebert` trains
 in two stages (backbone and final head for the first ceil(E/2) epochs, then the exits alone on the
-frozen backbone; 2 + 1 epochs here) and keeps an epoch of the second stage; `pabee` uses the
-published weighted loss; `random` routes at the width shares of the trained `sharcs-k2` router;
+frozen backbone; 2 + 1 epochs here) and keeps an epoch of the second stage (not run on STS-B: its
+entropy exit needs class probabilities); `pabee` uses the published weighted loss (on STS-B two
+exits agree when their scores differ by less than 0.05); `random` routes at the width shares of the trained `sharcs-k2` router;
 `fixed` is K=2 full layers then width 0.25.
 
 **Beyond the paper (runs `*-distill`, `*-narrowest`, `*-keepres`; SST-2 only except

@@ -249,6 +249,46 @@ def test_bench_and_curve_on_a_trained_run(
     assert [p["setting"] for p in points] == ["argmax", "tau=0.2", "tau=0.8", "width=0.25", "width=1"]
 
 
+@needs_glue
+def test_cascade_in_evaluate_predict_bench_and_curve(
+    sst2_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def evaluate(*extra: object) -> dict:
+        code, out, err = run(capsys, "evaluate", sst2_run, "--json", "--max-eval-samples", 20, *extra)
+        assert code == 0, err
+        return json.loads(out)
+
+    rerun_all, rerun_none = evaluate("--cascade", 1.0), evaluate("--cascade", 0.0)
+    assert rerun_all["routing"] == "cascade" and rerun_all["cascade"] == 1.0
+    assert rerun_all["width_share"] == {"0.25": 0.0, "1.0": 1.0}
+    assert rerun_all["flops_reduction"] < 1.0  # both passes for every sample
+    assert rerun_none["width_share"] == {"0.25": 1.0, "1.0": 0.0}
+    assert rerun_none["metrics"] == evaluate("--width", 0.25)["metrics"]
+    assert rerun_none["flops_reduction"] > evaluate("--width", 0.25)["flops_reduction"]  # no router
+    code, out, _ = run(capsys, "evaluate", sst2_run, "--cascade", 0.9, "--max-eval-samples", 20)
+    assert code == 0 and "cascade: full width below confidence 0.9" in out
+    expect_error(
+        capsys, "evaluate", sst2_run, "--cascade", 0.9, "--width", 0.25, needles=("--width or --cascade",)
+    )
+    expect_error(capsys, "evaluate", sst2_run, "--cascade", 2, needles=("--cascade", "[0, 1]"))
+
+    code, out, _ = run(capsys, "predict", sst2_run, "--cascade", 1.0, "a gripping, funny film")
+    assert code == 0 and json_lines(out)[0]["width"] == 1.0
+
+    bench = ("bench", sst2_run, "--threads", 1, "--latency-samples", 4, "--batch-sizes", 8, "--repeats", 1)
+    code, out, _ = run(capsys, *bench, "--max-eval-samples", 16, "--cascade", 0.9)
+    assert code == 0 and "| routed |" in out
+    expect_error(capsys, *bench, "--cascade", 0.9, "--widths", 0.25, needles=("--widths or --cascade",))
+
+    curve = ("curve", sst2_run, "--out", tmp_path / "curve", "--no-latency", "--max-eval-samples", 16)
+    code, _, err = run(capsys, *curve, "--taus", 0.5, "--cascade-shares", "0.5")
+    assert code == 0, err
+    points = json.loads((tmp_path / "curve" / "curve.json").read_text())[sst2_run.name]
+    cascade = [p for p in points if p["setting"].startswith("cascade=")]
+    assert len(cascade) == 1 and cascade[0]["width_share"]["1.0"] == pytest.approx(0.5, abs=0.07)
+    expect_error(capsys, *curve, "--cascade-shares", "1.5", needles=("--cascade-shares",))
+
+
 def test_predict_from_arguments_file_and_stdin(
     sst2_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -50,10 +50,12 @@ class RoutedOutput(ModelOutput):
 
 @dataclass(frozen=True)
 class Setting:
-    """One inference setting of a trade-off curve: a name and the keyword arguments forward takes."""
+    """One inference setting of a trade-off curve: a name, the keyword arguments forward takes, and
+    config fields to change while it runs (a SHARCS cascade: routing and cascade_confidence)."""
 
     name: str
     kwargs: dict[str, Any]
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

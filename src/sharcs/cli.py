@@ -99,12 +99,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         tau=args.tau,
         width=args.width,
         device=args.device,
+        cascade=args.cascade,
     )
     if args.json:
         print(json.dumps(report))
         return 0
     if report["routing"] == "tau":
         routing = f"tau = {report['tau']:g}"
+    elif report["routing"] == "cascade":
+        routing = f"cascade: full width below confidence {report['cascade']:g}"
     elif report["routing"] == "width":
         routing = f"every sample at width {report['width']:g}"
     elif report["routing"] == "argmax":
@@ -136,8 +139,8 @@ def _predict(args: argparse.Namespace) -> int:
     from sharcs.saved_run import load_run
 
     run = load_run(args.dir, args.device)
-    check_width(run.model, args.width)  # fail before waiting for stdin
-    with_routing(run.model, args.tau)
+    check_width(run.model, args.width, args.cascade)  # fail before waiting for stdin
+    with_routing(run.model, args.tau, args.cascade)
     pairs = len(run.info.text_columns) if run.info is not None else None
     if args.file is not None and args.texts:
         raise SharcsError("give texts as arguments or --file FILE, not both")
@@ -169,7 +172,14 @@ def _bench(args: argparse.Namespace) -> int:
     sizes = tuple(int(b) for b in parse_floats(args.batch_sizes, "--batch-sizes"))
     widths = parse_floats(args.widths, "--widths") if args.widths else ()
     report = bench_dir(
-        args.dir, args.threads, args.latency_samples, sizes, args.repeats, widths, args.max_eval_samples
+        args.dir,
+        args.threads,
+        args.latency_samples,
+        sizes,
+        args.repeats,
+        widths,
+        args.max_eval_samples,
+        args.cascade,
     )
     if args.out:
         write_report(report, args.out)
@@ -181,6 +191,9 @@ def _curve(args: argparse.Namespace) -> int:
     from sharcs.measure_runs import curve_dirs
     from sharcs.options import parse_floats
 
+    cascade_shares = parse_floats(args.cascade_shares, "--cascade-shares") if args.cascade_shares else ()
+    if any(not 0.0 <= share <= 1.0 for share in cascade_shares):
+        raise SharcsError(f"--cascade-shares: each share must lie in [0, 1], got {list(cascade_shares)}")
     files = curve_dirs(
         args.dirs,
         args.out,
@@ -190,6 +203,7 @@ def _curve(args: argparse.Namespace) -> int:
         not args.no_latency,
         args.max_eval_samples,
         args.threads,
+        cascade_shares,
     )
     for path in files:
         print(path)

@@ -303,10 +303,11 @@ def _add_bench(commands: Any) -> None:
             "Measure a trained model on its dev set against the full-width model (the wrapped Hugging Face\n"
             "model), side by side in one run, with pinned threads, a warm-up and medians: FLOPs per sample,\n"
             "batch-1 latency (p50, p90), batched throughput, speed-ups and efficiency = measured speed-up /\n"
-            "FLOPs-predicted speed-up. Routed always; --widths adds forced-width modes."
+            "FLOPs-predicted speed-up. Routed always (or the --cascade); --widths adds forced-width modes."
         ),
         epilog=(
-            "examples:\n  sharcs bench runs/sst2 --threads 2\n  sharcs bench runs/sst2 --widths 0.25 --json"
+            "examples:\n  sharcs bench runs/sst2 --threads 2\n  sharcs bench runs/sst2 --widths 0.25 --json\n"
+            "  sharcs bench runs/sst2 --cascade 0.9"
         ),
         formatter_class=_FORMATTER,
     )
@@ -316,6 +317,9 @@ def _add_bench(commands: Any) -> None:
     parser.add_argument("--batch-sizes", metavar="B[,B]", default="32,128", help="(default: 32,128)")
     parser.add_argument("--repeats", metavar="N", type=int, default=3, help="(default: 3)")
     parser.add_argument("--widths", metavar="W[,W]", default="", help="also force every sample to each width")
+    parser.add_argument(
+        "--cascade", metavar="C", type=float, help="time the cascade at confidence C (see evaluate --cascade)"
+    )
     parser.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N dev samples")
     parser.add_argument("--out", metavar="FILE", help="also write the report as JSON to FILE")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
@@ -328,12 +332,14 @@ def _add_curve(commands: Any) -> None:
         description=(
             "Evaluate every inference setting of one or more trained models and write curve.csv,\n"
             "curve.json, accuracy_vs_flops.png and accuracy_vs_latency.png into --out. The settings: for\n"
-            "SHARCS the argmax rule, each --taus threshold and each forced width; for DynaBERT each width;\n"
-            "for DeeBERT entropy thresholds and for PABEE patiences; full, fixed and random give one point."
+            "SHARCS the argmax rule, each --taus threshold, each forced width and any --cascade-shares;\n"
+            "for DynaBERT each width; for DeeBERT entropy thresholds and for PABEE patiences; full, fixed\n"
+            "and random give one point."
         ),
         epilog=(
             "examples:\n  sharcs curve runs/sst2 --out runs/sst2/curve\n"
-            "  sharcs curve runs/sst2 runs/sst2-pabee runs/sst2-full --out cmp"
+            "  sharcs curve runs/sst2 runs/sst2-pabee runs/sst2-full --out cmp\n"
+            "  sharcs curve runs/sst2 --cascade-shares 0.1,0.2,0.3 --out runs/sst2/cascade"
         ),
         formatter_class=_FORMATTER,
     )
@@ -344,6 +350,12 @@ def _add_curve(commands: Any) -> None:
         metavar="X[,X]",
         help="SHARCS tau values to sweep (default: the taus that send 10%%, 20%%, ..., 90%% of the samples "
         "below full width, read from the router's scores)",
+    )
+    parser.add_argument(
+        "--cascade-shares",
+        metavar="S[,S]",
+        help="also sweep SHARCS classifiers as a cascade (see evaluate --cascade) at the confidences that "
+        "re-run these shares of the samples at full width, e.g. 0.1,0.2,0.3",
     )
     parser.add_argument("--no-latency", action="store_true", help="skip the timing passes (FLOPs only)")
     parser.add_argument("--batch-size", metavar="N", type=int, default=64, help="(default: 64)")
@@ -358,6 +370,13 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
         metavar="X",
         type=float,
         help="route with rule tau: the narrowest width whose router probability >= X (default: argmax)",
+    )
+    parser.add_argument(
+        "--cascade",
+        metavar="C",
+        type=float,
+        help="instead of the router (beyond the paper; classifiers): every sample runs the narrowest "
+        "width, and those whose top class probability is below C run again at full width",
     )
     parser.add_argument(
         "--width", metavar="W", type=float, help="run every sample at this width instead of routing"

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from sharcs.errors import SharcsError
 
 NORM_INITS = ("copy", "scratch")
-ROUTING_RULES = ("argmax", "tau", "fixed", "random")
+ROUTING_RULES = ("argmax", "tau", "fixed", "random", "cascade")
 DEFAULT_TAUS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # what a trade-off curve sweeps by default
 
 
@@ -64,7 +64,11 @@ class SharcsConfig:
     norm_init: "copy" initialises the per-width LayerNorms from the pretrained ones, "scratch" uses 1/0.
     routing: "argmax" (the paper), "tau" (smallest width whose sigmoid(logit) >= tau, else the largest),
         or the router-free baselines "fixed" (every sample at `fixed_width`) and "random" (each sample at a
-        width drawn with probabilities `width_shares` from a hash of its tokens).
+        width drawn with probabilities `width_shares` from a hash of its tokens), or "cascade" (beyond
+        the paper; inference only, classification): every sample runs the narrowest width, and those
+        whose top class probability is below `cascade_confidence` run again at full width from layer K,
+        paying for both passes. The router is not used.
+    cascade_confidence: the confidence below which routing "cascade" re-runs a sample at full width.
     fixed_width: the width of routing "fixed".
     width_shares: one probability per width for routing "random" (None: equal shares).
     keep_residual: False (the paper): layers K+1..N narrow the residual stream itself to w*d channels.
@@ -83,6 +87,7 @@ class SharcsConfig:
     norm_init: str = "copy"
     routing: str = "argmax"
     tau: float = 0.5
+    cascade_confidence: float = 0.9
     fixed_width: float | None = None
     width_shares: tuple[float, ...] | None = None
     keep_residual: bool = False
@@ -119,6 +124,8 @@ class SharcsConfig:
             raise SharcsError(f"routing: must be one of {ROUTING_RULES}, got {self.routing!r}")
         if not 0.0 <= self.tau <= 1.0:
             raise SharcsError(f"tau: must lie in [0, 1], got {self.tau}")
+        if not 0.0 <= self.cascade_confidence <= 1.0:
+            raise SharcsError(f"cascade_confidence: must lie in [0, 1], got {self.cascade_confidence}")
         if self.routing == "fixed" and (self.fixed_width is None or self.fixed_width not in widths):
             raise SharcsError(f"fixed_width: must be one of {list(widths)}, got {self.fixed_width}")
         if self.width_shares is not None:
@@ -162,7 +169,7 @@ class SharcsConfig:
 
     @property
     def uses_router(self) -> bool:
-        """False for the router-free baselines (routing "fixed" and "random")."""
+        """False for the router-free baselines (routing "fixed" and "random") and routing "cascade"."""
         return self.routing in ("argmax", "tau")
 
     @property

@@ -12,10 +12,12 @@ wrapped Hugging Face model) timed on the same length-sorted batches in the same 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -51,13 +53,36 @@ def share_taus(
     return tuple(sorted({round(float(torch.quantile(scores, 1.0 - s)), 6) for s in shares}))
 
 
-def settings_for(
-    model: AdaptiveModel, data: Dataset, taus: Sequence[float] | None = None, pad_token_id: int = 0
+def cascade_settings(
+    model: SharcsModel, data: Dataset, shares: Sequence[float], batch_size: int = 64, pad_token_id: int = 0
 ) -> list[Setting]:
-    """A model's curve settings; a routed SHARCS model sweeps `taus` (None: `share_taus` on `data`)."""
-    if not has_router(model):
-        return model.curve_settings()
-    return model.curve_settings(tuple(taus) if taus else share_taus(model, data, pad_token_id=pad_token_id))
+    """Cascade settings that re-run about each of `shares` of `data` at full width: quantiles of the
+    narrowest width's top class probability (no labels are read)."""
+    logits = predict(model, data, batch_size, model.config.widths[0], pad_token_id).logits
+    confidence = torch.softmax(logits.float(), -1).amax(-1)
+    levels = sorted({round(float(torch.quantile(confidence, s)), 6) for s in shares})
+    change = {"routing": "cascade"}
+    return [Setting(f"cascade={c:g}", {}, change | {"cascade_confidence": c}) for c in levels]
+
+
+def settings_for(
+    model: AdaptiveModel,
+    data: Dataset,
+    taus: Sequence[float] | None = None,
+    pad_token_id: int = 0,
+    cascade_shares: Sequence[float] = (),
+) -> list[Setting]:
+    """A model's curve settings; a routed SHARCS model sweeps `taus` (None: `share_taus` on `data`), and
+    with `cascade_shares` a SHARCS classifier with two or more widths adds `cascade_settings`."""
+    if has_router(model):
+        taus = tuple(taus) if taus else share_taus(model, data, pad_token_id=pad_token_id)
+        settings = model.curve_settings(taus)
+    else:
+        settings = model.curve_settings()
+    cascades = isinstance(model, SharcsModel) and len(model.config.widths) > 1 and model.num_labels > 1
+    if cascade_shares and cascades:
+        settings += cascade_settings(model, data, cascade_shares, pad_token_id=pad_token_id)
+    return settings
 
 
 def _seconds_per_sample(run, repeats: int, num_samples: int) -> float:
@@ -86,11 +111,27 @@ def sweep(
     """
     points = []
     for setting in settings if settings is not None else model.curve_settings():
-        evaluation = evaluate_model(model, data, metric_names, batch_size, None, pad_token_id, setting.kwargs)
-        points.append({"setting": setting.name, "kwargs": dict(setting.kwargs), **evaluation.to_dict()})
+        with configured(model, setting):
+            evaluation = evaluate_model(
+                model, data, metric_names, batch_size, None, pad_token_id, setting.kwargs
+            )
+        point = {"setting": setting.name, "kwargs": dict(setting.kwargs), **evaluation.to_dict()}
+        points.append(point | ({"config": dict(setting.config)} if setting.config else {}))
     if measure_latency:
         _add_latency(model, data, points, batch_size, repeats, pad_token_id)
     return points
+
+
+@contextmanager
+def configured(model: AdaptiveModel, setting: Setting) -> Iterator[None]:
+    """Run a block with the setting's config changes applied to `model`, then restore its config."""
+    saved = model.config
+    if setting.config:
+        model.config = dataclasses.replace(saved, **setting.config)
+    try:
+        yield
+    finally:
+        model.config = saved
 
 
 def _add_latency(
@@ -105,9 +146,10 @@ def _add_latency(
         def run(kwargs=p["kwargs"]):
             return predict(model, data, batch_size, pad_token_id=pad_token_id, setting=kwargs)
 
-        run()  # warm-up (builds the sliced-weight cache)
         full = _seconds_per_sample(full_pass, repeats, len(data))
-        p["seconds_per_sample"] = _seconds_per_sample(run, repeats, len(data))
+        with configured(model, Setting(p["setting"], p["kwargs"], p.get("config", {}))):
+            run()  # warm-up (builds the sliced-weight cache)
+            p["seconds_per_sample"] = _seconds_per_sample(run, repeats, len(data))
         p["full_seconds_per_sample"] = full
         p["speedup"] = full / p["seconds_per_sample"]
 

@@ -23,7 +23,7 @@ from sharcs.data import Examples, compute_metrics, default_metrics, get_task, lo
 from sharcs.errors import SharcsError
 from sharcs.flops import average_flops
 from sharcs.inference import predict
-from sharcs.model import has_router
+from sharcs.model import SharcsModel, has_router
 from sharcs.options import named_option_error
 from sharcs.saved_run import Run, load_run
 from sharcs.task_data import TaskInfo, first_samples, load_glue_quietly
@@ -101,20 +101,37 @@ def evaluate_model(
     return Evaluation(scores, model.route_share(routes), routed, full, len(data), top_share)
 
 
-def with_routing(model: AdaptiveModel, tau: float | None) -> AdaptiveModel:
-    """Switch a SHARCS `model` to routing rule "tau" at threshold `tau` (None leaves it as it is)."""
+def with_routing(model: AdaptiveModel, tau: float | None, cascade: float | None = None) -> AdaptiveModel:
+    """Switch a SHARCS `model` to routing rule "tau" at threshold `tau`, or to rule "cascade" at
+    confidence `cascade` (both None leave it as it is)."""
+    if tau is not None and cascade is not None:
+        raise SharcsError("give --tau or --cascade, not both")
     if tau is not None:
         if not has_router(model):
             raise SharcsError("--tau: only a SHARCS model with a trained router has a tau to set")
-        try:
-            model.config = dataclasses.replace(model.config, routing="tau", tau=float(tau))
-        except SharcsError as error:
-            raise named_option_error(error) from None
+        change = {"routing": "tau", "tau": float(tau)}
+    elif cascade is not None:
+        if not isinstance(model, SharcsModel) or len(model.config.widths) < 2:
+            raise SharcsError("--cascade: only a SHARCS model with two or more widths can cascade")
+        if model.num_labels < 2:
+            raise SharcsError("--cascade: needs class probabilities, which a regression model has not")
+        if not 0.0 <= cascade <= 1.0:
+            raise SharcsError(f"--cascade: must lie in [0, 1], got {cascade}")
+        change = {"routing": "cascade", "cascade_confidence": float(cascade)}
+    else:
+        return model
+    try:
+        model.config = dataclasses.replace(model.config, **change)
+    except SharcsError as error:
+        raise named_option_error(error) from None
     return model
 
 
-def check_width(model: AdaptiveModel, width: float | None) -> None:
-    """SharcsError naming --width unless `width` is None or one of the model's widths."""
+def check_width(model: AdaptiveModel, width: float | None, cascade: float | None = None) -> None:
+    """SharcsError naming --width unless `width` is None or one of the model's widths (and no cascade:
+    a cascade decides the widths itself)."""
+    if width is not None and cascade is not None:
+        raise SharcsError("give --width or --cascade, not both")
     if width is not None:
         try:
             model.width_index(width)
@@ -183,6 +200,7 @@ def evaluate_dir(
     tau: float | None = None,
     width: float | None = None,
     device: str = "auto",
+    cascade: float | None = None,
 ) -> dict[str, Any]:
     """Dev metrics, width shares and FLOPs of a trained model, as one JSON-ready dict."""
     if batch_size < 1:
@@ -190,8 +208,8 @@ def evaluate_dir(
     if max_samples is not None and max_samples < 1:
         raise SharcsError(f"--max-eval-samples: must be at least 1, got {max_samples}")
     run = load_run(directory, device)
-    check_width(run.model, width)
-    with_routing(run.model, tau)
+    check_width(run.model, width, cascade)
+    with_routing(run.model, tau, cascade)
     examples, info = evaluation_examples(
         run, task, data_dir, validation_file, text_columns, label_column, split
     )
@@ -206,6 +224,7 @@ def evaluate_dir(
         "method": run.model.method,
         "routing": "width" if width is not None else getattr(run.model.config, "routing", run.model.method),
         "tau": run.model.config.tau if tau is not None else None,
+        "cascade": cascade,
         "width": width,
         **evaluation.to_dict(),
     }

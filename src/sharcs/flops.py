@@ -42,16 +42,24 @@ def router_flops(hidden: int, router_hidden: int, num_widths: int) -> int:
 
 
 def sharcs_flops(model: SharcsModel, width: float, length: int) -> int:
-    """Analytic FLOPs of one sample of `length` tokens routed to `width`."""
+    """Analytic FLOPs of one sample of `length` tokens routed to `width`.
+
+    Under routing "cascade" a sample answered at full width ran the narrowest width first: it pays
+    for layers K+1..N and the head at both widths.
+    """
     dims, config = model.dims, model.config
     k = config.adaptive_layer
     router = router_flops(dims.hidden, config.router_hidden_size, len(config.widths))
-    return (
-        k * layer_flops(dims, 1.0, length)
-        + (router if config.uses_router else 0)
-        + (dims.layers - k) * layer_flops(dims, width, length, config.keep_residual)
-        + head_flops(dims, 1.0 if config.keep_residual else width, model.num_labels)
-    )
+
+    def after_router(w: float) -> int:
+        return (dims.layers - k) * layer_flops(dims, w, length, config.keep_residual) + head_flops(
+            dims, 1.0 if config.keep_residual else w, model.num_labels
+        )
+
+    prefix = k * layer_flops(dims, 1.0, length) + (router if config.uses_router else 0)
+    if config.routing == "cascade" and width != config.widths[0]:
+        return prefix + after_router(config.widths[0]) + after_router(width)
+    return prefix + after_router(width)
 
 
 def average_flops(

@@ -18,6 +18,7 @@ from sharcs.bench import benchmark, pinned_threads
 from sharcs.curve import settings_for, sweep, write_curves
 from sharcs.data import tokenize
 from sharcs.errors import SharcsError
+from sharcs.evaluation import evaluation_examples, with_routing
 from sharcs.files import atomic_write_text
 from sharcs.saved_run import Run, load_run
 from sharcs.task_data import TaskInfo, first_samples
@@ -25,8 +26,6 @@ from sharcs.task_data import TaskInfo, first_samples
 
 def dev_data(run: Run, max_samples: int | None) -> tuple[Dataset, list, TaskInfo]:
     """The run's own dev set, tokenized as in training: (dataset, labels, task info)."""
-    from sharcs.evaluation import evaluation_examples
-
     examples, info = evaluation_examples(run)
     examples = first_samples(examples, max_samples)
     return tokenize(examples, run.tokenizer, info.max_seq_length), list(examples.labels), info
@@ -40,11 +39,16 @@ def bench_dir(
     repeats: int = 3,
     widths: Sequence[float] = (),
     max_samples: int | None = None,
+    cascade: float | None = None,
 ) -> dict[str, Any]:
-    """Benchmark a run on CPU: routed, plus each forced width in `widths`, against the full model."""
+    """Benchmark a run on CPU: routed (or as a cascade at confidence `cascade`), plus each forced width
+    in `widths`, against the full model."""
     if any(size < 1 for size in batch_sizes) or latency_samples < 1 or repeats < 1:
         raise SharcsError("--batch-sizes, --latency-samples and --repeats must be at least 1")
+    if cascade is not None and widths:
+        raise SharcsError("give --widths or --cascade, not both")
     run = load_run(directory, "cpu")
+    with_routing(run.model, None, cascade)
     for width in widths:
         run.model.width_index(width)  # a clear error for a width the model does not have
     data, _, info = dev_data(run, max_samples)
@@ -71,6 +75,7 @@ def curve_dirs(
     measure_latency: bool = True,
     max_samples: int | None = None,
     threads: int = 0,
+    cascade_shares: Sequence[float] = (),
 ) -> list[Path]:
     """Sweep each run's curve settings (a SHARCS router: `taus` and its widths) on its dev data and
     write the curves of all of them into `out_dir`. `taus` None: `share_taus`, the taus that send 10%,
@@ -83,7 +88,7 @@ def curve_dirs(
             metric = metric or info.metrics[0]
             name = Path(directory).resolve().name
             model, pad = run.model, pad_id(run.tokenizer)
-            settings = settings_for(model, data, taus, pad)
+            settings = settings_for(model, data, taus, pad, cascade_shares)
             curves[name] = sweep(
                 model, data, info.metrics, settings, batch_size, repeats, pad, measure_latency
             )

@@ -31,6 +31,7 @@ from sharcs.adaptive import (
 )
 from sharcs.architectures import get_module
 from sharcs.config import DEFAULT_TAUS, SharcsConfig, width_key
+from sharcs.errors import SharcsError
 from sharcs.layers import AdaptiveLayer, LayerParts, SliceCache, SlicedWeights, layer_forward, make_norm
 from sharcs.router import Router, choose_widths
 
@@ -152,7 +153,7 @@ class SharcsModel(AdaptiveModel):
         tau: float | None = None,
     ) -> SharcsOutput:
         """Route each sample by the config's rule (or by `tau`), or force all to `width`; run each
-        width group and scatter the logits back into input order."""
+        width group and scatter the logits back into input order (rule "cascade": see `run_cascade`)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self.encode_prefix(input_ids, attention_mask, token_type_ids)
@@ -161,16 +162,19 @@ class SharcsModel(AdaptiveModel):
         router_logits = self.router(hidden, attention_mask) if needs_router else None
         if width is None and tau is None and config.routing == "fixed":
             width = config.fixed_width
-        if width is not None:
-            choice = torch.full((len(input_ids),), self.width_index(width), device=input_ids.device)
-        elif tau is not None:
-            choice = choose_widths(router_logits.detach(), "tau", tau)
-        elif config.routing == "random":
-            choice = random_widths(input_ids, attention_mask, config.shares)
+        if width is None and tau is None and config.routing == "cascade":
+            logits, widths = self.run_cascade(hidden, attention_mask)
         else:
-            choice = choose_widths(router_logits.detach(), config.routing, config.tau)
-        logits = self.run_routed(hidden, attention_mask, choice)
-        widths = torch.tensor(config.widths, device=choice.device)[choice]
+            if width is not None:
+                choice = torch.full((len(input_ids),), self.width_index(width), device=input_ids.device)
+            elif tau is not None:
+                choice = choose_widths(router_logits.detach(), "tau", tau)
+            elif config.routing == "random":
+                choice = random_widths(input_ids, attention_mask, config.shares)
+            else:
+                choice = choose_widths(router_logits.detach(), config.routing, config.tau)
+            logits = self.run_routed(hidden, attention_mask, choice)
+            widths = torch.tensor(config.widths, device=choice.device)[choice]
         return SharcsOutput(
             loss=self.loss(logits, router_logits, labels, router_targets),
             logits=logits,
@@ -189,12 +193,15 @@ class SharcsModel(AdaptiveModel):
         return sharcs_flops(self, route, length)
 
     def curve_settings(self, taus: tuple[float, ...] = DEFAULT_TAUS) -> list[Setting]:
-        """A routed model: its own rule, each tau and each forced width; fixed and random: their one rule."""
+        """A routed model: its own rule, each tau and each forced width; fixed, random and cascade: their
+        one rule."""
         config = self.config
         if config.routing == "fixed":
             return [Setting(f"width={config.fixed_width:g}", {})]
         if config.routing == "random":
             return [Setting("random", {})]
+        if config.routing == "cascade":  # its FLOPs count assumes the cascade: no forced widths here
+            return [Setting(f"cascade={config.cascade_confidence:g}", {})]
         settings = [Setting(config.routing if config.routing == "argmax" else f"tau={config.tau:g}", {})]
         settings += [Setting(f"tau={t:g}", {"tau": t}) for t in taus]
         return settings + [Setting(f"width={w:g}", {"width": w}) for w in config.widths]
@@ -212,6 +219,25 @@ class SharcsModel(AdaptiveModel):
             group_hidden, group_mask = trim_padding(hidden[rows], attention_mask[rows])
             logits[rows] = self.run_width(group_hidden, group_mask, self.config.widths[index])
         return logits
+
+    def run_cascade(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every sample at the narrowest width; those whose top class probability is below
+        `cascade_confidence` again at full width from the same layer-K states. Returns the logits and the
+        width each sample was answered at."""
+        if self.num_labels < 2:
+            raise SharcsError("routing 'cascade' needs class probabilities; a regression head has none")
+        narrowest, full = self.config.widths[0], self.config.widths[-1]
+        logits = self.run_width(*trim_padding(hidden, attention_mask), narrowest)
+        confidence = torch.softmax(logits.float(), -1).amax(-1)
+        rerun = (confidence < self.config.cascade_confidence).nonzero().squeeze(1)
+        widths = torch.full((len(hidden),), narrowest, device=hidden.device)
+        if len(rerun):
+            logits = logits.clone()  # autograd-safe in-place update
+            logits[rerun] = self.run_width(*trim_padding(hidden[rerun], attention_mask[rerun]), full)
+            widths[rerun] = full
+        return logits, widths
 
     def loss(
         self,

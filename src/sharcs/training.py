@@ -170,6 +170,8 @@ class Trainer:
             router = list(model.router.parameters())
         elif args.distill_narrow:
             raise SharcsError("distill_narrow is for SHARCS models with a router (routing argmax or tau)")
+        if isinstance(model, SharcsModel) and model.config.routing == "cascade":
+            raise SharcsError("routing 'cascade' is for inference; train with argmax or tau, then switch")
         self.schedule_starts = model.schedule_starts(args.epochs)
         router_ids = {id(p) for p in router}
         groups = [[p for p in model.parameters() if id(p) not in router_ids], router]

@@ -1,0 +1,99 @@
+"""Routing "cascade": the narrowest width first, a second pass at full width below a confidence."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import random_batch, random_dataset, tiny_model
+
+from sharcs import SharcsConfig, get_sharcs_model
+from sharcs.curve import cascade_settings, sweep
+from sharcs.errors import SharcsError
+from sharcs.evaluation import check_width, with_routing
+from sharcs.flops import layer_flops, measure_flops, router_flops, sharcs_flops
+from sharcs.inference import predict
+from sharcs.training import Trainer, TrainingArguments
+
+
+def cascade_model(model_type: str = "bert", keep_residual: bool = False, confidence: float = 0.5):
+    config = SharcsConfig(adaptive_layer=2, keep_residual=keep_residual)
+    model = get_sharcs_model(tiny_model(model_type), config).eval()
+    return with_routing(model, None, confidence)
+
+
+def narrow_confidence(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(**batch, width=model.config.widths[0]).logits
+    return torch.softmax(logits, -1).amax(-1)
+
+
+@pytest.mark.parametrize("keep_residual", [False, True])
+def test_cascade_reruns_exactly_the_unconfident_samples_at_full_width(model_type, keep_residual):
+    model = cascade_model(model_type, keep_residual)
+    batch = random_batch(batch=6)
+    confidence = narrow_confidence(model, batch)
+    threshold = float(confidence.median())  # about half the samples below it
+    model.config = dataclasses.replace(model.config, cascade_confidence=threshold)
+    with torch.no_grad():
+        out = model(**batch)
+        narrow = model(**batch, width=0.25).logits
+        full = model(**batch, width=1.0).logits
+    rerun = confidence < threshold
+    assert 0 < int(rerun.sum()) < len(rerun)
+    assert torch.equal(out.routes, torch.where(rerun, 1.0, 0.25))
+    expected = torch.where(rerun[:, None], full, narrow)
+    torch.testing.assert_close(out.logits, expected, atol=1e-5, rtol=1e-4)
+    assert out.router_logits is None  # the router is not run
+
+
+@pytest.mark.parametrize(("confidence", "route"), [(0.0, 0.25), (1.0, 1.0)])
+def test_cascade_flops_count_both_passes_of_a_rerun_sample(confidence, route):
+    model = cascade_model(confidence=confidence)  # 0: nothing is re-run; 1: everything is
+    routed = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2)).eval()
+    ids = torch.randint(3, 60, (1, 11))
+    assert model(ids).routes.item() == route
+    measured, analytic = measure_flops(model, ids), sharcs_flops(model, route, 11)
+    assert abs(measured - analytic) <= 0.02 * analytic
+    router = router_flops(routed.dims.hidden, routed.config.router_hidden_size, 2)
+    prefix = 2 * layer_flops(routed.dims, 1.0, 11) + router
+    narrow = sharcs_flops(routed, 0.25, 11) - router
+    assert sharcs_flops(model, 0.25, 11) == narrow
+    assert sharcs_flops(model, 1.0, 11) == narrow + sharcs_flops(routed, 1.0, 11) - prefix
+
+
+def test_cascade_settings_rerun_the_requested_shares_and_sweep_restores_the_config():
+    model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2)).eval()
+    data = random_dataset(40)
+    settings = cascade_settings(model, data, shares=(0.25, 0.5, 0.75))
+    assert [s.config["routing"] for s in settings] == ["cascade"] * 3
+    points = sweep(model, data, ["accuracy"], settings, measure_latency=False)
+    assert [p["width_share"]["1.0"] for p in points] == pytest.approx([0.25, 0.5, 0.75], abs=0.03)
+    assert all(p["config"]["routing"] == "cascade" for p in points)
+    assert model.config.routing == "argmax"  # each point's config change is undone
+    assert bool((predict(with_routing(model, None, 1.0), data).routes == 1.0).all())
+
+
+def test_cascade_errors():
+    with pytest.raises(SharcsError, match="cascade_confidence: must lie in"):
+        SharcsConfig(routing="cascade", cascade_confidence=1.5)
+    model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2))
+    with pytest.raises(SharcsError, match="--tau or --cascade"):
+        with_routing(model, 0.5, 0.9)
+    with pytest.raises(SharcsError, match="--cascade: must lie in"):
+        with_routing(model, None, -0.1)
+    with pytest.raises(SharcsError, match="--width or --cascade"):
+        check_width(model, 0.25, 0.9)
+    one_width = SharcsConfig(widths=(1.0,), threshold=(), routing="fixed", fixed_width=1.0)
+    full = get_sharcs_model(tiny_model("bert"), one_width)
+    with pytest.raises(SharcsError, match="two or more widths"):
+        with_routing(full, None, 0.9)
+    regression = get_sharcs_model(tiny_model("bert", num_labels=1), SharcsConfig(adaptive_layer=2))
+    with pytest.raises(SharcsError, match="regression"):
+        with_routing(regression, None, 0.9)
+    regression.config = dataclasses.replace(regression.config, routing="cascade")  # set directly
+    with pytest.raises(SharcsError, match="regression head"):
+        regression(**random_batch())
+    with pytest.raises(SharcsError, match="for inference"):
+        Trainer(with_routing(model, None, 0.9), random_dataset(8), TrainingArguments(epochs=1))
