@@ -451,8 +451,8 @@ distillation from its own full width (no separate teacher, no rewiring, no depth
 in two stages (backbone and final head for the first ceil(E/2) epochs, then the exits alone on the
 frozen backbone; 2 + 1 epochs here) and keeps an epoch of the second stage (not run on STS-B: its
 entropy exit needs class probabilities); `pabee` uses the published weighted loss (on STS-B two
-exits agree when their scores differ by less than 0.05); `random` routes at the width shares of the trained `sharcs-k2` router;
-`fixed` is K=2 full layers then width 0.25.
+exits agree when their scores differ by less than 0.05); `random` routes at the width shares of
+the trained `sharcs-k2` router; `fixed` is K=2 full layers then width 0.25.
 
 **Beyond the paper (runs `*-distill`, `*-narrowest`, `*-keepres`; SST-2 only except
 `sharcs-k1-narrowest`, the best of them on SST-2, which every task runs).** `--distill-narrow` also
