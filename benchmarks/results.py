@@ -47,6 +47,7 @@ class RunPlan:
 
 
 BATCH = 64  # the batched-throughput batch size
+CASCADE_SHARES = (0.05, 0.1, 0.2, 0.3, 0.5)  # shares a routed SHARCS classifier re-runs as a cascade
 TARGET_FLOPS, TARGET_SPEEDUP = 2.5, 2.0  # issue #7's SST-2 target, checked on every task
 COMMON = ("--lr", "1e-4", "--router-lr", "1e-3", "--window", "1", "--batch-size", "32", "--seed", "42")
 NARROWEST = ("--distill-narrow", "--hardness-from", "narrowest")
@@ -217,11 +218,43 @@ def measure_run(run_dir: Path, threads: int, latency_samples: int, repeats: int)
     return measured
 
 
-def best_sharcs_point(rows: list[dict], full_metric: float | None, budget: float) -> dict | None:
-    """The SHARCS curve point with the largest FLOPs reduction within `budget` of the full fine-tune."""
+def measure_cascade(run_dir: Path, threads: int, repeats: int) -> dict | None:
+    """Cascade curve points (`sharcs curve --cascade-shares`) of a routed SHARCS classifier, batched
+    speed-up against the full model in the same process; cached in run_dir/cascade.json. None for
+    other runs."""
+    from sharcs.backbone import pad_id
+    from sharcs.bench import machine_info, pinned_threads
+    from sharcs.curve import cascade_settings, sweep
+    from sharcs.files import atomic_write_text
+    from sharcs.measure_runs import dev_data
+    from sharcs.model import has_router
+    from sharcs.saved_run import load_run
+
+    cache = run_dir / "cascade.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    run = load_run(run_dir, "cpu")
+    if not has_router(run.model) or run.model.num_labels < 2:
+        return None
+    data, _, info = dev_data(run, None)
+    pad = pad_id(run.tokenizer)
+    load_before = os.getloadavg()[0]
+    with pinned_threads(threads):
+        settings = cascade_settings(run.model, data, CASCADE_SHARES, pad_token_id=pad)
+        points = sweep(run.model, data, info.metrics, settings, BATCH, repeats, pad)
+        machine = {**machine_info(), "load_average": [load_before, os.getloadavg()[0]]}
+    measured = {"curve": points, "machine": machine}
+    atomic_write_text(cache, json.dumps(measured, indent=2) + "\n")
+    return measured
+
+
+def best_sharcs_point(
+    rows: list[dict], full_metric: float | None, budget: float, method: str = "sharcs"
+) -> dict | None:
+    """The `method` curve point with the largest FLOPs reduction within `budget` of the full fine-tune."""
     if full_metric is None:
         return None
-    ok = [r for r in rows if r["method"] == "sharcs" and r["metric"] >= full_metric - budget]
+    ok = [r for r in rows if r["method"] == method and r["metric"] >= full_metric - budget]
     return max(ok, key=lambda r: r["flops_reduction"], default=None)
 
 
@@ -241,7 +274,7 @@ def meets_target(runs: dict, full_metric: float) -> list[str]:
 def dominated_share(rows: list[dict]) -> tuple[int, int]:
     """(baseline points some SHARCS point matches or beats on both metric and FLOPs, baseline points)."""
     sharcs = [r for r in rows if r["method"] == "sharcs"]
-    others = [r for r in rows if r["method"] not in ("sharcs", "full")]
+    others = [r for r in rows if r["method"] not in ("sharcs", "sharcs-cascade", "full")]
     beaten = sum(
         any(s["metric"] >= o["metric"] and s["flops_reduction"] >= o["flops_reduction"] for s in sharcs)
         for o in others
@@ -269,16 +302,20 @@ def report(
 
     everything: dict = {"plan": plan_record(tasks), "tasks": {}}
     for task in tasks:
-        measured = {}
+        measured, cascades = {}, {}
         for run in PLAN:
             run_dir = runs_dir / task.task / run.name
             wanted = not measured_only and (only is None or run.name in only)
             if (run_dir / "results.json").is_file() and ((run_dir / "measure.json").is_file() or wanted):
                 print(f"[results] measuring {task.task}/{run.name}", flush=True)
                 measured[run.name] = measure_run(run_dir, threads, samples, repeats)
+                if (run_dir / "cascade.json").is_file() or wanted:
+                    cascades[run.name] = measure_cascade(run_dir, threads, repeats)
+        cascades = {name: c for name, c in cascades.items() if c is not None}
         if not measured:
             continue
         metric = next(iter(measured.values()))["main_metric"]
+        cascade_runs = {name: {**c, "method": "sharcs-cascade"} for name, c in cascades.items()}
         rows = [
             {
                 "run": name,
@@ -290,14 +327,14 @@ def report(
                 "share": p["width_share"],
                 "batched_speedup": p.get("speedup"),
             }
-            for name, m in measured.items()
+            for name, m in [*measured.items(), *cascade_runs.items()]
             for p in m["curve"]
         ]
         full = measured.get("full")
         full_metric = full["results"]["metrics"][metric] if full else None
-        plots = write_curves(
-            {name: m["curve"] for name, m in measured.items()}, out / "results" / task.task, metric
-        )
+        curves = {name: m["curve"] for name, m in measured.items()}
+        curves |= {f"{name} cascade": c["curve"] for name, c in cascades.items()}
+        plots = write_curves(curves, out / "results" / task.task, metric)
         everything["tasks"][task.task] = {
             "metric": metric,
             "full_metric": full_metric,
@@ -315,9 +352,11 @@ def report(
             },
             "curve": rows,
             "best_sharcs_within_1pt": best_sharcs_point(rows, full_metric, 0.01),
+            "best_cascade_within_1pt": best_sharcs_point(rows, full_metric, 0.01, "sharcs-cascade"),
             "baseline_points_matched_by_sharcs": dominated_share(rows),
             "plots": [str(p.relative_to(out)) for p in plots if p.suffix == ".png"],
             "machine": {name: m["machine"] for name, m in measured.items()},
+            "cascade_machine": {name: c["machine"] for name, c in cascades.items()},
             "missing_runs": [  # not trained, or (with --measured-only) not measured yet
                 r.name for r in PLAN if (r.tasks is None or task.task in r.tasks) and r.name not in measured
             ],
@@ -394,6 +433,14 @@ def render(results: dict) -> str:
             )
         elif t["full_metric"] is not None:
             lines.append(f"No SHARCS point is within 1 point of the full fine-tune ({t['full_metric']:.4f}).")
+        cascade = t.get("best_cascade_within_1pt")
+        if cascade is not None:
+            lines.append(
+                f"Cascade inference of a trained SHARCS model (beyond the paper, `sharcs-cascade` rows): "
+                f"{cascade['run']} `{cascade['setting']}`, {metric} {cascade['metric']:.4f} at "
+                f"{cascade['flops_reduction']:.2f}x fewer FLOPs, {cascade['batched_speedup']:.2f}x measured "
+                f"at batch {BATCH}."
+            )
         if t["full_metric"] is not None:
             met = meets_target(t["runs"], t["full_metric"])
             lines.append(
@@ -409,6 +456,12 @@ def render(results: dict) -> str:
         if t["missing_runs"]:
             lines.append(f"Not yet trained or measured: {', '.join(t['missing_runs'])}.")
         lines.append(measured_on(t["machine"]))
+        if t.get("cascade_machine"):
+            lines.append(
+                "Cascade points: "
+                + measured_on(t["cascade_machine"])[0].lower()
+                + measured_on(t["cascade_machine"])[1:]
+            )
         lines.append("")
         for plot in t["plots"]:
             lines.append(f"![{task} {Path(plot).stem}]({plot})")
@@ -453,6 +506,13 @@ frozen backbone; 2 + 1 epochs here) and keeps an epoch of the second stage (not 
 entropy exit needs class probabilities); `pabee` uses the published weighted loss (on STS-B two
 exits agree when their scores differ by less than 0.05); `random` routes at the width shares of
 the trained `sharcs-k2` router; `fixed` is K=2 full layers then width 0.25.
+
+**Cascade inference (beyond the paper; `sharcs-cascade` rows and `<run> cascade` curves).** Every
+trained SHARCS classifier is also run without its router: each sample takes the narrowest width,
+and those whose top class probability is below a confidence C run again at full width from layer K,
+paying for both passes (`sharcs evaluate --cascade C`). The confidences re-run 5%, 10%, 20%, 30%
+and 50% of the dev samples (quantiles of the narrow path's confidence; no labels are read). It is
+the same trained model; its points are reported apart and do not count as SHARCS points above.
 
 **Beyond the paper (runs `*-distill`, `*-narrowest`, `*-keepres`; SST-2 only except
 `sharcs-k1-narrowest`, the best of them on SST-2, which every task runs).** `--distill-narrow` also
