@@ -334,7 +334,8 @@ def report(
         full_metric = full["results"]["metrics"][metric] if full else None
         curves = {name: m["curve"] for name, m in measured.items()}
         curves |= {f"{name} cascade": c["curve"] for name, c in cascades.items()}
-        plots = write_curves(curves, out / "results" / task.task, metric)
+        plots = [frontier_plot(rows, metric, full_metric, out / "results" / task.task / "frontiers.png")]
+        plots += write_curves(curves, out / "results" / task.task, metric)
         everything["tasks"][task.task] = {
             "metric": metric,
             "full_metric": full_metric,
@@ -364,6 +365,55 @@ def report(
     atomic_write_text(out / "results.json", json.dumps(everything, indent=2) + "\n")
     atomic_write_text(out / "results.md", render(everything))
     print(f"[results] wrote {out / 'results.md'} and {out / 'results.json'}")
+
+
+def frontiers(rows: list[dict]) -> dict[str, list[dict]]:
+    """Per method, the curve points no other point of that method beats on both metric and FLOPs,
+    in order of FLOPs reduction."""
+    found: dict[str, list[dict]] = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        points = [r for r in rows if r["method"] == method]
+        found[method] = sorted(
+            (
+                p
+                for p in points
+                if not any(
+                    q["metric"] >= p["metric"]
+                    and q["flops_reduction"] >= p["flops_reduction"]
+                    and (q["metric"], q["flops_reduction"]) != (p["metric"], p["flops_reduction"])
+                    for q in points
+                )
+            ),
+            key=lambda p: p["flops_reduction"],
+        )
+    return found
+
+
+def frontier_plot(rows: list[dict], metric: str, full_metric: float | None, path: Path) -> Path:
+    """One line per method through its best points (all its runs together): metric vs FLOPs reduction,
+    with the full fine-tune's score minus one point (the issue's accuracy budget) dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, points in frontiers(rows).items():
+        style = "o-" if method.startswith("sharcs") else "s--"
+        x, y = [p["flops_reduction"] for p in points], [p["metric"] for p in points]
+        ax.plot(x, y, style, label=method, lw=2 if method.startswith("sharcs") else 1, ms=4)
+    if full_metric is not None:
+        ax.axhline(full_metric - 0.01, color="grey", ls=":", lw=1, label="full - 1 point")
+    ax.set_xlabel("FLOPs reduction (x, higher is cheaper)")
+    ax.set_ylabel(metric)
+    ax.set_title("best points of each method over all its runs and settings", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def plan_record(tasks: list[TaskPlan]) -> dict:
