@@ -61,8 +61,7 @@ def cascade_settings(
     logits = predict(model, data, batch_size, model.config.widths[0], pad_token_id).logits
     confidence = torch.softmax(logits.float(), -1).amax(-1)
     levels = sorted({round(float(torch.quantile(confidence, s)), 6) for s in shares})
-    change = {"routing": "cascade"}
-    return [Setting(f"cascade={c:g}", {}, change | {"cascade_confidence": c}) for c in levels]
+    return [Setting(f"cascade={c:g}", {}, {"routing": "cascade", "cascade_confidence": c}) for c in levels]
 
 
 def settings_for(
