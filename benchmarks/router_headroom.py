@@ -13,9 +13,9 @@ again. Three routings are compared at each share of samples sent to the narrow p
   upper bound for any router over these two paths (exact for accuracy, a greedy bound otherwise);
 - random: the expected score of a random split (mean of 20).
 
-For comparison it also traces a cascade over the same two paths (not a SHARCS routing): every sample
-runs the narrow path, and the least confident share of them (lowest top softmax probability) is
-re-run at full width from layer K, paying for both paths.
+For comparison it also traces the cascade over the same two paths (`sharcs evaluate --cascade`, no
+router): every sample runs the narrow path, and the least confident share of them (lowest top
+softmax probability) is re-run at full width from layer K, paying for both paths.
 
 A router far below the oracle at the shares that matter leaves accuracy on the table; an oracle that
 is itself below the full-width score there means the narrow path, not the router, is the limit.
@@ -25,6 +25,7 @@ Writes docs/results/<task>/headroom.json and headroom.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -35,7 +36,7 @@ import torch
 from sharcs.backbone import pad_id
 from sharcs.data.metrics import compute_metrics
 from sharcs.files import atomic_write_text
-from sharcs.flops import average_flops, head_flops, layer_flops, router_flops
+from sharcs.flops import average_flops
 from sharcs.inference import predict
 from sharcs.measure_runs import dev_data
 from sharcs.model import has_router
@@ -102,24 +103,17 @@ def headroom(run_dir: Path) -> dict:
                 "random": random_metric,
             }
         )
-    dims, config = model.dims, model.config
-    router = router_flops(dims.hidden, config.router_hidden_size, len(config.widths))  # a cascade has none
-    full_head = head_flops(dims, 1.0, model.num_labels)
+    model.config = dataclasses.replace(model.config, routing="cascade")  # its FLOPs count both passes
     cascade = []
-    for share in SHARES:  # escalate the least confident `share` of samples from the narrow path to full
-        escalate = first(np.argsort(narrow_confidence, kind="stable"), round(share * len(gold)))
-        predictions = np.where(escalate, full, narrow)
-        cost = [
-            model.sample_flops(narrow_width, n)
-            - router
-            + up * ((dims.layers - config.adaptive_layer) * layer_flops(dims, 1.0, n) + full_head)
-            for n, up in zip(lengths, escalate, strict=True)
-        ]
-        full_cost = np.mean([model.full_flops(n) for n in lengths])
+    for share in SHARES:  # re-run the least confident `share` of samples at full width
+        rerun = first(np.argsort(narrow_confidence, kind="stable"), round(share * len(gold)))
+        routes = np.where(rerun, full_width, narrow_width).tolist()
+        routed, full_flops = average_flops(model, routes, lengths)
+        predictions = np.where(rerun, full, narrow)
         cascade.append(
             {
                 "escalated_share": share,
-                "flops_reduction": float(full_cost / np.mean(cost)),
+                "flops_reduction": full_flops / routed,
                 metric: compute_metrics([metric], predictions, gold)[metric],
             }
         )
