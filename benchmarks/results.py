@@ -507,11 +507,8 @@ def render(results: dict) -> str:
             lines.append(f"Not yet trained or measured: {', '.join(t['missing_runs'])}.")
         lines.append(measured_on(t["machine"]))
         if t.get("cascade_machine"):
-            lines.append(
-                "Cascade points: "
-                + measured_on(t["cascade_machine"])[0].lower()
-                + measured_on(t["cascade_machine"])[1:]
-            )
+            timing = measured_on(t["cascade_machine"])
+            lines.append(f"Cascade points: {timing[0].lower()}{timing[1:]}")
         lines.append("")
         for plot in t["plots"]:
             lines.append(f"![{task} {Path(plot).stem}]({plot})")
