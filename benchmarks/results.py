@@ -309,7 +309,8 @@ def report(
             if (run_dir / "results.json").is_file() and ((run_dir / "measure.json").is_file() or wanted):
                 print(f"[results] measuring {task.task}/{run.name}", flush=True)
                 measured[run.name] = measure_run(run_dir, threads, samples, repeats)
-                if (run_dir / "cascade.json").is_file() or wanted:
+                routed = measured[run.name]["method"] == "sharcs"  # the baselines have no cascade
+                if routed and ((run_dir / "cascade.json").is_file() or wanted):
                     cascades[run.name] = measure_cascade(run_dir, threads, repeats)
         cascades = {name: c for name, c in cascades.items() if c is not None}
         if not measured:

@@ -58,9 +58,9 @@ def headroom(run_dir: Path) -> dict:
     data, _, info = dev_data(run, None)
     narrow_width, full_width = model.config.widths
     pad = pad_id(run.tokenizer)
-    narrow = predict(model, data, 64, width=narrow_width, pad_token_id=pad).logits
+    at_narrow = predict(model, data, 64, width=narrow_width, pad_token_id=pad)  # the router runs too
+    narrow, router_score = at_narrow.logits, torch.sigmoid(at_narrow.router_logits[:, 0]).numpy()
     full = predict(model, data, 64, width=full_width, pad_token_id=pad).logits
-    router_score = torch.sigmoid(predict(model, data, 64, pad_token_id=pad).router_logits[:, 0]).numpy()
     gold = np.asarray(data["labels"])
     narrow_confidence = torch.softmax(narrow.float(), -1).amax(-1).numpy()
     if info.is_regression:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from datasets import Dataset
@@ -110,7 +111,7 @@ def sweep(
     """
     points = []
     for setting in settings if settings is not None else model.curve_settings():
-        with configured(model, setting):
+        with configured(model, setting.config):
             evaluation = evaluate_model(
                 model, data, metric_names, batch_size, None, pad_token_id, setting.kwargs
             )
@@ -122,11 +123,11 @@ def sweep(
 
 
 @contextmanager
-def configured(model: AdaptiveModel, setting: Setting) -> Iterator[None]:
-    """Run a block with the setting's config changes applied to `model`, then restore its config."""
+def configured(model: AdaptiveModel, changes: dict[str, Any]) -> Iterator[None]:
+    """Run a block with a setting's config `changes` applied to `model`, then restore its config."""
     saved = model.config
-    if setting.config:
-        model.config = dataclasses.replace(saved, **setting.config)
+    if changes:
+        model.config = dataclasses.replace(saved, **changes)
     try:
         yield
     finally:
@@ -146,7 +147,7 @@ def _add_latency(
             return predict(model, data, batch_size, pad_token_id=pad_token_id, setting=kwargs)
 
         full = _seconds_per_sample(full_pass, repeats, len(data))
-        with configured(model, Setting(p["setting"], p["kwargs"], p.get("config", {}))):
+        with configured(model, p.get("config", {})):
             run()  # warm-up (builds the sliced-weight cache)
             p["seconds_per_sample"] = _seconds_per_sample(run, repeats, len(data))
         p["full_seconds_per_sample"] = full
