@@ -9,6 +9,7 @@ import torch
 from conftest import random_batch, random_dataset, tiny_model
 
 from sharcs import SharcsConfig, get_sharcs_model
+from sharcs.config import width_key
 from sharcs.curve import cascade_settings, sweep
 from sharcs.errors import SharcsError
 from sharcs.evaluation import check_width, with_routing
@@ -95,5 +96,23 @@ def test_cascade_errors():
     regression.config = dataclasses.replace(regression.config, routing="cascade")  # set directly
     with pytest.raises(SharcsError, match="regression head"):
         regression(**random_batch())
-    with pytest.raises(SharcsError, match="for inference"):
-        Trainer(with_routing(model, None, 0.9), random_dataset(8), TrainingArguments(epochs=1))
+    with pytest.raises(SharcsError, match="needs two or more widths"):
+        SharcsConfig(widths=(1.0,), threshold=(), routing="cascade")
+    fixed_config = SharcsConfig(adaptive_layer=2, routing="fixed", fixed_width=0.25)
+    with pytest.raises(SharcsError, match="--cascade: a fixed-width model"):
+        with_routing(get_sharcs_model(tiny_model("bert"), fixed_config), None, 0.9)
+    with pytest.raises(SharcsError, match="always distils"):
+        Trainer(with_routing(model, None, 0.9), random_dataset(8), TrainingArguments(distill_narrow=True))
+
+
+def test_cascade_training_runs_every_sample_at_full_width_and_distils_the_narrow_path():
+    model = cascade_model(confidence=0.9)
+    args = TrainingArguments(epochs=1, batch_size=8, learning_rate=1e-3)
+    trainer = Trainer(model, random_dataset(24), args)
+    steps, assignment = trainer.plan_epoch(0)
+    assert bool((assignment == 1).all()) and [w for w, _ in steps[0].batches] == [1]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer.train_step(steps[0], 1.0)
+    changed = {name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())}
+    assert f"entry_norms.{width_key(0.25)}.weight" in changed  # the narrow path learns (distilled)
+    assert not any(name.startswith("router") for name in changed)  # there is no router to train

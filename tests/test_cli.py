@@ -289,6 +289,35 @@ def test_cascade_in_evaluate_predict_bench_and_curve(
     expect_error(capsys, *curve, "--cascade-shares", "1.5", needles=("--cascade-shares",))
 
 
+@needs_glue
+def test_train_method_cascade(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cascade"
+    code, _, err = run(capsys, *sst2_args(tiny_dir, out, "--method", "cascade", "--cascade-confidence", 0.7))
+    assert code == 0, err
+    history = json.loads((out / "history.json").read_text())
+    assert all(r["trained_width_share"] == {"0.25": 0.0, "1.0": 1.0} for r in history)
+    assert "heldout_narrowest_accuracy" in history[-1]  # the narrow path it trains, scored alone
+    code, stdout, err = run(capsys, "evaluate", out, "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["method"] == "sharcs" and (report["routing"], report["cascade"]) == ("cascade", 0.7)
+    code, stdout, _ = run(capsys, "evaluate", out)
+    assert code == 0 and "cascade: full width below confidence 0.7" in stdout
+    expect_error(capsys, "evaluate", out, "--tau", 0.5, needles=("--tau", "trained router"))
+    expect_error(
+        capsys, *sst2_args(tiny_dir, tmp_path / "bad", "--method", "cascade", "--cascade-confidence", 2),
+        needles=("--cascade-confidence", "[0, 1]"),
+    )  # fmt: skip
+    stsb = tiny_args(
+        tiny_dir, tmp_path / "stsb", "--task", "stsb", "--data-dir", GLUE_DIR, "--method", "cascade"
+    )  # fmt: skip
+    expect_error(capsys, *stsb, needles=("--method cascade", "regression"))
+    expect_error(
+        capsys, *sst2_args(tiny_dir, tmp_path / "x", "--method", "cascade", "--distill-narrow"),
+        needles=("--distill-narrow", "--method sharcs"),
+    )  # fmt: skip
+
+
 def test_predict_from_arguments_file_and_stdin(
     sst2_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

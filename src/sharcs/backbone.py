@@ -131,8 +131,8 @@ def sharcs_config(options: TrainOptions, num_layers: int) -> SharcsConfig:
 
 
 def method_model(options: TrainOptions, base: Any, num_layers: int) -> AdaptiveModel:
-    """Wrap `base` for `options.method`: SHARCS and its router-free baselines (full, fixed, random) are
-    SharcsModels; DynaBERT and the early-exit methods have models of their own."""
+    """Wrap `base` for `options.method`: SHARCS, the cascade and the router-free baselines (full, fixed,
+    random) are SharcsModels; DynaBERT and the early-exit methods have models of their own."""
     method = options.method
     if method == "dynabert":
         return DynaBertModel(base, DynaBertConfig(widths=options.widths))
@@ -151,6 +151,10 @@ def method_model(options: TrainOptions, base: Any, num_layers: int) -> AdaptiveM
         )
     elif method == "random":
         config = dataclasses.replace(config, routing="random", width_shares=options.width_shares)
+    elif method == "cascade":
+        if base.config.num_labels < 2:
+            raise SharcsError("--method cascade needs class probabilities, which a regression task has not")
+        config = dataclasses.replace(config, routing="cascade", cascade_confidence=options.cascade_confidence)
     return get_sharcs_model(base, config)
 
 

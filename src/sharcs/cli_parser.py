@@ -103,7 +103,10 @@ def _add_train(commands: Any) -> None:
     model.add_argument(
         "--method",
         choices=METHODS,
-        help="sharcs, or a baseline: full (plain fine-tuning), fixed (K full layers, then --fixed-width), "
+        help="sharcs; cascade (beyond the paper: no router, every sample trains at full width and, "
+        "distilled from it, at the narrower widths; inference re-runs at full width what the narrowest "
+        "width answers below --cascade-confidence); or a baseline: full (plain fine-tuning), "
+        "fixed (K full layers, then --fixed-width), "
         "random (routed at random with --width-shares), dynabert (heads/FFN narrowed to each of --widths), "
         "deebert (exit when entropy < --entropy-threshold), pabee (exit after --patience agreeing exits) "
         + _default("method"),
@@ -143,6 +146,13 @@ def _add_train(commands: Any) -> None:
         metavar="P1,P2,...",
         help="--method random: the probability of each width, e.g. the shares a trained router gives "
         "(default: equal)",
+    )
+    model.add_argument(
+        "--cascade-confidence",
+        metavar="C",
+        type=float,
+        help="--method cascade: re-run at full width the samples whose top class probability at the "
+        f"narrowest width is below C (evaluate --cascade changes it later) {_default('cascade_confidence')}",
     )
     model.add_argument(
         "--entropy-threshold",

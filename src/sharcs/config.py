@@ -126,6 +126,8 @@ class SharcsConfig:
             raise SharcsError(f"tau: must lie in [0, 1], got {self.tau}")
         if not 0.0 <= self.cascade_confidence <= 1.0:
             raise SharcsError(f"cascade_confidence: must lie in [0, 1], got {self.cascade_confidence}")
+        if self.routing == "cascade" and len(widths) < 2:
+            raise SharcsError(f"routing 'cascade' needs two or more widths, got {list(widths)}")
         if self.routing == "fixed" and (self.fixed_width is None or self.fixed_width not in widths):
             raise SharcsError(f"fixed_width: must be one of {list(widths)}, got {self.fixed_width}")
         if self.width_shares is not None:

@@ -29,7 +29,7 @@ from sharcs.bench import full_model_pass
 from sharcs.evaluation import evaluate_model
 from sharcs.files import atomic_write_text
 from sharcs.inference import predict
-from sharcs.model import SharcsModel, has_router
+from sharcs.model import SharcsModel, cascade_problem, has_router
 
 SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -73,14 +73,13 @@ def settings_for(
     cascade_shares: Sequence[float] = (),
 ) -> list[Setting]:
     """A model's curve settings; a routed SHARCS model sweeps `taus` (None: `share_taus` on `data`), and
-    with `cascade_shares` a SHARCS classifier with two or more widths adds `cascade_settings`."""
+    with `cascade_shares` a model that can cascade (`cascade_problem`) adds `cascade_settings`."""
     if has_router(model):
         taus = tuple(taus) if taus else share_taus(model, data, pad_token_id=pad_token_id)
         settings = model.curve_settings(taus)
     else:
         settings = model.curve_settings()
-    cascades = isinstance(model, SharcsModel) and len(model.config.widths) > 1 and model.num_labels > 1
-    if cascade_shares and cascades:
+    if cascade_shares and cascade_problem(model) is None:
         settings += cascade_settings(model, data, cascade_shares, pad_token_id=pad_token_id)
     return settings
 

@@ -23,7 +23,7 @@ from sharcs.data import Examples, compute_metrics, default_metrics, get_task, lo
 from sharcs.errors import SharcsError
 from sharcs.flops import average_flops
 from sharcs.inference import predict
-from sharcs.model import SharcsModel, has_router
+from sharcs.model import cascade_problem, has_router
 from sharcs.options import named_option_error
 from sharcs.saved_run import Run, load_run
 from sharcs.task_data import TaskInfo, first_samples, load_glue_quietly
@@ -111,10 +111,9 @@ def with_routing(model: AdaptiveModel, tau: float | None, cascade: float | None 
             raise SharcsError("--tau: only a SHARCS model with a trained router has a tau to set")
         change = {"routing": "tau", "tau": float(tau)}
     elif cascade is not None:
-        if not isinstance(model, SharcsModel) or len(model.config.widths) < 2:
-            raise SharcsError("--cascade: only a SHARCS model with two or more widths can cascade")
-        if model.num_labels < 2:
-            raise SharcsError("--cascade: needs class probabilities, which a regression model has not")
+        problem = cascade_problem(model)
+        if problem is not None:
+            raise SharcsError(f"--cascade: {problem}")
         if not 0.0 <= cascade <= 1.0:
             raise SharcsError(f"--cascade: must lie in [0, 1], got {cascade}")
         change = {"routing": "cascade", "cascade_confidence": float(cascade)}
@@ -216,15 +215,17 @@ def evaluate_dir(
     examples = first_samples(examples, max_samples)
     data = tokenize(examples, run.tokenizer, max_seq_length or info.max_seq_length)
     evaluation = evaluate_model(run.model, data, info.metrics, batch_size, width, pad_id(run.tokenizer))
+    config = run.model.config
+    routing = "width" if width is not None else getattr(config, "routing", run.model.method)
     return {
         "task": info.task or "file",
         "split": info.dev_split,
         "data": examples.source,
         "model": str(run.model_dir),
         "method": run.model.method,
-        "routing": "width" if width is not None else getattr(run.model.config, "routing", run.model.method),
-        "tau": run.model.config.tau if tau is not None else None,
-        "cascade": cascade,
+        "routing": routing,
+        "tau": config.tau if routing == "tau" else None,
+        "cascade": config.cascade_confidence if routing == "cascade" else None,
         "width": width,
         **evaluation.to_dict(),
     }

@@ -277,6 +277,18 @@ def has_router(model: object) -> TypeGuard[SharcsModel]:
     return isinstance(model, SharcsModel) and model.config.uses_router
 
 
+def cascade_problem(model: object) -> str | None:
+    """Why `model` cannot run as a cascade, or None when it can: a SHARCS classifier whose narrowest
+    and full widths were both trained (routed, random or cascade-trained; not a fixed-width model)."""
+    if not isinstance(model, SharcsModel) or len(model.config.widths) < 2:
+        return "only a SHARCS model with two or more widths can cascade"
+    if model.config.routing == "fixed":
+        return "a fixed-width model trained only one width past layer K, so it cannot cascade"
+    if model.num_labels < 2:
+        return "needs class probabilities, which a regression model has not"
+    return None
+
+
 def get_sharcs_model(base: PreTrainedModel, config: SharcsConfig | None = None) -> SharcsModel:
     """Wrap a Hugging Face `*ForSequenceClassification` model (bert, roberta, distilbert, ...) with SHARCS."""
     return SharcsModel(base, config or SharcsConfig())

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import torch
 
 MINILM = "minilm-l6"
-METHODS = ("sharcs", "full", "fixed", "random", "dynabert", "deebert", "pabee")
+METHODS = ("sharcs", "cascade", "full", "fixed", "random", "dynabert", "deebert", "pabee")
 RUN_CONFIG = "run_config.json"
 MODEL_DIR = "model"
 
@@ -81,7 +81,10 @@ class TrainOptions:
     """Everything `sharcs train` accepts; the field names are the option names (lr -> --lr).
 
     Give either `task` (a GLUE name) or `train_file` + `validation_file` (+ `text_columns`).
-    `method`: "sharcs", or a baseline on the same harness: "full" (plain fine-tuning), "fixed" (K full
+    `method`: "sharcs"; "cascade" (beyond the paper: SHARCS's widths without a router; every sample
+    trains at full width and, distilled from it, at each narrower width; inference runs the narrowest
+    width and re-runs at full width the samples less confident than `cascade_confidence`); or a
+    baseline on the same harness: "full" (plain fine-tuning), "fixed" (K full
     layers, then every sample at `fixed_width`), "random" (SHARCS's architecture routed at random with
     `width_shares`), "dynabert" (heads and FFN narrowed to each of `widths`), "deebert" (entropy exit at
     `entropy_threshold`) or "pabee" (patience exit at `patience`).
@@ -120,6 +123,7 @@ class TrainOptions:
     keep_residual: bool = False
     fixed_width: float = 0.25
     width_shares: tuple[float, ...] | None = None
+    cascade_confidence: float = 0.9
     entropy_threshold: float = 0.3
     patience: int = 2
     held_out_fraction: float = 0.1
@@ -197,8 +201,10 @@ class TrainOptions:
             raise SharcsError(f"--hardness-from: must be routed or narrowest, got {self.hardness_from!r}")
         if self.method != "sharcs" and (self.distill_narrow or self.hardness_from != "routed"):
             raise SharcsError("--distill-narrow and --hardness-from are for --method sharcs")
-        if self.keep_residual and self.method not in ("sharcs", "fixed", "random"):
-            raise SharcsError("--keep-residual is for --method sharcs, fixed or random")
+        if self.keep_residual and self.method not in ("sharcs", "cascade", "fixed", "random"):
+            raise SharcsError("--keep-residual is for --method sharcs, cascade, fixed or random")
+        if not 0.0 <= self.cascade_confidence <= 1.0:
+            raise SharcsError(f"--cascade-confidence: must lie in [0, 1], got {self.cascade_confidence}")
         if self.hardness_from == "narrowest" and not self.distill_narrow:
             raise SharcsError("--hardness-from narrowest needs --distill-narrow")
         if self.save_every_steps < 0:

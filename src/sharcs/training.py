@@ -137,6 +137,9 @@ class Trainer:
     compete: DeeBERT's first-stage epochs have untrained exits. `select_cost` names the record's cost
     (e.g. held-out FLOPs per sample) that breaks ties and, with `args.select_tolerance`, trades a
     little of the metric for a cheaper epoch (see `keeps_epoch`).
+
+    A SHARCS model with routing "cascade" (beyond the paper) trains every sample at full width and
+    every narrower width distilled from it, as `distill_narrow` does; it has no router to train.
     """
 
     def __init__(
@@ -169,9 +172,11 @@ class Trainer:
             self.labeler = HardnessLabeler(len(train_data), config.confidence_intervals, config.window)
             router = list(model.router.parameters())
         elif args.distill_narrow:
-            raise SharcsError("distill_narrow is for SHARCS models with a router (routing argmax or tau)")
-        if isinstance(model, SharcsModel) and model.config.routing == "cascade":
-            raise SharcsError("routing 'cascade' is for inference; train with argmax or tau, then switch")
+            raise SharcsError(
+                "distill_narrow is for SHARCS models with a router (routing argmax or tau); "
+                "routing 'cascade' always distils its narrower widths"
+            )
+        self.cascade = isinstance(model, SharcsModel) and model.config.routing == "cascade"
         self.schedule_starts = model.schedule_starts(args.epochs)
         router_ids = {id(p) for p in router}
         groups = [[p for p in model.parameters() if id(p) not in router_ids], router]
@@ -212,6 +217,8 @@ class Trainer:
         n, model = len(self.data), self.model
         if self.labeler is not None:
             return self.labeler.assign_widths(generator)
+        if self.cascade:  # every sample at full width; train_step adds the narrower widths
+            return torch.full((n,), len(model.config.widths) - 1)
         if isinstance(model, SharcsModel) and model.config.routing == "random":
             return torch.multinomial(torch.tensor(model.config.shares), n, True, generator=generator)
         if isinstance(model, SharcsModel):  # routing "fixed"
@@ -274,7 +281,7 @@ class Trainer:
             batch = {k: v.to(_device(model)) for k, v in batch.items()}
             out = model(**batch, **self.route_arguments(width_index, index))
             loss, narrowest_logits = out.loss, out.logits
-            if self.args.distill_narrow:
+            if self.args.distill_narrow or self.cascade:
                 for narrower in reversed(model.config.widths[:width_index]):  # the narrowest last
                     narrowest_logits = model(**batch, width=narrower).logits
                     loss = loss + distillation_loss(narrowest_logits, out.logits.detach())
