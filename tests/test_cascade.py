@@ -12,7 +12,7 @@ from sharcs import SharcsConfig, get_sharcs_model
 from sharcs.config import width_key
 from sharcs.curve import cascade_settings, sweep
 from sharcs.errors import SharcsError
-from sharcs.evaluation import check_width, with_routing
+from sharcs.evaluation import check_width, evaluate_model, with_routing
 from sharcs.flops import layer_flops, measure_flops, router_flops, sharcs_flops
 from sharcs.inference import predict
 from sharcs.training import Trainer, TrainingArguments
@@ -62,6 +62,8 @@ def test_cascade_flops_count_both_passes_of_a_rerun_sample(confidence, route):
     narrow = sharcs_flops(routed, 0.25, 11) - router
     assert sharcs_flops(model, 0.25, 11) == narrow
     assert sharcs_flops(model, 1.0, 11) == narrow + sharcs_flops(routed, 1.0, 11) - prefix
+    forced_full = sharcs_flops(model, 1.0, 11, forced=True)  # width=1.0 given: no cascade runs
+    assert forced_full == sharcs_flops(routed, 1.0, 11) - router == measure_flops(model, ids, width=1.0)
 
 
 def test_cascade_settings_rerun_the_requested_shares_and_sweep_restores_the_config():
@@ -74,6 +76,21 @@ def test_cascade_settings_rerun_the_requested_shares_and_sweep_restores_the_conf
     assert all(p["config"]["routing"] == "cascade" for p in points)
     assert model.config.routing == "argmax"  # each point's config change is undone
     assert bool((predict(with_routing(model, None, 1.0), data).routes == 1.0).all())
+
+
+def test_forced_widths_of_a_cascade_are_single_passes_in_evaluation_and_curves():
+    model = cascade_model(confidence=0.9)
+    data = random_dataset(12)
+    settings = model.curve_settings()
+    assert [s.name for s in settings] == ["cascade=0.9", "width=0.25", "width=1"]
+    forced = evaluate_model(model, data, ["accuracy"], width=1.0)
+    points = sweep(model, data, ["accuracy"], settings, measure_latency=False)
+    full_point = points[-1]
+    assert (
+        forced.flops_per_sample
+        == full_point["flops_per_sample"]
+        == pytest.approx(forced.full_flops_per_sample, rel=0.01)
+    )
 
 
 def test_cascade_errors():

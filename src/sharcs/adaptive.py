@@ -122,8 +122,9 @@ class AdaptiveModel(nn.Module):
         """A route value as a table key: the width "0.25", or "exit 3" for early exit."""
         return str(float(route))
 
-    def sample_flops(self, route: float, length: int) -> int:
-        """Analytic FLOPs of one sample of `length` real tokens that took `route` (sharcs.flops)."""
+    def sample_flops(self, route: float, length: int, forced: bool = False) -> int:
+        """Analytic FLOPs of one sample of `length` real tokens that took `route` (sharcs.flops);
+        `forced`: the route was forced by the caller rather than chosen by the model."""
         raise NotImplementedError
 
     def curve_settings(self) -> list[Setting]:

@@ -173,7 +173,8 @@ def benchmark(
         report: dict = {"machine": machine_info(), "num_samples": len(data), "modes": {}}
         for width in widths:
             widths_run = routed_widths(model, data, width, pad_token_id)
-            flops, full_flops = average_flops(model, widths_run, [len(ids) for ids in data["input_ids"]])
+            lengths = [len(ids) for ids in data["input_ids"]]
+            flops, full_flops = average_flops(model, widths_run, lengths, forced=width is not None)
             predicted = full_flops / flops
             lat = latency(model, data, width, latency_samples, repeats, pad_token_id)
             mode = {

@@ -96,7 +96,8 @@ def evaluate_model(
     scores = compute_metrics(list(metrics), predictions, data["labels"])
     routes = out.routes.tolist()
     lengths = [len(ids) for ids in data["input_ids"]]
-    routed, full = average_flops(model, routes, lengths)
+    forced = width is not None or "width" in (setting or {})
+    routed, full = average_flops(model, routes, lengths, forced)
     top_share = None if regression else float(np.bincount(predictions).max() / len(predictions))
     return Evaluation(scores, model.route_share(routes), routed, full, len(data), top_share)
 

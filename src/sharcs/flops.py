@@ -41,11 +41,11 @@ def router_flops(hidden: int, router_hidden: int, num_widths: int) -> int:
     return 2 * hidden * router_hidden + 2 * router_hidden * num_widths
 
 
-def sharcs_flops(model: SharcsModel, width: float, length: int) -> int:
-    """Analytic FLOPs of one sample of `length` tokens routed to `width`.
+def sharcs_flops(model: SharcsModel, width: float, length: int, forced: bool = False) -> int:
+    """Analytic FLOPs of one sample of `length` tokens routed to `width` (or `forced` to it).
 
     Under routing "cascade" a sample answered at full width ran the narrowest width first: it pays
-    for layers K+1..N and the head at both widths.
+    for layers K+1..N and the head at both widths, unless the width was forced (no cascade ran).
     """
     dims, config = model.dims, model.config
     k = config.adaptive_layer
@@ -57,17 +57,18 @@ def sharcs_flops(model: SharcsModel, width: float, length: int) -> int:
         )
 
     prefix = k * layer_flops(dims, 1.0, length) + (router if config.uses_router else 0)
-    if config.routing == "cascade" and width != config.widths[0]:
+    if config.routing == "cascade" and not forced and width != config.widths[0]:
         return prefix + after_router(config.widths[0]) + after_router(width)
     return prefix + after_router(width)
 
 
 def average_flops(
-    model: AdaptiveModel, routes: Sequence[float], lengths: Sequence[int]
+    model: AdaptiveModel, routes: Sequence[float], lengths: Sequence[int], forced: bool = False
 ) -> tuple[float, float]:
-    """Mean analytic FLOPs per sample: (the model with each sample on its route, the full model)."""
+    """Mean analytic FLOPs per sample: (the model with each sample on its route, the full model);
+    `forced`: the routes were forced (the forward's `width`), not chosen by the model."""
     count = max(1, len(lengths))
-    routed = sum(model.sample_flops(float(r), n) for r, n in zip(routes, lengths, strict=True))
+    routed = sum(model.sample_flops(float(r), n, forced) for r, n in zip(routes, lengths, strict=True))
     return routed / count, sum(model.full_flops(n) for n in lengths) / count
 
 

@@ -187,24 +187,25 @@ class SharcsModel(AdaptiveModel):
     def route_values(self) -> tuple[float, ...]:
         return self.config.widths
 
-    def sample_flops(self, route: float, length: int) -> int:
+    def sample_flops(self, route: float, length: int, forced: bool = False) -> int:
         from sharcs.flops import sharcs_flops
 
-        return sharcs_flops(self, route, length)
+        return sharcs_flops(self, route, length, forced)
 
     def curve_settings(self, taus: tuple[float, ...] = DEFAULT_TAUS) -> list[Setting]:
-        """A routed model: its own rule, each tau and each forced width; fixed, random and cascade: their
-        one rule."""
+        """A routed model: its own rule, each tau and each forced width; a cascade: its rule and each
+        forced width; fixed and random: their one rule."""
         config = self.config
         if config.routing == "fixed":
             return [Setting(f"width={config.fixed_width:g}", {})]
         if config.routing == "random":
             return [Setting("random", {})]
-        if config.routing == "cascade":  # its FLOPs count assumes the cascade: no forced widths here
-            return [Setting(f"cascade={config.cascade_confidence:g}", {})]
+        widths = [Setting(f"width={w:g}", {"width": w}) for w in config.widths]
+        if config.routing == "cascade":
+            return [Setting(f"cascade={config.cascade_confidence:g}", {}), *widths]
         settings = [Setting(config.routing if config.routing == "argmax" else f"tau={config.tau:g}", {})]
         settings += [Setting(f"tau={t:g}", {"tau": t}) for t in taus]
-        return settings + [Setting(f"width={w:g}", {"width": w}) for w in config.widths]
+        return settings + widths
 
     def run_routed(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, choice: torch.Tensor
