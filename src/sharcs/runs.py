@@ -183,8 +183,9 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
                         logger.warning(
                             f"at width {narrowest} the model gives one class to "
                             f"{100 * narrow.top_class_share:.1f}% of held-out samples: the narrow path has "
-                            "collapsed and the router alone decides the samples it sends there (try "
-                            "--keep-residual or a wider narrowest width; see docs/notes/sst2-findings.md)"
+                            "collapsed, so whatever routes samples there decides their class (it may recover "
+                            "in later epochs; else try --keep-residual or a wider narrowest width; see "
+                            "docs/notes/sst2-findings.md)"
                         )
         dev = evaluate_model(m, dev_data, info.metrics, eval_batch, None, pad)
         record.update(dev.record("dev"))
