@@ -502,7 +502,7 @@ def render(results: dict) -> str:
                 f"{best['run']} `{best['setting']}`, {metric} {best['metric']:.4f} at "
                 f"{best['flops_reduction']:.2f}x fewer FLOPs."
             )
-        elif t["full_metric"] is not None:
+        elif t["full_metric"] is not None and any(r["method"] == "sharcs" for r in t["curve"]):
             lines.append(f"No SHARCS point is within 1 point of the full fine-tune ({t['full_metric']:.4f}).")
         cascade = t.get("best_cascade_within_1pt")
         if cascade is not None:
@@ -520,10 +520,11 @@ def render(results: dict) -> str:
                 + (f"met by {', '.join(met)}." if met else "not met by any SHARCS run.")
             )
         beaten, total = t["baseline_points_matched_by_sharcs"]
-        lines.append(
-            f"Baseline curve points that some SHARCS point matches or beats on both {metric} and FLOPs: "
-            f"{beaten} of {total}."
-        )
+        if total:
+            lines.append(
+                f"Baseline curve points that some SHARCS point matches or beats on both {metric} and "
+                f"FLOPs: {beaten} of {total}."
+            )
         if t["missing_runs"]:
             lines.append(f"Not yet trained or measured: {', '.join(t['missing_runs'])}.")
         lines.append(measured_on(t["machine"]))
