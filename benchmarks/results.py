@@ -561,8 +561,9 @@ seed 42, window 1. FLOPs: analytic, per sample at its unpadded length, 2 per mul
 embeddings excluded (`sharcs.flops`; equal to `FlopCounterMode` counts, tested). Speed-ups: each
 run's model against the plain Hugging Face full model, interleaved in one process, medians, on the
 dev set: batch 1 (mean per-sample latency) and batch 64 throughput; each task says how many torch
-threads timed it and how loaded the machine was (SST-2: 2 threads, idle; the other tasks: 1 thread
-while a 1-thread training job ran on the other core, to fit the 2-core machine's time). A SHARCS
+threads timed it and how loaded the machine was (SST-2: 2 threads, idle, except `cascade-k1` and
+the cascade points; everything else: 1 thread while other 1-thread jobs ran, to fit the 2-core
+machine's time). A SHARCS
 run's curve holds its own rule, the taus that send 10%, 20%, ..., 90% of the dev samples below
 full width (quantiles of the router's scores; no labels are read) and each forced width.
 
