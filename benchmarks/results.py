@@ -124,6 +124,8 @@ PLAN = (
         ("--adaptive-layer", "1", "--threshold", "0.8", "--keep-residual", *NARROWEST),
         ("sst2",),
     ),
+    # STS-B: the regression label (1 - |error| / label range) is lenient at 0.8; a stricter threshold
+    RunPlan("sharcs-k2-t0.95", "sharcs", ("--adaptive-layer", "2", "--threshold", "0.95"), ("stsb",)),
     # beyond the paper: no router; trained for the cascade (narrowest width first, full width below a
     # confidence), every sample at full width and, distilled from it, at 0.25
     RunPlan("cascade-k1", "cascade", ("--adaptive-layer", "1"), ("sst2", "sst2-12k")),
