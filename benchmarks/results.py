@@ -61,6 +61,7 @@ class RunPlan:
 
 BATCH = 64  # the batched-throughput batch size
 CASCADE_SHARES = (0.05, 0.1, 0.2, 0.3, 0.5)  # shares a routed SHARCS classifier re-runs as a cascade
+SHARCS_METHODS = ("sharcs", "cascade")  # routed SHARCS and its cascade-trained variant
 TARGET_FLOPS, TARGET_SPEEDUP = 2.5, 2.0  # issue #7's SST-2 target, checked on every task
 COMMON = ("--lr", "1e-4", "--router-lr", "1e-3", "--window", "1", "--batch-size", "32", "--seed", "42")
 NARROWEST = ("--distill-narrow", "--hardness-from", "narrowest")
@@ -284,7 +285,7 @@ def meets_target(runs: dict, full_metric: float) -> list[str]:
     return [
         name
         for name, r in runs.items()
-        if r["method"] in ("sharcs", "cascade")
+        if r["method"] in SHARCS_METHODS
         and r["metric"] >= full_metric - 0.01
         and r["flops_reduction"] >= TARGET_FLOPS
         and r["latency_speedup_bs1"] >= TARGET_SPEEDUP
@@ -295,7 +296,7 @@ def meets_target(runs: dict, full_metric: float) -> list[str]:
 def dominated_share(rows: list[dict]) -> tuple[int, int]:
     """(baseline points some SHARCS point matches or beats on both metric and FLOPs, baseline points)."""
     sharcs = [r for r in rows if r["method"] == "sharcs"]
-    others = [r for r in rows if r["method"] not in ("sharcs", "sharcs-cascade", "cascade", "full")]
+    others = [r for r in rows if r["method"] not in (*SHARCS_METHODS, "sharcs-cascade", "full")]
     beaten = sum(
         any(s["metric"] >= o["metric"] and s["flops_reduction"] >= o["flops_reduction"] for s in sharcs)
         for o in others
@@ -330,7 +331,7 @@ def report(
             if (run_dir / "results.json").is_file() and ((run_dir / "measure.json").is_file() or wanted):
                 print(f"[results] measuring {task.key}/{run.name}", flush=True)
                 measured[run.name] = measure_run(run_dir, threads, samples, repeats)
-                cascades_too = measured[run.name]["method"] in ("sharcs", "cascade")  # not the baselines
+                cascades_too = measured[run.name]["method"] in SHARCS_METHODS  # the baselines have none
                 if cascades_too and ((run_dir / "cascade.json").is_file() or wanted):
                     cascades[run.name] = measure_cascade(run_dir, threads, repeats)
         cascades = {name: c for name, c in cascades.items() if c is not None}

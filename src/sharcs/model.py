@@ -278,6 +278,11 @@ def has_router(model: object) -> TypeGuard[SharcsModel]:
     return isinstance(model, SharcsModel) and model.config.uses_router
 
 
+def is_cascade(model: object) -> TypeGuard[SharcsModel]:
+    """Whether `model` is a SHARCS model with routing "cascade" (trained or switched to it)."""
+    return isinstance(model, SharcsModel) and model.config.routing == "cascade"
+
+
 def cascade_problem(model: object) -> str | None:
     """Why `model` cannot run as a cascade, or None when it can: a SHARCS classifier whose narrowest
     and full widths were both trained (routed, random or cascade-trained; not a fixed-width model)."""

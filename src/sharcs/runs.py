@@ -25,7 +25,7 @@ from sharcs.data import tokenize
 from sharcs.errors import SharcsError
 from sharcs.evaluation import evaluate_model, reduction_text, share_text
 from sharcs.files import atomic_write_text
-from sharcs.model import SharcsModel, has_router
+from sharcs.model import has_router, is_cascade
 from sharcs.options import MODEL_DIR, RUN_CONFIG, TrainOptions, load_train_options, option_name, pick_device
 from sharcs.task_data import TaskInfo, label_range, prepare_data
 from sharcs.training import (
@@ -165,9 +165,7 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
         save_every_steps=options.save_every_steps,
     )
     eval_batch = max(64, options.batch_size)
-    cascade = isinstance(model, SharcsModel) and model.config.routing == "cascade"
-    trains_narrow_path = has_router(model) or cascade
-    narrowest = min(model.config.widths) if trains_narrow_path else None
+    narrowest = min(model.config.widths) if has_router(model) or is_cascade(model) else None
 
     def evaluate(m: AdaptiveModel) -> dict[str, Any]:
         """After each epoch: held-out scores (for choosing the epoch), dev scores and costs (for the log)."""

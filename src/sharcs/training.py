@@ -37,7 +37,7 @@ from sharcs.collate import pad_batch
 from sharcs.errors import SharcsError
 from sharcs.files import atomic_write_text, latest_version, remove_versions, versioned_directory
 from sharcs.hardness import HardnessLabeler, confidence
-from sharcs.model import SharcsModel, has_router
+from sharcs.model import SharcsModel, has_router, is_cascade
 
 CHECKPOINT_DIR = "checkpoint"
 BEST_DIR = "best"
@@ -176,7 +176,7 @@ class Trainer:
                 "distill_narrow is for SHARCS models with a router (routing argmax or tau); "
                 "routing 'cascade' always distils its narrower widths"
             )
-        self.cascade = isinstance(model, SharcsModel) and model.config.routing == "cascade"
+        self.cascade = is_cascade(model)
         self.schedule_starts = model.schedule_starts(args.epochs)
         router_ids = {id(p) for p in router}
         groups = [[p for p in model.parameters() if id(p) not in router_ids], router]
