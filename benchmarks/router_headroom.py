@@ -25,7 +25,6 @@ Writes docs/results/<task>/headroom.json and headroom.png.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from sharcs.backbone import pad_id
+from sharcs.curve import configured
 from sharcs.data.metrics import compute_metrics
 from sharcs.files import atomic_write_text
 from sharcs.flops import average_flops
@@ -103,12 +103,12 @@ def headroom(run_dir: Path) -> dict:
                 "random": random_metric,
             }
         )
-    model.config = dataclasses.replace(model.config, routing="cascade")  # its FLOPs count both passes
     cascade = []
     for share in SHARES:  # re-run the least confident `share` of samples at full width
         rerun = first(np.argsort(narrow_confidence, kind="stable"), round(share * len(gold)))
         routes = np.where(rerun, full_width, narrow_width).tolist()
-        routed, full_flops = average_flops(model, routes, lengths)
+        with configured(model, {"routing": "cascade"}):  # its FLOPs count both passes
+            routed, full_flops = average_flops(model, routes, lengths)
         predictions = np.where(rerun, full, narrow)
         cascade.append(
             {
