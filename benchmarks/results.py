@@ -59,6 +59,7 @@ class RunPlan:
     tasks: tuple[str, ...] | None = None  # None: every task
     shares_from: str | None = None  # random routing: take the width shares of this run
     epochs: int | None = None  # None: the task's
+    start_from: str | None = None  # start from this finished run's full width (--model RUN_DIR)
 
 
 BATCH = 64  # the batched-throughput batch size
@@ -83,7 +84,14 @@ TASKS = (
         64,
         epochs=1,
         name="sst2-full",
-        runs=("full", "cascade-k1", "full-2ep", "cascade-k1-2ep"),
+        runs=(
+            "full",
+            "cascade-k1",
+            "full-2ep",
+            "cascade-k1-2ep",
+            "full2ep-then-cascade",
+            "full2ep-then-full",
+        ),
         save_every_steps=200,
     ),
 )
@@ -145,6 +153,12 @@ PLAN = (
     RunPlan("cascade-k1", "cascade", ("--adaptive-layer", "1"), ("sst2", "sst2-12k", "sst2-full")),
     RunPlan("cascade-k1-2ep", "cascade", ("--adaptive-layer", "1"), ("sst2-full",), epochs=2),
     RunPlan("full-2ep", "full", (), ("sst2-full",), epochs=2),  # the fair reference for cascade-k1-2ep
+    # a third epoch from full-2ep's weights: trained for the cascade (full width a strong teacher from the
+    # first step), and its fair reference, one more epoch of plain fine-tuning
+    RunPlan(
+        "full2ep-then-cascade", "cascade", ("--adaptive-layer", "1"), ("sst2-full",), start_from="full-2ep"
+    ),
+    RunPlan("full2ep-then-full", "full", (), ("sst2-full",), start_from="full-2ep"),
 )
 
 
@@ -181,6 +195,11 @@ def train_command(task: TaskPlan, run: RunPlan, out: Path, runs_dir: Path) -> li
         if shares is None:
             return None
         command += ["--width-shares", shares]
+    if run.start_from is not None:
+        start = runs_dir / task.key / run.start_from
+        if not (start / "results.json").is_file():
+            return None
+        command += ["--model", str(start)]
     if (out / "run_config.json").is_file():  # continue a started run, or restart one killed before its
         command.append("--resume" if find_checkpoint(out) is not None else "--overwrite")  # 1st checkpoint
     return command
@@ -202,7 +221,7 @@ def train_all(tasks: list[TaskPlan], runs_dir: Path, threads: int, only: set[str
                 continue
             command = train_command(task, run, out, runs_dir)
             if command is None:
-                print(f"[results] {label}: waiting for {run.shares_from}", flush=True)
+                print(f"[results] {label}: waiting for {run.shares_from or run.start_from}", flush=True)
                 continue
             print(f"[results] {label}: {' '.join(command[1:])}", flush=True)
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ A model folder holds config.json (the base model's), sharcs_config.json (the met
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -163,6 +164,11 @@ class AdaptiveModel(nn.Module):
 
         dims = self.dims
         return dims.layers * layer_flops(dims, 1.0, length) + head_flops(dims, 1.0, self.num_labels)
+
+    def full_width_base(self) -> PreTrainedModel:
+        """A copy of the wrapped Hugging Face model that computes this model's full width on its own,
+        e.g. to start another method's training from a fine-tuned run (`sharcs train --model RUN`)."""
+        return copy.deepcopy(self.base)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write config.json (the base model's), sharcs_config.json and model.safetensors, atomically."""

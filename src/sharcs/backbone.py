@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sharcs.adaptive import AdaptiveModel
+from sharcs.adaptive import CONFIG_NAME, AdaptiveModel
 from sharcs.architectures import find_layout
 from sharcs.config import SharcsConfig
 from sharcs.dynabert import DynaBertConfig, DynaBertModel
 from sharcs.early_exit import EarlyExitConfig, EarlyExitModel
 from sharcs.errors import SharcsError, first_line
 from sharcs.model import get_sharcs_model
-from sharcs.options import MINILM, TrainOptions, named_option_error
+from sharcs.options import MINILM, RUN_CONFIG, TrainOptions, named_option_error
 
 if TYPE_CHECKING:
     from sharcs.task_data import TaskInfo
@@ -100,6 +101,22 @@ def load_base_model(path: str, info: TaskInfo, seed: int) -> Any:
         raise SharcsError(f"could not load model {path}: {first_line(error)}") from None
 
 
+def is_sharcs_folder(path: str) -> bool:
+    """Whether `path` is a sharcs output folder or saved model folder rather than a Hugging Face model."""
+    return any((Path(path) / name).is_file() for name in (RUN_CONFIG, CONFIG_NAME))
+
+
+def load_run_base(path: str, info: TaskInfo, seed: int) -> tuple[Any, Any]:
+    """The full width of a finished sharcs run as a plain Hugging Face classifier for `info`'s labels
+    (a new head if they differ), and the run's tokenizer: a fine-tuned run becomes a starting point."""
+    from sharcs.saved_run import load_run
+
+    run = load_run(path, device="cpu")
+    with tempfile.TemporaryDirectory() as scratch:
+        run.model.full_width_base().save_pretrained(scratch)
+        return load_base_model(scratch, info, seed), run.tokenizer
+
+
 def default_adaptive_layer(num_layers: int) -> int:
     """K = a third of the layers, rounded, at least 1 (2 for 6 layers, 4 for 12)."""
     return max(1, round(num_layers / 3))
@@ -161,8 +178,11 @@ def method_model(options: TrainOptions, base: Any, num_layers: int) -> AdaptiveM
 def build_model(options: TrainOptions, info: TaskInfo) -> tuple[AdaptiveModel, Any]:
     """The model (of `options.method`) and tokenizer of a run, built the same way on every call (seeded)."""
     path = resolve_model_path(options.model)
-    tokenizer = load_tokenizer(path)
-    base = load_base_model(path, info, options.seed)
+    if is_sharcs_folder(path):
+        base, tokenizer = load_run_base(path, info, options.seed)
+    else:
+        tokenizer = load_tokenizer(path)
+        base = load_base_model(path, info, options.seed)
     try:
         layout = find_layout(base)
     except SharcsError as error:

@@ -98,7 +98,9 @@ def _add_train(commands: Any) -> None:
     model.add_argument(
         "--model",
         metavar="NAME_OR_DIR",
-        help="'minilm-l6' (the packaged all-MiniLM-L6-v2), a model folder or a hub id " + _default("model"),
+        help="'minilm-l6' (the packaged all-MiniLM-L6-v2), a model folder, a hub id, or a finished "
+        "sharcs run whose full width to start from (e.g. a --method full run, to train a cascade from it) "
+        + _default("model"),
     )
     model.add_argument(
         "--method",

@@ -141,6 +141,18 @@ class SharcsModel(AdaptiveModel):
             hidden = layer(hidden, attn_mask, width, layer_weights)
         return self.head_parts(hidden[:, 0], weights.head)  # the up-projection reads w*d channels
 
+    def full_width_base(self) -> PreTrainedModel:
+        """A copy of the wrapped model with the full-width norms of layers K+1..N (trained in place of
+        the pretrained ones) copied in, so that it computes this model's full width on its own."""
+        base = super().full_width_base()
+        layers = get_module(base.base_model, self.layout.layers)[self.config.adaptive_layer :]
+        key = width_key(1.0)
+        for layer, adaptive in zip(layers, self.adaptive_layers, strict=True):
+            parts = LayerParts.find(layer, self.layout)
+            parts.attn_norm.load_state_dict(adaptive.attn_norms[key].state_dict())
+            parts.ffn_norm.load_state_dict(adaptive.ffn_norms[key].state_dict())
+        return base
+
     # ------------------------------------------------------------------------------ forward
     def forward(
         self,
