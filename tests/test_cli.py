@@ -20,9 +20,10 @@ from conftest import save_tiny_model_dir
 from safetensors.torch import load_file
 
 from sharcs import cli, runs
-from sharcs.backbone import default_adaptive_layer
+from sharcs.backbone import default_adaptive_layer, load_run_base
 from sharcs.errors import SharcsError
 from sharcs.options import parse_floats, parse_names
+from sharcs.saved_run import load_run
 from sharcs.task_data import held_out_split
 from sharcs.training import TrainingArguments
 
@@ -287,6 +288,46 @@ def test_cascade_in_evaluate_predict_bench_and_curve(
     cascade = [p for p in points if p["setting"].startswith("cascade=")]
     assert len(cascade) == 1 and cascade[0]["width_share"]["1.0"] == pytest.approx(0.5, abs=0.07)
     expect_error(capsys, *curve, "--cascade-shares", "1.5", needles=("--cascade-shares",))
+
+
+@needs_glue
+def test_train_from_a_finished_run(
+    sst2_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    finished = load_run(sst2_run)
+    base, tokenizer = load_run_base(str(sst2_run), finished.info, seed=0)
+    batch = finished.tokenizer(POSITIVE + NEGATIVE, padding=True, return_tensors="pt")
+    with torch.no_grad():  # same labels: the run's head is kept, and its full width carries over exactly
+        expected = finished.model(**batch, width=1.0).logits
+        assert (base.eval()(**batch).logits - expected).abs().max() <= 1e-5
+    assert tokenizer("a test")["input_ids"] == finished.tokenizer("a test")["input_ids"]
+
+    out = tmp_path / "then-cascade"
+    code, _, err = run(
+        capsys, "train", "--model", sst2_run, "--method", "cascade", "--task", "sst2", "--data-dir", GLUE_DIR,
+        "--max-train-samples", 32, "--max-eval-samples", 16, "--max-seq-length", 32, "--epochs", 1,
+        "--output-dir", out,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads((out / "run_config.json").read_text())["options"]["model"] == str(sst2_run)
+    stsb = tmp_path / "stsb"  # other labels: a new regression head on the same encoder
+    code, _, err = run(
+        capsys, "train", "--model", sst2_run / "model", "--method", "full", "--task", "stsb",
+        "--data-dir", GLUE_DIR, "--max-train-samples", 16, "--max-eval-samples", 8, "--epochs", 1,
+        "--output-dir", stsb,
+    )  # fmt: skip
+    assert code == 0, err
+    assert load_run(stsb).model.num_labels == 1
+    expect_error(
+        capsys, "train", "--model", out, "--task", "sst2", "--data-dir", GLUE_DIR, "--output-dir", out,
+        "--overwrite", needles=("--model", "inside --output-dir"),
+    )  # fmt: skip
+    assert (out / "results.json").is_file()  # nothing was overwritten
+    (out / "model" / "model.safetensors").unlink()
+    expect_error(
+        capsys, "train", "--model", out, "--task", "sst2", "--data-dir", GLUE_DIR,
+        "--output-dir", tmp_path / "x", needles=(str(out), "model.safetensors"),
+    )  # fmt: skip
 
 
 @needs_glue

@@ -26,6 +26,25 @@ def test_full_width_reproduces_the_base_model(model_type, k, keep_residual):
     assert out.router_logits.shape == (5, 2)
 
 
+@pytest.mark.parametrize("keep_residual", [False, True])
+def test_full_width_base_computes_the_trained_full_width(model_type, keep_residual):
+    base = tiny_model(model_type)
+    model = get_sharcs_model(base, SharcsConfig(adaptive_layer=1, keep_residual=keep_residual)).eval()
+    pretrained = {k: v.clone() for k, v in base.state_dict().items()}
+    with torch.no_grad():  # what training does: the full-width norms move away from the pretrained ones
+        for layer in model.adaptive_layers:
+            for norm in (layer.attn_norms[width_key(1.0)], layer.ffn_norms[width_key(1.0)]):
+                norm.weight.normal_(1.0, 0.3)
+                norm.bias.normal_(0.0, 0.3)
+    batch = random_batch()
+    with torch.no_grad():
+        expected = model(**batch, width=1.0).logits
+        plain = model.full_width_base().eval()
+        assert (plain(**batch).logits - expected).abs().max() <= 1e-5
+        assert (base(**batch).logits - expected).abs().max() > 1e-3  # the wrapped model is left as it was
+    assert all(torch.equal(v, pretrained[k]) for k, v in base.state_dict().items())
+
+
 def make_mixed_router(model: SharcsModel, batch: dict) -> None:
     """Shift the router's bias so that about half the batch picks each width under argmax."""
     with torch.no_grad():

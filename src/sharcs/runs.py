@@ -129,6 +129,9 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
     """
     out = Path(options.output_dir).expanduser()
     options.validate()
+    source = Path(resolve_model_path(options.model)).expanduser()
+    if source.exists() and out.resolve() in (source.resolve(), *source.resolve().parents):
+        raise SharcsError(f"--model {options.model} is inside --output-dir {out}: the run would overwrite it")
     if resume:
         if not (out / RUN_CONFIG).is_file():
             raise SharcsError(f"nothing to resume: {out / RUN_CONFIG} does not exist")
