@@ -632,8 +632,8 @@ length, 2 per multiply-add, embeddings excluded (`sharcs.flops`; equal to `FlopC
 tested). Speed-ups: each run's model against the plain Hugging Face full model, interleaved in one
 process, medians, on the dev set: batch 1 (mean per-sample latency) and batch 64 throughput; each
 task says how many torch threads timed it and how loaded the machine was (SST-2: 2 threads, idle,
-except `cascade-k1` and the cascade points; SST2-FULL: 2 threads for `cascade-k1-2ep`, 1 for the
-others; everything else: 1 thread while other 1-thread jobs ran, to fit the 2-core machine's time).
+except `cascade-k1` and the cascade points; SST2-FULL: 1 thread for `full` and `cascade-k1`, 2 for
+the others; everything else: 1 thread while other 1-thread jobs ran, to fit the 2-core machine's time).
 A SHARCS run's curve holds its own rule, the taus that send 10%, 20%, ..., 90% of the dev samples
 below full width (quantiles of the router's scores; no labels are read) and each forced width.
 
@@ -669,7 +669,10 @@ held-out accuracy of that cascade); its `sharcs-cascade` rows re-run the same sh
 Section SST2-12K trains it and the full fine-tune on the first 12000 SST-2 training rows (3x the
 data) for 2 epochs, and section SST2-FULL on all 67,349 rows (6,735 held out) for 1 epoch, to see
 whether more data closes the gap between the narrow path and full width; there `full-2ep` and
-`cascade-k1-2ep` are the same two runs trained for 2 epochs."""
+`cascade-k1-2ep` are the same two runs trained for 2 epochs, and `full2ep-then-cascade` and
+`full2ep-then-full` train one more epoch from `full-2ep`'s weights (`sharcs train --model RUN`, a
+new warm-up and decay at lr 1e-4), for the cascade and as plain fine-tuning. A run is judged against
+the full fine-tune with its data and epochs (named under each table)."""
 
 
 def main() -> None:
