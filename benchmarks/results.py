@@ -152,6 +152,10 @@ PLAN = (
     # beyond the paper: no router; trained for the cascade (narrowest width first, full width below a
     # confidence), every sample at full width and, distilled from it, at 0.25
     RunPlan("cascade-k1", "cascade", ("--adaptive-layer", "1"), ("sst2", "sst2-12k", "sst2-full")),
+    # K=0: the narrow path narrows every layer (about w^2 of the model), which leaves more FLOPs for re-runs
+    RunPlan("cascade-k0", "cascade", ("--adaptive-layer", "0"), ("sst2",)),
+    # the narrow path also matches the full width's layer outputs, not only its logits
+    RunPlan("cascade-k1-hidden", "cascade", ("--adaptive-layer", "1", "--distill-hidden"), ("sst2",)),
     RunPlan(
         "cascade-k1-2ep", "cascade", ("--adaptive-layer", "1"), ("sst2-full",), epochs=2, reference="full-2ep"
     ),
@@ -676,6 +680,9 @@ full width (a layer at w costs about w, not w^2, of its full FLOPs).
 SHARCS layers at K=1 with widths 0.25 and 1.0 but no router; every batch trains at full width and,
 distilled from it, at 0.25. Its own row is the cascade at confidence 0.9 (the epoch was chosen on the
 held-out accuracy of that cascade); its `sharcs-cascade` rows re-run the same shares as above.
+Two variants on the 4000-row SST-2 subset: `cascade-k0` narrows every layer (K=0: the 0.25 path
+then costs about w^2 of the model, leaving more FLOPs for re-runs), and `cascade-k1-hidden` adds
+`--distill-hidden` (the narrow layers' outputs are also pulled towards the full width's).
 Section SST2-12K trains it and the full fine-tune on the first 12000 SST-2 training rows (3x the
 data) for 2 epochs, and section SST2-FULL on all 67,349 rows (6,735 held out) for 1 epoch, to see
 whether more data closes the gap between the narrow path and full width; there `full-2ep` and

@@ -18,8 +18,8 @@ from sharcs.inference import predict
 from sharcs.training import Trainer, TrainingArguments
 
 
-def cascade_model(model_type: str = "bert", keep_residual: bool = False, confidence: float = 0.5):
-    config = SharcsConfig(adaptive_layer=2, keep_residual=keep_residual)
+def cascade_model(model_type: str = "bert", keep_residual: bool = False, confidence: float = 0.5, k: int = 2):
+    config = SharcsConfig(adaptive_layer=k, keep_residual=keep_residual)
     model = get_sharcs_model(tiny_model(model_type), config).eval()
     return with_routing(model, None, confidence)
 
@@ -30,9 +30,10 @@ def narrow_confidence(model, batch) -> torch.Tensor:
     return torch.softmax(logits, -1).amax(-1)
 
 
+@pytest.mark.parametrize("k", [0, 2])
 @pytest.mark.parametrize("keep_residual", [False, True])
-def test_cascade_reruns_exactly_the_unconfident_samples_at_full_width(model_type, keep_residual):
-    model = cascade_model(model_type, keep_residual)
+def test_cascade_reruns_exactly_the_unconfident_samples_at_full_width(model_type, keep_residual, k):
+    model = cascade_model(model_type, keep_residual, k=k)
     batch = random_batch(batch=6)
     confidence = narrow_confidence(model, batch)
     threshold = float(confidence.median())  # about half the samples below it
@@ -49,16 +50,17 @@ def test_cascade_reruns_exactly_the_unconfident_samples_at_full_width(model_type
     assert out.router_logits is None  # the router is not run
 
 
+@pytest.mark.parametrize("k", [0, 2])
 @pytest.mark.parametrize(("confidence", "route"), [(0.0, 0.25), (1.0, 1.0)])
-def test_cascade_flops_count_both_passes_of_a_rerun_sample(confidence, route):
-    model = cascade_model(confidence=confidence)  # 0: nothing is re-run; 1: everything is
-    routed = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2)).eval()
+def test_cascade_flops_count_both_passes_of_a_rerun_sample(confidence, route, k):
+    model = cascade_model(confidence=confidence, k=k)  # 0: nothing is re-run; 1: everything is
+    routed = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=k)).eval()
     ids = torch.randint(3, 60, (1, 11))
     assert model(ids).routes.item() == route
     measured, analytic = measure_flops(model, ids), sharcs_flops(model, route, 11)
     assert abs(measured - analytic) <= 0.02 * analytic
     router = router_flops(routed.dims.hidden, routed.config.router_hidden_size, 2)
-    prefix = 2 * layer_flops(routed.dims, 1.0, 11) + router
+    prefix = k * layer_flops(routed.dims, 1.0, 11) + router
     narrow = sharcs_flops(routed, 0.25, 11) - router
     assert sharcs_flops(model, 0.25, 11) == narrow
     assert sharcs_flops(model, 1.0, 11) == narrow + sharcs_flops(routed, 1.0, 11) - prefix

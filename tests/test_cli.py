@@ -659,14 +659,17 @@ def test_router_options_reach_the_trainer_and_the_run_config(
         "--text-columns", "text", "--held-out-fraction", 0,
     ]  # fmt: skip
     expect_error(capsys, *args, "--router-lr", 0, needles=("--router-lr", "positive"))
+    expect_error(capsys, *args, "--distill-hidden", needles=("--distill-hidden", "--distill-narrow"))
     beyond_paper = (
-        "--distill-narrow", "--hardness-from", "narrowest", "--keep-residual", "--select-tolerance", 0.01
+        "--distill-narrow", "--distill-hidden", "--hardness-from", "narrowest", "--keep-residual",
+        "--select-tolerance", 0.01,
     )  # fmt: skip
     code, _, err = run(capsys, *args, "--router-lr", 3e-3, "--router-loss-in-warmup", *beyond_paper)
     assert code == 0, err
     assert seen[-1].router_learning_rate == 3e-3 and seen[-1].router_loss_in_warmup is True
     assert seen[-1].select_tolerance == 0.01
     assert seen[-1].distill_narrow is True and seen[-1].hardness_from == "narrowest"
+    assert seen[-1].distill_hidden is True
     options = json.loads((out / "run_config.json").read_text())["options"]
     assert options["router_lr"] == 3e-3 and options["router_loss_in_warmup"] is True
     assert options["keep_residual"] is True and options["hardness_from"] == "narrowest"

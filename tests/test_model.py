@@ -10,10 +10,11 @@ from transformers import GPT2Config, GPT2ForSequenceClassification
 from sharcs import SharcsConfig, SharcsError, SharcsModel, get_sharcs_model
 from sharcs.config import width_key
 from sharcs.flops import layer_flops, measure_flops, sharcs_flops
+from sharcs.model import hidden_distillation_loss
 
 
 @pytest.mark.parametrize("keep_residual", [False, True])
-@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
 def test_full_width_reproduces_the_base_model(model_type, k, keep_residual):
     base = tiny_model(model_type, num_labels=3)
     batch = random_batch()
@@ -58,11 +59,11 @@ def make_mixed_router(model: SharcsModel, batch: dict) -> None:
 
 
 @pytest.mark.parametrize("keep_residual", [False, True])
-@pytest.mark.parametrize("rule", ["argmax", "tau"])
-def test_batched_routing_equals_per_sample(model_type, rule, keep_residual):
+@pytest.mark.parametrize(("rule", "k"), [("argmax", 2), ("tau", 2), ("argmax", 0)])
+def test_batched_routing_equals_per_sample(model_type, rule, k, keep_residual):
     base = tiny_model(model_type, num_labels=3)
     batch = random_batch(batch=6, length=14)
-    config = SharcsConfig(adaptive_layer=2, routing=rule, keep_residual=keep_residual)
+    config = SharcsConfig(adaptive_layer=k, routing=rule, keep_residual=keep_residual)
     model = get_sharcs_model(base, config).eval()
     make_mixed_router(model, batch)
     if rule == "tau":  # put tau at the median probability of the narrow width
@@ -79,17 +80,60 @@ def test_batched_routing_equals_per_sample(model_type, rule, keep_residual):
             assert (alone.logits[0] - together.logits[i]).abs().max() <= 1e-5
 
 
-def test_forced_narrow_width_cuts_measured_adaptive_flops_as_predicted(model_type):
-    model = get_sharcs_model(tiny_model(model_type), SharcsConfig(adaptive_layer=1))
+@pytest.mark.parametrize("k", [0, 1])
+def test_forced_narrow_width_cuts_measured_adaptive_flops_as_predicted(model_type, k):
+    model = get_sharcs_model(tiny_model(model_type), SharcsConfig(adaptive_layer=k))
     ids = torch.randint(3, 60, (1, 11))
     for width in (0.25, 1.0):
         assert measure_flops(model, ids, width=width) == sharcs_flops(model, width, 11)
     # the adaptive layers alone: difference between the two widths, against method.md §5
     adaptive_cut = measure_flops(model, ids, width=1.0) - measure_flops(model, ids, width=0.25)
-    layers = model.dims.layers - 1
+    layers = model.dims.layers - k
     predicted = layers * (layer_flops(model.dims, 1.0, 11) - layer_flops(model.dims, 0.25, 11))
     head_cut = 2 * model.dims.hidden * (model.dims.hidden - model.dims.at(0.25)[0])
     assert abs(adaptive_cut - head_cut - predicted) <= 0.02 * predicted
+
+
+@pytest.mark.parametrize("keep_residual", [False, True])
+def test_hidden_states_are_the_layer_outputs_of_a_forced_width(model_type, keep_residual):
+    model = get_sharcs_model(
+        tiny_model(model_type), SharcsConfig(adaptive_layer=1, keep_residual=keep_residual)
+    )
+    batch = random_batch(batch=4, length=12)
+    batch["attention_mask"][:, 9:] = 0  # positions 9..11 are padding in every row: trimmed
+    with torch.no_grad():
+        for width in (0.25, 1.0):
+            out = model(**batch, width=width, output_hidden_states=True)
+            channels = model.dims.hidden if keep_residual or width == 1.0 else model.dims.at(width)[0]
+            assert [tuple(s.shape) for s in out.hidden_states] == [(4, 9, channels)] * (model.dims.layers - 1)
+            assert torch.equal(out.logits, model(**batch, width=width).logits)
+            assert model(**batch, width=width).hidden_states is None
+    with pytest.raises(SharcsError, match="needs a forced width"):
+        model(**batch, output_hidden_states=True)
+    with pytest.raises(SharcsError, match="not one of this model's widths"):
+        model(**batch, width=0.5, output_hidden_states=True)
+
+
+def test_hidden_distillation_loss_compares_the_kept_channels_of_real_tokens():
+    teacher = [torch.randn(2, 5, 8), torch.randn(2, 5, 8)]
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]])  # position 4 is padding everywhere: trimmed
+    student = [t[:, :4, :2].clone() for t in teacher]  # a student keeping 2 of 8 channels
+    assert hidden_distillation_loss(student, [t[:, :4] for t in teacher], mask) == 0
+    student[0][0, 3] += 5.0  # a padded position of row 0: ignored
+    assert hidden_distillation_loss(student, [t[:, :4] for t in teacher], mask) == 0
+    student[1][1, 0, 0] += 2.0  # a real token: (2^2) / (7 tokens * 2 channels), averaged over 2 layers
+    loss = hidden_distillation_loss(student, [t[:, :4] for t in teacher], mask)
+    assert loss == pytest.approx(4 / 14 / 2)
+
+
+def test_k0_narrows_from_the_embeddings(model_type):
+    base = tiny_model(model_type)
+    model = get_sharcs_model(base, SharcsConfig(adaptive_layer=0))
+    size = model.dims.at(0.25)[0]
+    entry, embedding_norm = model.entry_norms[width_key(0.25)], base.base_model.embeddings.LayerNorm
+    assert torch.equal(entry.weight, embedding_norm.weight[:size])
+    assert torch.equal(entry.bias, embedding_norm.bias[:size])
+    assert len(model.adaptive_layers) == model.dims.layers
 
 
 def test_keep_residual_narrows_only_heads_and_ffn(model_type):
@@ -216,7 +260,7 @@ def test_save_is_atomic_and_keeps_the_old_copy_on_failure(tmp_path, monkeypatch)
         (dict(widths=(0.25, 0.5)), "widths"),
         (dict(widths=(0.5, 0.25, 1.0)), "widths"),
         (dict(widths=(0.0, 1.0)), "widths"),
-        (dict(adaptive_layer=0), "adaptive_layer"),
+        (dict(adaptive_layer=-1), "adaptive_layer"),
         (dict(window=0), "window"),
         (dict(threshold=(0.5, 0.3)), "threshold"),
         (dict(threshold=1.5), "threshold"),

@@ -14,6 +14,7 @@ from sharcs.collate import pad_batch
 from sharcs.config import width_key
 from sharcs.hardness import confidence
 from sharcs.inference import predict
+from sharcs.model import hidden_distillation_loss
 from sharcs.training import Trainer, TrainingArguments, find_checkpoint, lr_factor
 
 
@@ -177,6 +178,37 @@ def test_distill_narrow_trains_the_narrow_path_on_full_width_batches():
     assert changed == {False: False, True: True}
 
 
+def test_distill_hidden_pulls_the_narrow_layer_outputs_towards_the_full_ones():
+    """Training the narrow path's own norms on `hidden_distillation_loss` alone (the full width, and so
+    the teacher, stays fixed) brings its layer outputs closer to the full width's."""
+    model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=1))
+    batch = pad_batch(random_dataset(8)[:8], 0)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+
+    def distance() -> torch.Tensor:
+        full = model(**inputs, width=1.0, output_hidden_states=True).hidden_states
+        narrow = model(**inputs, width=0.25, output_hidden_states=True).hidden_states
+        return hidden_distillation_loss(narrow, [s.detach() for s in full], inputs["attention_mask"])
+
+    narrow_norms = [p for name, p in model.named_parameters() if width_key(0.25) in name]
+    optimizer = torch.optim.Adam(narrow_norms, lr=1e-2)
+    start = distance()
+    for _ in range(30):
+        optimizer.zero_grad()
+        distance().backward()
+        optimizer.step()
+    assert distance() < 0.6 * start
+
+
+def test_distill_hidden_adds_its_loss_to_the_training_step():
+    losses = {}
+    for hidden in (False, True):
+        trainer = make_trainer(distill_narrow=True, distill_hidden=hidden)
+        steps, _ = trainer.plan_epoch(0)
+        losses[hidden] = trainer.train_step(steps[0], 0.0)  # learning rate 0: only the loss is compared
+    assert losses[True] > losses[False]
+
+
 def test_hardness_from_narrowest_records_the_narrow_confidence():
     trainer = make_trainer(distill_narrow=True, hardness_from="narrowest")
     model = trainer.model  # eval mode (no dropout): train_step's forwards are deterministic
@@ -207,6 +239,8 @@ def test_bad_training_inputs():
     fixed = get_sharcs_model(tiny_model("bert"), fixed_config)
     with pytest.raises(SharcsError, match="distill_narrow is for SHARCS models with a router"):
         Trainer(fixed, random_dataset(4), TrainingArguments(distill_narrow=True))
+    with pytest.raises(SharcsError, match="distill_hidden needs distill_narrow"):
+        Trainer(model, random_dataset(4), TrainingArguments(distill_hidden=True))
 
 
 def test_a_crash_between_the_checkpoint_renames_keeps_a_valid_checkpoint(tmp_path, monkeypatch):

@@ -38,6 +38,7 @@ class Layout:
     dropout_before_dense: bool  # RoBERTa-style heads apply dropout before the dense layer too
     classifier: str  # final classifier shared by all widths
     uses_token_types: bool
+    embedding_norm: str = "embeddings.LayerNorm"  # within the base model: the norm of the embeddings
     # config attribute names
     hidden_size: str = "hidden_size"
     num_heads: str = "num_attention_heads"

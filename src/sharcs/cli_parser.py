@@ -120,7 +120,7 @@ def _add_train(commands: Any) -> None:
         "--adaptive-layer",
         metavar="K",
         type=int,
-        help="K: full-width layers before the router (default: a third of the layers, at least 1)",
+        help="K: full-width layers before the router, 0 or more (default: a third of the layers, at least 1)",
     )
     model.add_argument(
         "--threshold",
@@ -206,6 +206,13 @@ def _add_train(commands: Any) -> None:
         default=None,
         help="also train every narrower width on each batch, distilled from the batch's own width "
         "(beyond the paper: the narrow path then learns from every sample)",
+    )
+    training.add_argument(
+        "--distill-hidden",
+        action="store_true",
+        default=None,
+        help="with --distill-narrow or --method cascade: also match each narrower width's layer outputs "
+        "to the wider width's (MSE on the channels the narrow width keeps; beyond the paper)",
     )
     training.add_argument(
         "--hardness-from",

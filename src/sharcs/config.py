@@ -54,7 +54,8 @@ class SharcsConfig:
     """How a base encoder is made width-adaptive, trained and routed.
 
     widths: ascending, ending at 1.0; each w must make w * num_heads a whole number.
-    adaptive_layer: K, the number of full-width layers before the router (1 <= K < N).
+    adaptive_layer: K, the number of full-width layers before the router (0 <= K < N). K=0 narrows every
+        layer: the router then reads the embeddings, and a cascade's narrow pass is about w^2 of the model.
     threshold: one confidence threshold per width boundary (a float for two widths). Ignored when
         `intervals` is given.
     intervals: one [lo, hi) confidence interval per width (hi == 1.0 is inclusive); together they must
@@ -108,8 +109,8 @@ class SharcsConfig:
     def _validate(self) -> None:
         widths = self.widths
         validate_widths(widths)
-        if self.adaptive_layer < 1:
-            raise SharcsError(f"adaptive_layer: K must be at least 1, got {self.adaptive_layer}")
+        if self.adaptive_layer < 0:
+            raise SharcsError(f"adaptive_layer: K must be at least 0, got {self.adaptive_layer}")
         if self.router_hidden_size < 1:
             raise SharcsError(f"router_hidden_size: must be positive, got {self.router_hidden_size}")
         if self.window < 1:
@@ -186,9 +187,9 @@ class SharcsConfig:
 
     def check_against(self, num_layers: int, num_heads: int) -> None:
         """Raise SharcsError if K or the widths do not fit a model with this many layers and heads."""
-        if not 1 <= self.adaptive_layer < num_layers:
+        if not 0 <= self.adaptive_layer < num_layers:
             raise SharcsError(
-                f"adaptive_layer: K must satisfy 1 <= K < {num_layers} (the model's layer count), "
+                f"adaptive_layer: K must satisfy 0 <= K < {num_layers} (the model's layer count), "
                 f"got {self.adaptive_layer}"
             )
         check_heads(self.widths, num_heads)

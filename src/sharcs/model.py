@@ -12,6 +12,7 @@ the router (only heads and FFN units narrow), so there is no down- or up-project
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeGuard
 
@@ -42,6 +43,7 @@ class SharcsOutput(RoutedOutput):
     routes (also `widths`): the width each sample ran at, shape (batch,)."""
 
     router_logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # each adaptive layer's output (forced width)
 
     @property
     def widths(self) -> torch.Tensor | None:
@@ -57,6 +59,21 @@ class _WidthWeights:
         return _WidthWeights([w.contiguous() for w in self.layers], self.head.detach().contiguous())
 
 
+def hidden_distillation_loss(
+    student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean over layers of the mean squared difference between each student layer output and the
+    teacher's, over real tokens. The student keeps w*d channels when it narrows the residual stream:
+    it is compared with the teacher's first w*d channels, those that the shared sliced weights read.
+    The states are trimmed as `SharcsModel.forward(output_hidden_states=True)` returns them."""
+    mask = attention_mask[:, attention_mask.bool().any(0)].unsqueeze(-1).to(student[0].dtype)
+    losses = [
+        ((s - t[..., : s.shape[-1]]) ** 2 * mask).sum() / (mask.sum() * s.shape[-1])
+        for s, t in zip(student, teacher, strict=True)
+    ]
+    return torch.stack(losses).mean()
+
+
 class SharcsModel(AdaptiveModel):
     """A width-adaptive wrapper of a `*ForSequenceClassification` model; build it with `get_sharcs_model`."""
 
@@ -70,7 +87,10 @@ class SharcsModel(AdaptiveModel):
         k = config.adaptive_layer
         layers = get_module(base.base_model, lay.layers)
         self.router = Router(self.dims.hidden, config.router_hidden_size, len(config.widths))
-        last_full_norm = get_module(layers[k - 1], lay.ffn_norm)
+        # the norm that produced layer K's output (K=0: the embeddings'), copied into each entry norm
+        last_full_norm = (
+            get_module(layers[k - 1], lay.ffn_norm) if k else get_module(base.base_model, lay.embedding_norm)
+        )
         self.entry_norms = nn.ModuleDict(
             {
                 width_key(w): make_norm(last_full_norm, self.dims.at(w)[0], config.norm_init)
@@ -131,15 +151,24 @@ class SharcsModel(AdaptiveModel):
             ),
         )
 
-    def run_width(self, hidden: torch.Tensor, attention_mask: torch.Tensor, width: float) -> torch.Tensor:
-        """Layers K+1..N and the head at one width, for a group of samples; returns logits."""
+    def width_pass(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, width: float
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Layers K+1..N and the head at one width, for a group of samples: the logits and the output
+        of each of those layers."""
         if width < 1.0 and not self.config.keep_residual:  # down-projection: slice, then the entry norm
             hidden = self.entry_norms[width_key(width)](hidden[..., : self.dims.at(width)[0]])
         attn_mask = sdpa_mask(attention_mask)
         weights = self.width_weights(width)
+        states = []
         for layer, layer_weights in zip(self.adaptive_layers, weights.layers, strict=True):
             hidden = layer(hidden, attn_mask, width, layer_weights)
-        return self.head_parts(hidden[:, 0], weights.head)  # the up-projection reads w*d channels
+            states.append(hidden)
+        return self.head_parts(hidden[:, 0], weights.head), states  # the up-projection reads w*d channels
+
+    def run_width(self, hidden: torch.Tensor, attention_mask: torch.Tensor, width: float) -> torch.Tensor:
+        """Layers K+1..N and the head at one width, for a group of samples; returns logits."""
+        return self.width_pass(hidden, attention_mask, width)[0]
 
     def full_width_base(self) -> PreTrainedModel:
         """A copy of the wrapped model with the full-width norms of layers K+1..N (trained in place of
@@ -163,9 +192,15 @@ class SharcsModel(AdaptiveModel):
         width: float | None = None,
         router_targets: torch.Tensor | None = None,
         tau: float | None = None,
+        output_hidden_states: bool = False,
     ) -> SharcsOutput:
         """Route each sample by the config's rule (or by `tau`), or force all to `width`; run each
-        width group and scatter the logits back into input order (rule "cascade": see `run_cascade`)."""
+        width group and scatter the logits back into input order (rule "cascade": see `run_cascade`).
+
+        `output_hidden_states` (needs `width`): also return each of layers K+1..N's outputs, with the
+        positions that are padding in every row dropped (as `trim_padding` drops them)."""
+        if output_hidden_states and width is None:
+            raise SharcsError("output_hidden_states needs a forced width: pass width=...")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self.encode_prefix(input_ids, attention_mask, token_type_ids)
@@ -174,8 +209,14 @@ class SharcsModel(AdaptiveModel):
         router_logits = self.router(hidden, attention_mask) if needs_router else None
         if width is None and tau is None and config.routing == "fixed":
             width = config.fixed_width
+        states = None
         if width is None and tau is None and config.routing == "cascade":
             logits, widths = self.run_cascade(hidden, attention_mask)
+        elif output_hidden_states:
+            width = config.widths[self.width_index(width)]  # raises for a width the model does not have
+            logits, layer_outputs = self.width_pass(*trim_padding(hidden, attention_mask), width)
+            states = tuple(layer_outputs)
+            widths = torch.full((len(input_ids),), width, device=input_ids.device)
         else:
             if width is not None:
                 choice = torch.full((len(input_ids),), self.width_index(width), device=input_ids.device)
@@ -192,6 +233,7 @@ class SharcsModel(AdaptiveModel):
             logits=logits,
             router_logits=router_logits,
             routes=widths,
+            hidden_states=states,
         )
 
     # ------------------------------------------------------------------ the AdaptiveModel interface

@@ -109,6 +109,7 @@ class TrainOptions:
     router_lr: float | None = None
     router_loss_in_warmup: bool = False
     distill_narrow: bool = False
+    distill_hidden: bool = False
     hardness_from: str = "routed"
     select_tolerance: float = 0.0
     max_seq_length: int = 128
@@ -185,10 +186,12 @@ class TrainOptions:
         for name in ("epochs", "batch_size", "max_seq_length", "window", "router_hidden_size"):
             if getattr(self, name) < 1:
                 raise SharcsError(f"{option_name(name)}: must be at least 1, got {getattr(self, name)}")
-        for name in ("max_train_samples", "max_eval_samples", "adaptive_layer"):
+        for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SharcsError(f"{option_name(name)}: must be at least 1, got {value}")
+        if self.adaptive_layer is not None and self.adaptive_layer < 0:
+            raise SharcsError(f"--adaptive-layer: must be at least 0, got {self.adaptive_layer}")
         for name in ("lr", "router_lr"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -207,6 +210,10 @@ class TrainOptions:
             raise SharcsError(f"--cascade-confidence: must lie in [0, 1], got {self.cascade_confidence}")
         if self.hardness_from == "narrowest" and not self.distill_narrow:
             raise SharcsError("--hardness-from narrowest needs --distill-narrow")
+        if self.distill_hidden and not (self.distill_narrow or self.method == "cascade"):
+            raise SharcsError(
+                "--distill-hidden needs --method cascade, or --method sharcs with --distill-narrow"
+            )
         if self.save_every_steps < 0:
             raise SharcsError(f"--save-every-steps: must be >= 0, got {self.save_every_steps}")
         pick_device(self.device)

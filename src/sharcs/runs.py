@@ -161,6 +161,7 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
         router_learning_rate=options.router_lr,
         router_loss_in_warmup=options.router_loss_in_warmup,
         distill_narrow=options.distill_narrow,
+        distill_hidden=options.distill_hidden,
         hardness_from=options.hardness_from,
         select_tolerance=options.select_tolerance,
         seed=options.seed,

@@ -37,7 +37,7 @@ from sharcs.collate import pad_batch
 from sharcs.errors import SharcsError
 from sharcs.files import atomic_write_text, latest_version, remove_versions, versioned_directory
 from sharcs.hardness import HardnessLabeler, confidence
-from sharcs.model import SharcsModel, has_router, is_cascade
+from sharcs.model import SharcsModel, has_router, hidden_distillation_loss, is_cascade
 
 CHECKPOINT_DIR = "checkpoint"
 BEST_DIR = "best"
@@ -58,6 +58,8 @@ class TrainingArguments:
     distill_narrow: (routed SHARCS; beyond the paper) also train every width below a batch's bucket
         width on that batch, distilled from the bucket width's detached logits (KL, MSE for regression),
         so the narrow path learns from every sample, not only from those labelled easy.
+    distill_hidden: (beyond the paper; needs distill_narrow or routing "cascade") also match each
+        narrower width's layer outputs to the wider width's (detached), see `hidden_distillation_loss`.
     hardness_from: "routed" (the paper): hardness labels come from each sample's confidence at its
         bucket width; "narrowest" (needs distill_narrow): from its confidence at the narrowest width,
         i.e. a sample is labelled easy when the narrow path itself is confident about it.
@@ -80,6 +82,7 @@ class TrainingArguments:
     label_range: float | None = None
     save_every_steps: int = 0
     distill_narrow: bool = False
+    distill_hidden: bool = False
     hardness_from: str = "routed"
     select_tolerance: float = 0.0
 
@@ -177,6 +180,8 @@ class Trainer:
                 "routing 'cascade' always distils its narrower widths"
             )
         self.cascade = is_cascade(model)
+        if args.distill_hidden and not (args.distill_narrow or self.cascade):
+            raise SharcsError("distill_hidden needs distill_narrow or a model with routing 'cascade'")
         self.schedule_starts = model.schedule_starts(args.epochs)
         router_ids = {id(p) for p in router}
         groups = [[p for p in model.parameters() if id(p) not in router_ids], router]
@@ -279,12 +284,19 @@ class Trainer:
             batch = pad_batch(self.data[indices], self.pad_token_id)
             index = batch.pop("index", torch.tensor(indices))
             batch = {k: v.to(_device(model)) for k, v in batch.items()}
-            out = model(**batch, **self.route_arguments(width_index, index))
+            states = {"output_hidden_states": True} if self.args.distill_hidden else {}
+            out = model(**batch, **self.route_arguments(width_index, index), **states)
             loss, narrowest_logits = out.loss, out.logits
             if self.args.distill_narrow or self.cascade:
                 for narrower in reversed(model.config.widths[:width_index]):  # the narrowest last
-                    narrowest_logits = model(**batch, width=narrower).logits
+                    narrow = model(**batch, width=narrower, **states)
+                    narrowest_logits = narrow.logits
                     loss = loss + distillation_loss(narrowest_logits, out.logits.detach())
+                    if self.args.distill_hidden:
+                        teacher = [state.detach() for state in out.hidden_states]
+                        loss = loss + hidden_distillation_loss(
+                            narrow.hidden_states, teacher, batch["attention_mask"]
+                        )
             (loss * (share / len(step.batches))).backward()
             total += loss.item() * share / len(step.batches)
             if self.labeler is not None:
