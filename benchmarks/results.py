@@ -90,6 +90,7 @@ TASKS = (
             "cascade-k1",
             "full-2ep",
             "cascade-k1-2ep",
+            "sharcs-k1-narrowest-2ep",
             "full2ep-then-cascade",
             "full2ep-then-full",
         ),
@@ -160,6 +161,14 @@ PLAN = (
         "cascade-k1-2ep", "cascade", ("--adaptive-layer", "1"), ("sst2-full",), epochs=2, reference="full-2ep"
     ),
     RunPlan("full-2ep", "full", (), ("sst2-full",), epochs=2),
+    RunPlan(  # routed SHARCS on all of SST-2: 2 epochs, since the router only trains after the warm-up one
+        "sharcs-k1-narrowest-2ep",
+        "sharcs",
+        ("--adaptive-layer", "1", "--threshold", "0.8", *NARROWEST),
+        ("sst2-full",),
+        epochs=2,
+        reference="full-2ep",
+    ),
     # a third epoch from full-2ep's weights: trained for the cascade (full width a strong teacher from the
     # first step), and its fair reference, one more epoch of plain fine-tuning
     RunPlan(
@@ -688,7 +697,9 @@ data) for 2 epochs, and section SST2-FULL on all 67,349 rows (6,735 held out) fo
 whether more data closes the gap between the narrow path and full width; there `full-2ep` and
 `cascade-k1-2ep` are the same two runs trained for 2 epochs, and `full2ep-then-cascade` and
 `full2ep-then-full` train one more epoch from `full-2ep`'s weights (`sharcs train --model RUN`, a
-new warm-up and decay at lr 1e-4), for the cascade and as plain fine-tuning. A run is judged against
+new warm-up and decay at lr 1e-4), for the cascade and as plain fine-tuning; `sharcs-k1-narrowest-2ep`
+is the routed recipe of `sharcs-k1-narrowest` on all rows for 2 epochs (its router trains in the
+second, after the warm-up epoch). A run is judged against
 the full fine-tune with its data and epochs (named under each table).
 
 **Started from the full fine-tune (run `full-then-sharcs-k2-distill`, MRPC and STS-B; beyond the
