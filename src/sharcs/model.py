@@ -212,11 +212,6 @@ class SharcsModel(AdaptiveModel):
         states = None
         if width is None and tau is None and config.routing == "cascade":
             logits, widths = self.run_cascade(hidden, attention_mask)
-        elif output_hidden_states:
-            width = config.widths[self.width_index(width)]  # raises for a width the model does not have
-            logits, layer_outputs = self.width_pass(*trim_padding(hidden, attention_mask), width)
-            states = tuple(layer_outputs)
-            widths = torch.full((len(input_ids),), width, device=input_ids.device)
         else:
             if width is not None:
                 choice = torch.full((len(input_ids),), self.width_index(width), device=input_ids.device)
@@ -226,7 +221,12 @@ class SharcsModel(AdaptiveModel):
                 choice = random_widths(input_ids, attention_mask, config.shares)
             else:
                 choice = choose_widths(router_logits.detach(), config.routing, config.tau)
-            logits = self.run_routed(hidden, attention_mask, choice)
+            if output_hidden_states:  # one forced width: a single group
+                forced = config.widths[int(choice[0])]
+                logits, layer_outputs = self.width_pass(*trim_padding(hidden, attention_mask), forced)
+                states = tuple(layer_outputs)
+            else:
+                logits = self.run_routed(hidden, attention_mask, choice)
             widths = torch.tensor(config.widths, device=choice.device)[choice]
         return SharcsOutput(
             loss=self.loss(logits, router_logits, labels, router_targets),

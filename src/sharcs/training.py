@@ -288,12 +288,12 @@ class Trainer:
             out = model(**batch, **self.route_arguments(width_index, index), **states)
             loss, narrowest_logits = out.loss, out.logits
             if self.args.distill_narrow or self.cascade:
+                teacher = [state.detach() for state in out.hidden_states] if self.args.distill_hidden else []
                 for narrower in reversed(model.config.widths[:width_index]):  # the narrowest last
                     narrow = model(**batch, width=narrower, **states)
                     narrowest_logits = narrow.logits
                     loss = loss + distillation_loss(narrowest_logits, out.logits.detach())
                     if self.args.distill_hidden:
-                        teacher = [state.detach() for state in out.hidden_states]
                         loss = loss + hidden_distillation_loss(
                             narrow.hidden_states, teacher, batch["attention_mask"]
                         )
