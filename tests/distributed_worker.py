@@ -32,7 +32,7 @@ def make_trainer(out: Path, batch_size: int, epochs: int) -> Trainer:
     base = AutoModelForSequenceClassification.from_config(config)
     model = get_sharcs_model(base, SharcsConfig(adaptive_layer=2, window=1, threshold=0.5))
     args = TrainingArguments(
-        epochs=epochs, batch_size=batch_size, learning_rate=1e-3, seed=0, save_every_steps=3
+        epochs=epochs, batch_size=batch_size, learning_rate=1e-3, seed=0, save_every_steps=3, recipe="paper"
     )
     return Trainer(model, random_dataset(45), args, output_dir=out / "run")
 

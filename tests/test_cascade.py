@@ -99,7 +99,7 @@ def test_cascade_errors():
     with pytest.raises(SharcsError, match="cascade_confidence: must lie in"):
         SharcsConfig(routing="cascade", cascade_confidence=1.5)
     model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2))
-    with pytest.raises(SharcsError, match="--tau or --cascade"):
+    with pytest.raises(SharcsError, match="one of --tau, --cascade"):
         with_routing(model, 0.5, 0.9)
     with pytest.raises(SharcsError, match="--cascade: must lie in"):
         with_routing(model, None, -0.1)
@@ -120,7 +120,7 @@ def test_cascade_errors():
     fixed_config = SharcsConfig(adaptive_layer=2, routing="fixed", fixed_width=0.25)
     with pytest.raises(SharcsError, match="--cascade: a fixed-width model"):
         with_routing(get_sharcs_model(tiny_model("bert"), fixed_config), None, 0.9)
-    with pytest.raises(SharcsError, match="always distils"):
+    with pytest.raises(SharcsError, match="always distil"):
         Trainer(with_routing(model, None, 0.9), random_dataset(8), TrainingArguments(distill_narrow=True))
 
 

@@ -5,14 +5,19 @@ Everything runs offline on CPU. One test (marked slow) fine-tunes the packaged M
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import queue
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 import torch
@@ -64,9 +69,27 @@ def expect_error(capsys: pytest.CaptureFixture[str], *args: object, needles: tup
 def tiny_args(tiny_dir: Path, out: Path, *extra: object) -> list[object]:
     """Fast training settings for the tiny model."""
     return [
-        "train", "--model", tiny_dir, "--output-dir", out, "--epochs", 2, "--window", 1,
-        "--router-hidden-size", 16, "--max-seq-length", 32, "--batch-size", 16, "--threshold", 0.3, *extra,
-    ]  # fmt: skip
+        "train",
+        "--model",
+        tiny_dir,
+        "--output-dir",
+        out,
+        "--epochs",
+        2,
+        "--window",
+        1,
+        "--router-hidden-size",
+        16,
+        "--max-seq-length",
+        32,
+        "--batch-size",
+        16,
+        "--threshold",
+        0.3,
+        "--recipe",
+        "paper",
+        *extra,
+    ]  # fmt: skip  (these tests were written for the paper recipe; tests/test_recipe.py covers the default)
 
 
 def sst2_args(tiny_dir: Path, out: Path, *extra: object) -> list[object]:
@@ -113,9 +136,9 @@ def sst2_run(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_writes_the_output_folder(sst2_run: Path) -> None:
     for name in ("run_config.json", "train.log", "history.json", "results.json", "tokenizer_config.json"):
         assert (sst2_run / name).is_file(), name
-    for folder in ("checkpoint/model", "best", "model"):
-        assert (sst2_run / folder / "model.safetensors").is_file(), folder
-    assert (sst2_run / "checkpoint" / "trainer_state.pt").is_file()
+    assert (sst2_run / "model" / "model.safetensors").is_file()
+    # a finished run keeps its model and metrics, not the training state (--keep-checkpoint keeps it)
+    assert [p.name for p in sst2_run.iterdir() if p.name.startswith(("checkpoint", "best", "."))] == []
 
     config = json.loads((sst2_run / "run_config.json").read_text())
     assert config["options"]["task"] == "sst2" and config["options"]["epochs"] == 2
@@ -147,12 +170,7 @@ def test_train_writes_the_output_folder(sst2_run: Path) -> None:
     assert results["best_epoch"] == best and results["selected_on"] == "heldout_accuracy"
     assert results["metrics"]["accuracy"] == history[best - 1]["dev_accuracy"]
     assert results["num_samples"] == 32
-    # model/ is the kept (best) model
-    kept, final = (
-        load_file(sst2_run / "model" / "model.safetensors"),
-        load_file(sst2_run / "best" / "model.safetensors"),
-    )
-    assert all(torch.equal(kept[k], final[k]) for k in kept)
+    # model/ is the kept (best) model: tests/test_safety.py checks it against best/ (--keep-checkpoint)
 
     log = (sst2_run / "train.log").read_text()
     assert "epoch 1:" in log and "epoch 2:" in log and "done:" in log
@@ -366,10 +384,13 @@ def test_predict_from_arguments_file_and_stdin(
     code, out, err = run(capsys, "predict", sst2_run, *texts)
     assert code == 0, err
     rows = json_lines(out)
-    assert [r["text"] for r in rows] == texts
+    assert [r["text"] for r in rows] == [*texts[:2], texts[2][:200] + "…"]  # a long text's echo is cut
     for row in rows:
-        assert set(row) == {"text", "label", "probability", "width"}
+        cut = {"text_truncated"} if row is rows[2] else set()
+        assert set(row) == {"text", "label", "probability", "width"} | cut
         assert row["label"] in ("0", "1") and 0.5 <= row["probability"] <= 1.0 and row["width"] in (0.25, 1.0)
+    assert rows[2]["text_truncated"] is True
+    assert "1 of 3 inputs (33.3%) were truncated to 32 tokens" in err
 
     code, out, _ = run(
         capsys, "predict", sst2_run / "model", "--file", write_lines(tmp_path / "t.txt", texts)
@@ -385,6 +406,197 @@ def test_predict_from_arguments_file_and_stdin(
 
     code, out, _ = run(capsys, "predict", sst2_run, "--width", 0.25, texts[0])
     assert json_lines(out)[0]["width"] == 0.25
+
+
+# ------------------------------------------------------------------------- predict: streaming, bad input
+@pytest.fixture(scope="module")
+def latin1_run(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(run folder, stderr of its `sharcs train`): a tiny --method full run on latin-1 CSV files in which
+    every fifth text is longer than --max-seq-length 32."""
+    import csv
+
+    folder = tmp_path_factory.mktemp("latin1")
+    rows = [
+        ("café " * (40 if i % 5 == 0 else 1) + text, label)
+        for i, (text, label) in enumerate(sentiment_rows(30))
+    ]
+    for name in ("train", "dev"):
+        with (folder / f"{name}.csv").open("w", newline="", encoding="latin-1") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows(rows)
+    args = [
+        *tiny_args(tiny_dir, folder / "run", "--epochs", 1), "--method", "full", "--train-file",
+        folder / "train.csv", "--validation-file", folder / "dev.csv", "--text-columns", "text",
+        "--encoding", "latin-1",
+    ]  # fmt: skip
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main([str(a) for a in args])
+    assert code == 0, err.getvalue()
+    return folder / "run", err.getvalue()
+
+
+def test_train_and_evaluate_encoding_and_truncation_report(
+    latin1_run: tuple[Path, str], tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, train_err = latin1_run
+    assert "6 of 30 dev inputs (20.0%) were truncated to 32 tokens" in train_err
+    assert "training inputs" in train_err and "were truncated to 32 tokens" in train_err
+    log = (out / "train.log").read_text()
+    assert "6 of 30 dev inputs (20.0%) were truncated to 32 tokens" in log
+    assert json.loads((out / "run_config.json").read_text())["options"]["encoding"] == "latin-1"
+
+    # evaluate reads the run's validation file with the run's encoding, and reports the truncation
+    code, stdout, err = run(capsys, "evaluate", out, "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["num_samples"] == 30
+    assert "sharcs: 6 of 30 evaluation inputs (20.0%) were truncated to 32 tokens" in err
+    dev = out.parent / "dev.csv"
+    expect_error(
+        capsys, "evaluate", out, "--validation-file", dev, "--encoding", "utf-8",
+        needles=("line 2 is not valid UTF-8 (use --encoding)", str(dev)),
+    )  # fmt: skip
+    expect_error(capsys, "evaluate", out, "--encoding", "klingon", needles=("--encoding", "'klingon'"))
+
+    # train: undecodable bytes and missing labels name their line; a bad --encoding answers at once
+    train = [*tiny_args(tiny_dir, tmp_path / "run"), "--train-file", out.parent / "train.csv"]
+    train += ["--validation-file", dev, "--text-columns", "text"]
+    expect_error(capsys, *train, needles=("train.csv: line 2 is not valid UTF-8 (use --encoding)",))
+    expect_error(capsys, *train, "--encoding", "klingon", needles=("--encoding", "'klingon'"))
+    nan = write_lines(tmp_path / "nan.csv", ["text,label", "fine,pos", "meh,NaN", "ok,neg"])
+    train[train.index(out.parent / "train.csv")] = nan
+    expect_error(capsys, *train, needles=("nan.csv: row 2 (line 3) has no label", "'NaN'"))
+    expect_error(
+        capsys, "train", "--task", "sst2", "--output-dir", tmp_path / "run", "--encoding", "latin-1",
+        needles=("--encoding is for --train-file",),
+    )  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def _read_lines(stream: IO[bytes]) -> queue.Queue[bytes]:
+    """A queue that a background thread fills with the lines of `stream` as they arrive."""
+    lines: queue.Queue[bytes] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def test_predict_streams_stdin(latin1_run: tuple[Path, str]) -> None:
+    """Each full batch is answered while stdin is still open; the last, partial one at EOF."""
+    out, _ = latin1_run
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sharcs", "predict", str(out), "--batch-size", "3"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        answers = _read_lines(proc.stdout)
+        proc.stdin.write("".join(f"text number {i}\n" for i in range(3)).encode())
+        proc.stdin.flush()
+        first = [json.loads(answers.get(timeout=240)) for _ in range(3)]  # stdin is not closed yet
+        assert [row["text"] for row in first] == [f"text number {i}" for i in range(3)]
+        assert proc.poll() is None
+        proc.stdin.write(b"a fourth\nand a fifth\n\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+        rest = [json.loads(answers.get(timeout=30)) for _ in range(2)]
+        assert [row["text"] for row in rest] == ["a fourth", "and a fifth"] and answers.empty()
+        assert all(row["label"] in ("neg", "pos") for row in first + rest)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_predict_long_blank_and_undecodable_lines(
+    latin1_run: tuple[Path, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out, _ = latin1_run
+    long_line = "word " * 40_000  # 200,000 characters
+    texts = write_lines(tmp_path / "texts.txt", ["so good", long_line, "too bad"])
+    code, stdout, err = run(capsys, "predict", out, "--file", texts, "--batch-size", 2)
+    assert code == 0, err
+    rows = json_lines(stdout)
+    assert [len(r["text"]) for r in rows] == [7, 201, 7] and rows[1]["text"] == long_line[:200] + "…"
+    assert rows[1]["text_truncated"] is True and "text_truncated" not in rows[0]
+    assert (
+        err.strip()
+        == "sharcs: 1 of 3 inputs (33.3%) were truncated to 32 tokens (the run's --max-seq-length)"
+    )
+
+    # a blank line: the lines before it are answered, then one error line naming it
+    blank = write_lines(tmp_path / "blank.txt", ["so good", "", "too bad"])
+    code, stdout, err = run(capsys, "predict", out, "--file", blank)
+    assert code == 2 and [r["text"] for r in json_lines(stdout)] == ["so good"]
+    assert err.strip() == f"sharcs: error: {blank}: line 2 is empty; the text before it was answered"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("  \nfine\n"))
+    expect_error(capsys, "predict", out, needles=("stdin: line 1 is empty",))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("fine\n\n \n"))  # trailing blank lines are ignored
+    code, stdout, _ = run(capsys, "predict", out)
+    assert code == 0 and len(json_lines(stdout)) == 1
+
+    # bytes that are not UTF-8: the line is named; --encoding reads them
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("fine\nokay\ncafé crème\n".encode("latin-1"))
+    code, stdout, err = run(capsys, "predict", out, "--file", latin)
+    assert code == 2 and len(json_lines(stdout)) == 2
+    assert err.strip() == (
+        f"sharcs: error: {latin}: line 3 is not valid UTF-8 (use --encoding); "
+        "the 2 texts before it were answered"
+    )
+    code, stdout, _ = run(capsys, "predict", out, "--file", latin, "--encoding", "latin-1")
+    assert code == 0 and json_lines(stdout)[2]["text"] == "café crème"
+    expect_error(
+        capsys, "predict", out, "--file", latin, "--encoding", "nope", needles=("--encoding", "'nope'")
+    )
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ok\n\xff\xfe\n"), encoding="utf-8"))
+    expect_error(capsys, "predict", out, needles=("stdin: line 2 is not valid UTF-8 (use --encoding)",))
+    expect_error(
+        capsys, "predict", out, "fine", "\udcff", needles=("arguments: argument 2 is not valid UTF-8",)
+    )
+
+
+def test_predict_line_parsing() -> None:
+    """The messages for bad lines of single-text and pair models, and batches of a failing input."""
+    from sharcs.prediction import batched, parse_lines
+
+    def parse(lines: list[str], pairs: int | None) -> list[tuple[str, ...]]:
+        return list(parse_lines(lines, pairs, "stdin"))
+
+    assert parse(["a\tb", "c", "", " "], 1) == [("a\tb",), ("c",)]
+    assert parse(["a\tb", "c\td", ""], 2) == [("a", "b"), ("c", "d")]
+    assert parse(["a\tb", "c\td"], None) == [("a", "b"), ("c", "d")]  # a bare model: the first line decides
+    assert parse(["a", "c\td"], None) == [("a",), ("c\td",)]
+    for lines, pairs, needle in (
+        (["a\tb", "", "c\td"], 2, "stdin: line 2 is empty"),  # not "has no tab"
+        (["a\tb", "\t", "c\td"], 2, "stdin: line 2 is empty"),
+        (["a\tb", "only one"], 2, "stdin: line 2 has no tab; this model expects 2 texts separated by a tab"),
+        (["a\tb\tc"], 2, "stdin: line 1 has 3 tab-separated texts; this model expects 2"),
+        (["a\t "], 2, "stdin: line 1: text 2 of 2 is empty"),
+        (["\tb"], 2, "stdin: line 1: text 1 of 2 is empty"),
+        (["a\tb", "c"], None, "stdin: line 2 has no tab"),
+        (["a\tb\tc"], None, "line 1 has 3 tab-separated texts; a model takes 1 or 2"),
+        (["", "", "x"], 1, "stdin: line 1 is empty"),
+    ):
+        with pytest.raises(SharcsError, match=re.escape(needle)):
+            parse(lines, pairs)
+    with pytest.raises(SharcsError, match="arguments: argument 2 is empty"):
+        list(parse_lines(["a", ""], 1, "arguments", "argument", trailing_blanks=False))
+
+    got = []
+    with pytest.raises(SharcsError, match="line 5 is empty"):
+        for batch in batched(parse_lines(["a", "b", "c", "d", "", "e"], 1, "stdin"), 3):
+            got.append(batch)
+    assert got == [[("a",), ("b",), ("c",)], [("d",)]]  # what was read before the bad line still comes
+    assert list(batched(range(5), 2)) == [[0, 1], [2, 3], [4]]
 
 
 # --------------------------------------------------------------------------------------- user files
@@ -427,7 +639,7 @@ def test_user_tsv_sentence_pairs(tiny_dir: Path, tmp_path: Path, capsys: pytest.
     write_lines(tmp_path / "dev.tsv", pairs(10))
     out = tmp_path / "run"
     code, _, err = run(
-        capsys, *tiny_args(tiny_dir, out, "--epochs", 1), "--train-file", tmp_path / "train.tsv",
+        capsys, *tiny_args(tiny_dir, out, "--epochs", 2), "--train-file", tmp_path / "train.tsv",
         "--validation-file", tmp_path / "dev.tsv", "--text-columns", "first,second", "--label-column", "same",
         "--held-out-fraction", 0,
     )  # fmt: skip
@@ -437,7 +649,7 @@ def test_user_tsv_sentence_pairs(tiny_dir: Path, tmp_path: Path, capsys: pytest.
     code, stdout, _ = run(capsys, "predict", out, "a wonderful film\ta dull mess", "a joy\ta joy")
     rows = json_lines(stdout)
     assert rows[0]["text"] == ["a wonderful film", "a dull mess"] and rows[1]["label"] in ("0", "1")
-    expect_error(capsys, "predict", out, "only one text", needles=("row 1", "expects 2"))
+    expect_error(capsys, "predict", out, "only one text", needles=("argument 1", "no tab", "expects 2"))
 
 
 def test_user_jsonl_regression(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -550,7 +762,7 @@ def test_run_folder_errors(sst2_run: Path, tmp_path: Path, capsys: pytest.Captur
     expect_error(capsys, "evaluate", copy, "--width", 0.5, needles=("--width", "0.5"))
     expect_error(capsys, "evaluate", copy, "--tau", 2, needles=("--tau",))
     expect_error(capsys, "evaluate", copy, "--task", "stsb", needles=("label",))
-    expect_error(capsys, "predict", copy, "fine", "", needles=("row 2", "empty"))
+    expect_error(capsys, "predict", copy, "fine", "", needles=("argument 2 is empty",))
     expect_error(
         capsys, "predict", copy, "--file", tmp_path / "none.txt", needles=("cannot read", "none.txt")
     )
@@ -564,8 +776,7 @@ def test_run_folder_errors(sst2_run: Path, tmp_path: Path, capsys: pytest.Captur
     # a second train into the same folder, a conflicting --resume, corrupt files
     expect_error(capsys, "train", "--task", "sst2", "--output-dir", copy, needles=("already holds a run",))
     expect_error(capsys, "train", "--output-dir", copy, "--resume", "--epochs", 5, needles=("--epochs", "5"))
-    (copy / "checkpoint" / "trainer_state.pt").write_bytes(b"not a checkpoint")
-    expect_error(capsys, "train", "--output-dir", copy, "--resume", needles=("corrupt",))
+    expect_error(capsys, "train", "--output-dir", copy, "--resume", needles=("nothing to resume",))
     (copy / "model" / "model.safetensors").write_bytes(b"\x00" * 100)
     expect_error(capsys, "evaluate", copy, needles=("corrupt",))
     (copy / "run_config.json").write_text("{ not json")
@@ -641,6 +852,92 @@ def test_help_and_usage_errors_need_no_heavy_imports(tmp_path: Path) -> None:
     assert proc.stdout.split() == ["SharcsModel", "sharcs.errors"], proc.stderr
 
 
+_NO_HEAVY_IMPORTS = """
+import contextlib, io, json, sys
+from sharcs.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    heavy = [name for name in ("torch", "transformers", "datasets") if name in sys.modules]
+    results.append([code, err.getvalue(), heavy])
+print(json.dumps(results))
+"""
+
+
+def fake_run_dir(folder: Path) -> Path:
+    """An output folder with the files the command-line checks look for (none of them loadable)."""
+    (folder / "model").mkdir(parents=True)
+    (folder / "run_config.json").write_text(json.dumps({"options": {}, "task_info": {"task": "sst2"}}))
+    for name in ("config.json", "sharcs_config.json", "model.safetensors"):
+        (folder / "model" / name).write_text("{}")
+    return folder
+
+
+def test_option_and_file_errors_answer_before_heavy_imports(tmp_path: Path) -> None:
+    """A bad option, a missing file or a folder that is not a run: exit code 2 and one line, with torch,
+    transformers and datasets never imported (so the answer comes at once)."""
+    good = write_lines(tmp_path / "good.csv", ["text,label", "fine,pos", "meh,neg"])
+    run_dir, glue = fake_run_dir(tmp_path / "run"), tmp_path / "glue"
+    (glue / "MRPC").mkdir(parents=True)
+    out = tmp_path / "out"
+    files = ["--train-file", good, "--validation-file", good, "--text-columns", "text"]
+    cases: list[tuple[list[object], tuple[str, ...]]] = [
+        (["train", "--task", "sst2", "--output-dir", out, "--epochs", 0], ("--epochs", "at least 1", "0")),
+        (["train", *files[:1], tmp_path / "missing.csv", *files[2:], "--output-dir", out],
+         ("--train-file", "not found", "missing.csv")),
+        (["train", *files[:3], tmp_path, *files[4:], "--output-dir", out],
+         ("--validation-file", "not a file")),
+        (["train", "--task", "sst2", "--data-dir", tmp_path / "nope", "--output-dir", out],
+         ("--data-dir", "does not exist")),
+        (["train", "--task", "sst2", "--data-dir", glue, "--output-dir", out], ("SST-2", "not found")),
+        (["train", "--task", "sst-9", "--output-dir", out], ("unknown GLUE task",)),
+        (["train", *files, "--model", tmp_path / "no-model", "--output-dir", out], ("--model", "not found")),
+        (["train", *files, "--output-dir", good], ("--output-dir", "not a folder")),
+        (["train", *files, "--output-dir", run_dir], ("already holds a run",)),
+        (["evaluate", tmp_path / "nope"], ("no such folder",)),
+        (["evaluate", tmp_path], ("neither",)),
+        (["evaluate", run_dir, "--tau", 2], ("--tau", "[0, 1]")),
+        (["evaluate", run_dir, "--batch-size", 0], ("--batch-size",)),
+        (["evaluate", run_dir, "--validation-file", tmp_path / "dev.csv"], ("--validation-file", "dev.csv")),
+        (["evaluate", run_dir, "--data-dir", glue], ("--data-dir", "SST-2")),
+        (["predict", run_dir, "--file", tmp_path / "none.txt"], ("cannot read --file", "none.txt")),
+        (["predict", run_dir, "--width", 1.5, "x"], ("--width", "(0, 1]")),
+        (["bench", run_dir, "--repeats", 0], ("--repeats",)),
+        (["bench", run_dir, "--batch-sizes", "0.5"], ("--batch-sizes", "whole")),
+        (["bench", run_dir, "--widths", "0.25", "--cascade", 0.9], ("--widths or --cascade",)),
+        (["bench", run_dir / "model", "--out", tmp_path], ("--out", "folder")),
+        (["bench", tmp_path / "bare"], ("no such folder",)),
+        (["curve", run_dir, "--out", good], ("--out", "not a folder")),
+        (["curve", run_dir, "--out", out, "--cascade-shares", 1.5], ("--cascade-shares",)),
+        (["curve", run_dir, "--out", out, "--taus", "0.5,3"], ("--taus",)),
+    ]  # fmt: skip
+    argv = [[str(a) for a in args] for args, _ in cases]
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_HEAVY_IMPORTS, json.dumps(argv)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "SHARCS_GLUE_DIR": ""},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for (args, needles), (code, err, heavy) in zip(cases, json.loads(proc.stdout), strict=True):
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("sharcs: error: "), (args, err)
+        assert all(needle in lines[0] for needle in needles), (args, needles, lines[0])
+        assert heavy == [], (args, heavy)
+    assert not out.exists()
+
+
+def test_check_constants_match_the_heavy_modules() -> None:
+    """`sharcs.checks` and `sharcs.options` spell file names without importing the modules that own them."""
+    from sharcs import adaptive, checks, options, training
+    from sharcs.data import loading
+
+    assert options.MODEL_CONFIG == adaptive.CONFIG_NAME
+    assert checks.CHECKPOINT_DIR == training.CHECKPOINT_DIR
+    assert checks.GLUE_DIR_ENV == loading.GLUE_DIR_ENV
+    assert checks.MODEL_FILES == ("config.json", adaptive.WEIGHTS_NAME)
+
+
 def test_router_options_reach_the_trainer_and_the_run_config(
     tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -655,7 +952,7 @@ def test_router_options_reach_the_trainer_and_the_run_config(
     data = write_lines(tmp_path / "data.csv", rows)
     out = tmp_path / "run"
     args = [
-        *tiny_args(tiny_dir, out, "--epochs", 1), "--train-file", data, "--validation-file", data,
+        *tiny_args(tiny_dir, out, "--epochs", 2), "--train-file", data, "--validation-file", data,
         "--text-columns", "text", "--held-out-fraction", 0,
     ]  # fmt: skip
     expect_error(capsys, *args, "--router-lr", 0, needles=("--router-lr", "positive"))
@@ -716,7 +1013,7 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    state = b / "checkpoint" / "trainer_state.pt"
+    state = b / "checkpoint" / "trainer_state.json"
     deadline = time.monotonic() + 240
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -725,7 +1022,7 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(
     proc.wait()
     assert state.exists(), "the run never wrote a checkpoint"
     assert not (b / "model").exists(), "the run finished before it could be killed"
-    saved = torch.load(state, weights_only=False)
+    saved = json.loads(state.read_text())
     assert (saved["epoch"], saved["step_in_epoch"]) < (2, 0)
 
     code, _, err = run(capsys, *args(b), "--resume")  # the same command line plus --resume

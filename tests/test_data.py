@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -390,6 +391,94 @@ def test_file_errors(tmp_path: Path) -> None:
     one_line_error(lambda: load_file(folder, ["text"], "label"), "not a file")
 
 
+def test_long_fields_are_read_whole(tmp_path: Path) -> None:
+    """A field far over csv's default 131072-character limit is read (truncation is the tokenizer's job)."""
+    long_text = "word " * 40_000  # 200,000 characters
+    csv_file = tmp_path / "long.csv"
+    csv_file.write_text(f'text,label\n"{long_text}",pos\nshort,neg\n', encoding="utf-8")
+    assert load_file(csv_file, ["text"], "label").texts == [(long_text,), ("short",)]
+    tsv_file = tmp_path / "long.tsv"
+    tsv_file.write_text(f"a\tb\tscore\n{long_text}\tshort\t1.5\n", encoding="utf-8")
+    assert load_file(tsv_file, ["a", "b"], "score", regression=True).texts == [(long_text, "short")]
+    glue = write_tsv(tmp_path / "glue" / "SST-2" / "dev.tsv", [["sentence", "label"], [long_text, "1"]])
+    assert load_glue("sst2", "dev", glue.parents[1]).texts == [(long_text,)]
+
+
+def test_missing_labels_are_errors(tmp_path: Path) -> None:
+    """NaN, nan, empty and null labels are missing labels, never a class or a target; the row is named."""
+    path, reg = tmp_path / "labels.csv", tmp_path / "targets.tsv"
+    for label in ("NaN", "nan", "NAN", "", "  "):
+        path.write_text(f"text,label\nfine,pos\nokay,neg\nmeh,{label}\n", encoding="utf-8")
+        one_line_error(lambda: load_file(path, ["text"], "label"), str(path), "row 3 (line 4)", "no label")
+        one_line_error(
+            lambda: load_file(path, ["text"], "label", label_list=["neg", "pos", "NaN"]), "row 3", "no label"
+        )
+        reg.write_text(f"text\tscore\nfine\t1.5\nmeh\t{label}\n", encoding="utf-8")
+        one_line_error(
+            lambda: load_file(reg, ["text"], "score", regression=True),
+            "row 2 (line 3)",
+            "no regression target",
+        )
+    jsonl = tmp_path / "labels.jsonl"
+    for value in ("null", "NaN", '"nan"', '""'):
+        jsonl.write_text(f'{{"t": "fine", "y": 1}}\n{{"t": "meh", "y": {value}}}\n', encoding="utf-8")
+        one_line_error(lambda: load_file(jsonl, ["t"], "y"), "row 2", "no label")
+        one_line_error(lambda: load_file(jsonl, ["t"], "y", regression=True), "row 2", "no regression target")
+    glue = write_tsv(
+        tmp_path / "glue" / "STS-B" / "dev.tsv", [["sentence1", "sentence2", "score"], ["a", "b", ""]]
+    )
+    one_line_error(lambda: load_glue("stsb", "dev", glue.parents[1]), "line 2", "no regression target")
+
+
+def test_encodings_and_undecodable_lines(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\nfine,pos\nokay,neg\ncafé crème,pos\n".encode("latin-1"))
+    message = one_line_error(lambda: load_file(latin, ["text"], "label"), str(latin), "line 4")
+    assert "is not valid UTF-8 (use --encoding)" in message and "UnicodeDecodeError" not in message
+    assert load_file(latin, ["text"], "label", encoding="latin-1").texts[2] == ("café crème",)
+    jsonl = tmp_path / "latin.jsonl"
+    jsonl.write_bytes('{"t": "a", "y": 1}\n{"t": "b", "y": 0}\n{"t": "é", "y": 1}\n'.encode("cp1252"))
+    one_line_error(lambda: load_file(jsonl, ["t"], "y"), "line 3", "not valid UTF-8")
+    assert load_file(jsonl, ["t"], "y", encoding="cp1252").texts[2] == ("é",)
+    tsv = tmp_path / "latin.tsv"
+    tsv.write_bytes("t\tv\nok\t1\nnaïve\t2\n".encode("latin-1"))
+    one_line_error(lambda: load_file(tsv, ["t"], "v", regression=True), "line 3", "not valid UTF-8")
+
+    wide = tmp_path / "wide.csv"  # UTF-16 with its byte order mark, Windows line ends
+    wide.write_bytes('text,label\r\nnaïve,pos\r\n"two\r\nlines",neg\r\n'.encode("utf-16"))
+    ex = load_file(wide, ["text"], "label", encoding="utf-16")
+    assert ex.texts == [("naïve",), ("two\r\nlines",)] and ex.label_list == ("neg", "pos")
+    bom = tmp_path / "bom.csv"  # a UTF-8 byte order mark is skipped
+    bom.write_bytes("text,label\nfine,pos\n".encode("utf-8-sig"))
+    assert load_file(bom, ["text"], "label").texts == [("fine",)]
+    old_mac = tmp_path / "cr.csv"  # lines ended by a lone carriage return
+    old_mac.write_bytes(b"text,label\rfine,pos\rokay,neg\r")
+    assert load_file(old_mac, ["text"], "label").texts == [("fine",), ("okay",)]
+    one_line_error(lambda: load_file(latin, ["text"], "label", encoding="nope"), "--encoding", "'nope'")
+    one_line_error(lambda: load_file(latin, ["text"], "label", encoding="base64"), "--encoding", "'base64'")
+
+
+def test_decode_lines() -> None:
+    from sharcs.data.loading import decode_lines
+
+    chunks = [b"one\r\ntw", b"o\rthree\r", b"\nfour\x0cstill four\n", b"five"]
+    assert list(decode_lines(chunks, "utf-8", "x")) == [
+        "one\r\n",
+        "two\r",
+        "three\r\n",
+        "four\x0cstill four\n",
+        "five",
+    ]
+    assert list(decode_lines([b"\xef\xbb\xbfhi\n"], "UTF8", "x")) == ["hi\n"]
+    assert list(decode_lines([], "utf-8", "x")) == []
+    bad = decode_lines([b"ok\n", b"fine\n", b"caf\xe9\n", b"never read\n"], "utf-8", "stdin")
+    assert [next(bad), next(bad)] == ["ok\n", "fine\n"]  # lazily: the good lines come first
+    one_line_error(lambda: next(bad), "stdin: line 3 is not valid UTF-8 (use --encoding)")
+    truncated = decode_lines([b"ok\n", b"\xe2\x82"], "utf-8", "f")  # a character cut off at the end
+    one_line_error(lambda: list(truncated), "f: line 2 is not valid UTF-8")
+    assert list(decode_lines([b"caf\xe9\n"], "latin-1", "x")) == ["café\n"]
+
+
 def test_examples_subset_and_validate() -> None:
     ex = Examples([("a",), ("b",), ("c",)], [0, 1, 0], ("x", "y"), "mem")
     sub = ex.subset([2, 0])
@@ -487,6 +576,31 @@ def test_tokenize_pairs_regression_and_unlabeled(tokenizer: Any) -> None:
     assert len(empty) == 0 and "input_ids" in empty.column_names
     one_line_error(lambda: tokenize(ex, tokenizer, 3), "max_length 3")
     one_line_error(lambda: tokenize(ex, tokenizer, 0), "positive")
+
+
+def test_tokenize_counts_and_reports_truncation(tokenizer: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from sharcs.data import log_truncation, tokenize_counted, truncation_line
+
+    # "a b c d e f" is exactly 8 tokens with [CLS] and [SEP]: full length, but not truncated
+    texts = [("a b c d e f",), ("a b c d e f g",), ("word " * 40_000,), ("hi",)]
+    data, truncated = tokenize_counted(Examples(texts, None, (), "mem"), tokenizer, 8)
+    assert truncated == 2 and [len(ids) for ids in data["input_ids"]] == [8, 8, 8, 3]
+    pairs = [("a b c", "d e"), ("a b c", "d e f"), ("x " * 50, "y")]  # 8, 9 and 54 tokens
+    assert tokenize_counted(Examples(pairs, None, (), "mem"), tokenizer, 8)[1] == 2
+    assert tokenize_counted(Examples(pairs, None, (), "mem"), tokenizer, 64)[1] == 0
+
+    assert truncation_line(312, 4000, 64, "training") == (
+        "312 of 4000 training inputs (7.8%) were truncated to 64 tokens"
+    )
+    assert truncation_line(1, 5000, 64, "") == "1 of 5000 inputs (<0.1%) were truncated to 64 tokens"
+    with caplog.at_level(logging.INFO, logger="sharcs"):
+        tokenize(Examples(texts, [0, 1, 0, 1], ("0", "1"), "mem"), tokenizer, 8, what="training")
+        tokenize(Examples(texts, [0, 1, 0, 1], ("0", "1"), "mem"), tokenizer, 8)  # no `what`: silent
+        tokenize(Examples([("hi",)], None, (), "mem"), tokenizer, 8, what="dev")  # none cut: silent
+        log_truncation(0, 10, 8, "held-out")
+    assert [r.getMessage() for r in caplog.records if r.name == "sharcs"] == [
+        "2 of 4 training inputs (50.0%) were truncated to 8 tokens"
+    ]
 
 
 @needs_glue

@@ -153,9 +153,11 @@ def test_every_method_trains_evaluates_predicts_and_curves(method, tiny_dir, tmp
     curve_args = ["--out", str(curve), "--repeats", "1", "--threads", "1", "--max-eval-samples", "24"]
     assert cli.main(["curve", str(out), *curve_args]) == 0
     names = [p["setting"] for p in json.loads((curve / "curve.json").read_text())[method]]
-    if method == "sharcs":  # taus read from the router's scores: 10%, ..., 90% of samples below full width
-        taus = [n for n in names if n.startswith("tau=")]
-        assert names == ["argmax", *taus, "width=0.25", "width=1"] and len(taus) >= 5
+    if method == "sharcs":  # its calibrated rule, then taus read from the fitted router's scores (10%,
+        # ..., 90% of samples below full width), then each forced width
+        own, taus = names[0], [n for n in names[1:] if n.startswith("tau=")]
+        assert own.startswith(("tau=", "cascade=")) and len(taus) >= 5
+        assert names == [own, *taus, "width=0.25", "width=1"]
     else:
         assert names == [s.name for s in model.curve_settings()]
     if method == "full":

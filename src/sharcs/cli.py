@@ -7,20 +7,24 @@
     sharcs curve runs/sst2 --out runs/sst2/curve
 
 The work is done in `sharcs.runs`, `sharcs.evaluation` and `sharcs.prediction`, imported inside the
-command functions so that `--help` and argument errors come back at once (no torch import). Every
-user error ends as one line "sharcs: error: <message>" on stderr and exit code 2.
+command functions so that `--help` and argument errors come back at once (no torch import); the
+options, files and folders of every command are checked (`sharcs.checks`) before those imports too.
+Every user error ends as one line "sharcs: error: <message>" on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from sharcs.checks import batch_sizes, check_bench, check_curve, check_evaluate, check_predict, check_train
 from sharcs.cli_parser import build_parser
 from sharcs.errors import SharcsError, first_line
 from sharcs.options import MODEL_DIR, RUN_CONFIG, TrainOptions, load_train_options, parse_names
@@ -45,17 +49,26 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.continue_run and (args.resume or args.overwrite):
+        raise SharcsError(
+            "--continue resumes by itself when it should: give it without --resume or --overwrite"
+        )
+    options = train_options(args)
+    # before torch: a bad option answers at once (--continue: runs.train decides what the folder needs)
+    check_train(options, args.resume, args.overwrite or args.continue_run)
+
     import torch
 
     from sharcs import distributed, runs
     from sharcs.evaluation import reduction_text, share_text
 
-    options = train_options(args)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("sharcs: %(message)s"))
     runs.logger.addHandler(handler)
     try:
-        results = runs.train(options, resume=args.resume, overwrite=args.overwrite)
+        results = runs.train(
+            options, resume=args.resume, overwrite=args.overwrite, continue_run=args.continue_run
+        )
     finally:
         runs.logger.removeHandler(handler)
     if distributed.is_distributed():
@@ -73,6 +86,8 @@ def _train(args: argparse.Namespace) -> int:
     print(f"FLOPs per sample: {routed}, full model {full} -> {reduction} fewer")
     kind = "exit" if any(key.startswith("exit") for key in results["width_share"]) else "width"
     print(f"{kind} share: {share_text(results['width_share'])}")
+    if "savings_note" in results:
+        print(results["savings_note"])
     print(f"model saved in {Path(options.output_dir) / MODEL_DIR}")
     return 0
 
@@ -82,25 +97,48 @@ def _route_name(label: str) -> str:
     return label if label.startswith("exit") else f"width {label}"
 
 
+@contextlib.contextmanager
+def _info_on_stderr() -> Iterator[None]:
+    """Show the "sharcs" logger's INFO lines (e.g. how many inputs were truncated) on stderr."""
+    logger = logging.getLogger("sharcs")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("sharcs: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    if level == logging.NOTSET or level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    from sharcs.data.loading import check_encoding
     from sharcs.evaluation import evaluate_dir, reduction_text
 
-    report = evaluate_dir(
-        args.dir,
-        task=args.task,
-        data_dir=args.data_dir,
-        validation_file=args.validation_file,
-        text_columns=parse_names(args.text_columns, "--text-columns") if args.text_columns else None,
-        label_column=args.label_column,
-        split=args.split,
-        max_samples=args.max_eval_samples,
-        max_seq_length=args.max_seq_length,
-        batch_size=args.batch_size,
-        tau=args.tau,
-        width=args.width,
-        device=args.device,
-        cascade=args.cascade,
-    )
+    if args.encoding is not None:
+        check_encoding(args.encoding)
+    with _info_on_stderr():  # how many inputs were truncated
+        report = evaluate_dir(
+            args.dir,
+            task=args.task,
+            data_dir=args.data_dir,
+            validation_file=args.validation_file,
+            text_columns=parse_names(args.text_columns, "--text-columns") if args.text_columns else None,
+            label_column=args.label_column,
+            split=args.split,
+            max_samples=args.max_eval_samples,
+            max_seq_length=args.max_seq_length,
+            batch_size=args.batch_size,
+            tau=args.tau,
+            width=args.width,
+            device=args.device,
+            encoding=args.encoding,
+            cascade=args.cascade,
+            budget=args.flops_budget,
+        )
     if args.json:
         print(json.dumps(report))
         return 0
@@ -134,33 +172,59 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from sharcs.data import truncation_line
+    from sharcs.data.loading import check_encoding
+
+    check_encoding(args.encoding)
+    if args.file is not None and args.texts:
+        raise SharcsError("give texts as arguments or --file FILE, not both")
+
     from sharcs.evaluation import check_width, with_routing
-    from sharcs.prediction import predict_texts, read_texts
+    from sharcs.prediction import batched, input_lines, parse_lines, predict_batch
     from sharcs.saved_run import load_run
 
     run = load_run(args.dir, args.device)
     check_width(run.model, args.width, args.cascade)  # fail before waiting for stdin
-    with_routing(run.model, args.tau, args.cascade)
+    with_routing(run.model, args.tau, args.cascade, getattr(args, "flops_budget", None))
     pairs = len(run.info.text_columns) if run.info is not None else None
-    if args.file is not None and args.texts:
-        raise SharcsError("give texts as arguments or --file FILE, not both")
-    if args.file is not None:
-        source = args.file
+    size = args.batch_size
+    with contextlib.ExitStack() as stack:
+        if args.file is not None:
+            source = args.file
+            try:
+                handle = stack.enter_context(Path(args.file).expanduser().open("rb"))
+            except OSError as error:
+                raise SharcsError(f"cannot read --file {args.file}: {_reason(error)}") from None
+            texts = parse_lines(input_lines(handle, args.encoding, source), pairs, source)
+        elif args.texts and args.texts != ["-"]:
+            source = "arguments"  # all checked before the first answer
+            texts = iter(list(parse_lines(args.texts, pairs, source, "argument", trailing_blanks=False)))
+        else:
+            source = "stdin"
+            if sys.stdin.isatty():  # typed: answer each line as it is entered
+                print("sharcs: reading texts from stdin, one per line (Ctrl-D to end)", file=sys.stderr)
+                size = 1
+            texts = parse_lines(input_lines(sys.stdin, args.encoding, source), pairs, source)
+        answered = truncated = 0
         try:
-            lines = Path(args.file).expanduser().read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            raise SharcsError(f"cannot read --file {args.file}: {_reason(error)}") from None
-    elif args.texts and args.texts != ["-"]:
-        source, lines = "arguments", list(args.texts)
-    else:
-        if sys.stdin.isatty():
-            print("sharcs: reading texts from stdin, one per line (Ctrl-D to end)", file=sys.stderr)
-        source, lines = "stdin", sys.stdin.read().splitlines()
-    while args.texts == [] and lines and not lines[-1].strip():
-        lines.pop()  # trailing blank lines of a file or stdin
-    texts = read_texts(lines, pairs, source)
-    for row in predict_texts(run, texts, args.batch_size, args.width, args.tau, source):
-        print(json.dumps(row, ensure_ascii=False))
+            for batch in batched(texts, size):  # each batch is answered as soon as it is read
+                rows, cut = predict_batch(run, batch, args.width, source)
+                sys.stdout.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+                sys.stdout.flush()
+                answered, truncated = answered + len(rows), truncated + cut
+        except BrokenPipeError:  # the reader stopped reading (e.g. `| head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        except SharcsError as error:
+            if answered:  # what came before the bad line has been printed
+                before = "the text before it was" if answered == 1 else f"the {answered} texts before it were"
+                raise SharcsError(f"{error}; {before} answered") from None
+            raise
+    if not answered:
+        raise SharcsError(f"{source}: no texts to predict")
+    if truncated:
+        line = truncation_line(truncated, answered, run.max_seq_length, "")
+        print(f"sharcs: {line} (the run's --max-seq-length)", file=sys.stderr)
     return 0
 
 
@@ -169,7 +233,7 @@ def _bench(args: argparse.Namespace) -> int:
     from sharcs.measure_runs import bench_dir, write_report
     from sharcs.options import parse_floats
 
-    sizes = tuple(int(b) for b in parse_floats(args.batch_sizes, "--batch-sizes"))
+    sizes = batch_sizes(args.batch_sizes)
     widths = parse_floats(args.widths, "--widths") if args.widths else ()
     report = bench_dir(
         args.dir,
@@ -192,8 +256,6 @@ def _curve(args: argparse.Namespace) -> int:
     from sharcs.options import parse_floats
 
     cascade_shares = parse_floats(args.cascade_shares, "--cascade-shares") if args.cascade_shares else ()
-    if any(not 0.0 <= share <= 1.0 for share in cascade_shares):
-        raise SharcsError(f"--cascade-shares: each share must lie in [0, 1], got {list(cascade_shares)}")
     files = curve_dirs(
         args.dirs,
         args.out,
@@ -209,6 +271,14 @@ def _curve(args: argparse.Namespace) -> int:
         print(path)
     return 0
 
+
+# run before a command's heavy imports (train checks its options itself, in `_train`)
+_CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "evaluate": check_evaluate,
+    "predict": check_predict,
+    "bench": check_bench,
+    "curve": check_curve,
+}
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train,
@@ -248,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.texts += extra  # texts given after options: predict DIR --width 1.0 "some text"
         elif extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command in _CHECKS:
+            _CHECKS[args.command](args)
         return _COMMANDS[args.command](args)
     except SharcsError as error:
         return _fail(str(error))

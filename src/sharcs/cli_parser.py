@@ -42,7 +42,8 @@ def _add_train(commands: Any) -> None:
         description=(
             "Fine-tune an encoder with a SHARCS router after layer K. The epoch kept is the one with the\n"
             "best score on a held-out slice of the training data (never on the dev set it reports).\n"
-            "Run it again with --resume to continue an interrupted run."
+            "Run it again with --resume to continue an interrupted run; with --continue the same command\n"
+            "starts, resumes or only reports the run, whichever the output folder needs."
         ),
         epilog=(
             "examples:\n"
@@ -50,7 +51,8 @@ def _add_train(commands: Any) -> None:
             "  sharcs train --task sst2 --data-dir glue --output-dir runs/sst2-pabee --method pabee\n"
             "  sharcs train --train-file train.csv --validation-file dev.csv --text-columns text \\\n"
             "      --label-column label --output-dir runs/mine --widths 0.25,0.5,1.0 --threshold 0.8,0.5\n"
-            "  sharcs train --output-dir runs/sst2 --resume"
+            "  sharcs train --output-dir runs/sst2 --resume\n"
+            "  sharcs train --task sst2 --data-dir glue --output-dir runs/sst2 --continue   # rerunnable"
         ),
         formatter_class=_FORMATTER,
     )
@@ -76,6 +78,11 @@ def _add_train(commands: Any) -> None:
         "--label-column", metavar="COL", help=f"label column of your files {_default('label_column')}"
     )
     data.add_argument("--regression", action="store_true", default=None, help="the labels are numbers")
+    data.add_argument(
+        "--encoding",
+        metavar="NAME",
+        help=f"text encoding of --train-file and --validation-file, e.g. latin-1 {_default('encoding')}",
+    )
     data.add_argument(
         "--max-train-samples", metavar="N", type=int, help="use only the first N training samples"
     )
@@ -182,6 +189,29 @@ def _add_train(commands: Any) -> None:
     )
 
     training = parser.add_argument_group("training")
+    training.add_argument(
+        "--recipe",
+        choices=("sandwich", "paper"),
+        help="--method sharcs: sandwich (every sample trains at full width every step, narrower widths "
+        "distilled from it, the router fitted afterwards on held-out data and routing calibrated to "
+        "--flops-budget) or paper (hardness labels, width buckets, router trained jointly) "
+        + _default("recipe"),
+    )
+    training.add_argument(
+        "--flops-budget",
+        metavar="B",
+        type=float,
+        help="--recipe sandwich: mean FLOPs per sample as a fraction of the full model's, e.g. 0.5 for 2x "
+        "fewer; calibrated on held-out training data (evaluate/predict --flops-budget changes it later) "
+        + _default("flops_budget"),
+    )
+    training.add_argument(
+        "--narrow-label-weight",
+        metavar="X",
+        type=float,
+        help="--recipe sandwich and --method cascade: a narrower width learns from (1 - X) x distillation "
+        "from the full width + X x the labels; 0: distillation only " + _default("narrow_label_weight"),
+    )
     training.add_argument("--epochs", metavar="N", type=int, help=_default("epochs"))
     training.add_argument(
         "--batch-size", metavar="N", type=int, help=f"per width bucket {_default('batch_size')}"
@@ -246,6 +276,21 @@ def _add_train(commands: Any) -> None:
         help="continue the run in --output-dir from its checkpoint, with its saved settings",
     )
     run.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run")
+    run.add_argument(
+        "--continue",
+        dest="continue_run",
+        action="store_true",
+        help="make the command rerunnable: start the run; or, when --output-dir holds a run with the same "
+        "options, resume it if it was interrupted, or only print its results if it finished (a run with "
+        "other options is an error)",
+    )
+    run.add_argument(
+        "--keep-checkpoint",
+        action="store_true",
+        default=None,
+        help="keep checkpoint/ and best/ (the optimizer and training state) when the run finishes "
+        "(default: a finished run keeps only model/ and its metrics)",
+    )
 
 
 def _add_evaluate(commands: Any) -> None:
@@ -283,6 +328,11 @@ def _add_evaluate(commands: Any) -> None:
     parser.add_argument(
         "--label-column", metavar="COL", help="label column of --validation-file (default: the run's)"
     )
+    parser.add_argument(
+        "--encoding",
+        metavar="NAME",
+        help="text encoding of --validation-file, e.g. latin-1 (default: the run's, else utf-8)",
+    )
     parser.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N samples")
     parser.add_argument(
         "--max-seq-length", metavar="N", type=int, help="truncate inputs to N tokens (default: the run's)"
@@ -298,7 +348,9 @@ def _add_predict(commands: Any) -> None:
         description=(
             "Predict labels for texts given as arguments, in a file (one per line) or on stdin.\n"
             "For sentence-pair models separate the two texts with a tab. Prints one JSON object per\n"
-            'text: {"text", "label", "probability", "width"} ("score" instead of label for regression).'
+            'text: {"text", "label", "probability", "width"} ("score" instead of label for regression);\n'
+            '"text" echoes at most 200 characters (then "text_truncated": true). A file or stdin is read\n'
+            "as it comes: each --batch-size lines are answered as soon as they have arrived."
         ),
         epilog=(
             "examples:\n"
@@ -311,6 +363,12 @@ def _add_predict(commands: Any) -> None:
     parser.add_argument("dir", metavar="DIR", help="a train output folder, or its model/ subfolder")
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label; '-' or none: read stdin")
     parser.add_argument("--file", metavar="FILE", help="read texts from this file, one per line")
+    parser.add_argument(
+        "--encoding",
+        metavar="NAME",
+        default="utf-8",
+        help="text encoding of --file or stdin, e.g. latin-1 (default: utf-8)",
+    )
     _add_inference_options(parser)
 
 
@@ -322,7 +380,9 @@ def _add_bench(commands: Any) -> None:
             "Measure a trained model on its dev set against the full-width model (the wrapped Hugging Face\n"
             "model), side by side in one run, with pinned threads, a warm-up and medians: FLOPs per sample,\n"
             "batch-1 latency (p50, p90), batched throughput, speed-ups and efficiency = measured speed-up /\n"
-            "FLOPs-predicted speed-up. Routed always (or the --cascade); --widths adds forced-width modes."
+            "FLOPs-predicted speed-up, each timing with its spread over repeats; the speed-ups also against\n"
+            "the model's own full width (same sharcs code, width 1): the width's share of the gain, without\n"
+            "the code's. Routed always (or the --cascade); --widths adds forced-width modes."
         ),
         epilog=(
             "examples:\n  sharcs bench runs/sst2 --threads 2\n  sharcs bench runs/sst2 --widths 0.25 --json\n"
@@ -353,7 +413,8 @@ def _add_curve(commands: Any) -> None:
             "curve.json, accuracy_vs_flops.png and accuracy_vs_latency.png into --out. The settings: for\n"
             "SHARCS the argmax rule, each --taus threshold, each forced width and any --cascade-shares;\n"
             "for DynaBERT each width; for DeeBERT entropy thresholds and for PABEE patiences; full, fixed\n"
-            "and random give one point."
+            "and random give one point. The plots show the settings as dots, each model's Pareto front as a\n"
+            "step line and the full model as a star; timings come with their spread over repeats."
         ),
         epilog=(
             "examples:\n  sharcs curve runs/sst2 --out runs/sst2/curve\n"
@@ -396,6 +457,13 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="instead of the router (beyond the paper; classifiers): every sample runs the narrowest "
         "width, and those whose top class probability is below C run again at full width",
+    )
+    parser.add_argument(
+        "--flops-budget",
+        metavar="B",
+        type=float,
+        help="a model trained with the sandwich recipe: the best operating point (router or cascade) whose "
+        "mean FLOPs are at most B of the full model's, from its held-out calibration table",
     )
     parser.add_argument(
         "--width", metavar="W", type=float, help="run every sample at this width instead of routing"

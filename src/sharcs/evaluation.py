@@ -19,11 +19,12 @@ from datasets import Dataset
 
 from sharcs.adaptive import AdaptiveModel
 from sharcs.backbone import pad_id
+from sharcs.calibration import recalibrate
 from sharcs.data import Examples, compute_metrics, default_metrics, get_task, load_file, tokenize
 from sharcs.errors import SharcsError
 from sharcs.flops import average_flops
 from sharcs.inference import predict
-from sharcs.model import cascade_problem, has_router
+from sharcs.model import SharcsModel, cascade_problem, has_trained_router
 from sharcs.options import named_option_error
 from sharcs.saved_run import Run, load_run
 from sharcs.task_data import TaskInfo, first_samples, load_glue_quietly
@@ -102,13 +103,21 @@ def evaluate_model(
     return Evaluation(scores, model.route_share(routes), routed, full, len(data), top_share)
 
 
-def with_routing(model: AdaptiveModel, tau: float | None, cascade: float | None = None) -> AdaptiveModel:
-    """Switch a SHARCS `model` to routing rule "tau" at threshold `tau`, or to rule "cascade" at
-    confidence `cascade` (both None leave it as it is)."""
-    if tau is not None and cascade is not None:
-        raise SharcsError("give --tau or --cascade, not both")
+def with_routing(
+    model: AdaptiveModel, tau: float | None, cascade: float | None = None, budget: float | None = None
+) -> AdaptiveModel:
+    """Switch a SHARCS `model` to routing rule "tau" at threshold `tau`, to rule "cascade" at
+    confidence `cascade`, or to the operating point its calibration table gives for the FLOPs `budget`
+    (all None leave it as it is)."""
+    if sum(x is not None for x in (tau, cascade, budget)) > 1:
+        raise SharcsError("give one of --tau, --cascade and --flops-budget")
+    if budget is not None:
+        if not isinstance(model, SharcsModel):
+            raise SharcsError(f"--flops-budget: a {model.method} model has no calibrated routing")
+        recalibrate(model, budget)
+        return model
     if tau is not None:
-        if not has_router(model):
+        if not has_trained_router(model):
             raise SharcsError("--tau: only a SHARCS model with a trained router has a tau to set")
         change = {"routing": "tau", "tau": float(tau)}
     elif cascade is not None:
@@ -147,8 +156,10 @@ def evaluation_examples(
     text_columns: Sequence[str] | None = None,
     label_column: str | None = None,
     split: str | None = None,
+    encoding: str | None = None,
 ) -> tuple[Examples, TaskInfo]:
-    """The labeled examples to evaluate `run` on: its own task by default, or another task or file."""
+    """The labeled examples to evaluate `run` on: its own task by default, or another task or file
+    (read with `encoding`; None: the run's --encoding, else UTF-8)."""
     saved = run.info
     paths = run.run_config.get("paths", {})
     if task is not None and validation_file is not None:
@@ -163,7 +174,8 @@ def evaluation_examples(
             raise SharcsError("--validation-file needs --text-columns COLUMN[,COLUMN2]")
         label = label_column or (saved.label_column if saved else None) or "label"
         regression = run.model.num_labels == 1
-        examples = load_file(validation_file, columns, label, run.label_list, regression)
+        encoding = encoding or run.run_config.get("options", {}).get("encoding") or "utf-8"
+        examples = load_file(validation_file, columns, label, run.label_list, regression, encoding)
         metrics = saved.metrics if saved and saved.task is None else default_metrics(regression)
         info = TaskInfo(None, columns, label, examples.label_list, metrics, None, run.max_seq_length)
     else:
@@ -201,20 +213,24 @@ def evaluate_dir(
     width: float | None = None,
     device: str = "auto",
     cascade: float | None = None,
+    budget: float | None = None,
+    encoding: str | None = None,
 ) -> dict[str, Any]:
-    """Dev metrics, width shares and FLOPs of a trained model, as one JSON-ready dict."""
+    """Dev metrics, width shares and FLOPs of a trained model, as one JSON-ready dict.
+
+    How many inputs were truncated to the max sequence length is logged on the "sharcs" logger."""
     if batch_size < 1:
         raise SharcsError(f"--batch-size: must be at least 1, got {batch_size}")
     if max_samples is not None and max_samples < 1:
         raise SharcsError(f"--max-eval-samples: must be at least 1, got {max_samples}")
     run = load_run(directory, device)
     check_width(run.model, width, cascade)
-    with_routing(run.model, tau, cascade)
+    with_routing(run.model, tau, cascade, budget)
     examples, info = evaluation_examples(
-        run, task, data_dir, validation_file, text_columns, label_column, split
+        run, task, data_dir, validation_file, text_columns, label_column, split, encoding
     )
     examples = first_samples(examples, max_samples)
-    data = tokenize(examples, run.tokenizer, max_seq_length or info.max_seq_length)
+    data = tokenize(examples, run.tokenizer, max_seq_length or info.max_seq_length, what="evaluation")
     evaluation = evaluate_model(run.model, data, info.metrics, batch_size, width, pad_id(run.tokenizer))
     config = run.model.config
     routing = "width" if width is not None else getattr(config, "routing", run.model.method)
@@ -228,5 +244,6 @@ def evaluate_dir(
         "tau": config.tau if routing == "tau" else None,
         "cascade": config.cascade_confidence if routing == "cascade" else None,
         "width": width,
+        "flops_budget": budget,
         **evaluation.to_dict(),
     }

@@ -19,6 +19,7 @@ from sharcs.layers import Dims
 
 if TYPE_CHECKING:
     from sharcs.adaptive import AdaptiveModel
+    from sharcs.config import SharcsConfig
     from sharcs.model import SharcsModel
 
 
@@ -41,13 +42,16 @@ def router_flops(hidden: int, router_hidden: int, num_widths: int) -> int:
     return 2 * hidden * router_hidden + 2 * router_hidden * num_widths
 
 
-def sharcs_flops(model: SharcsModel, width: float, length: int, forced: bool = False) -> int:
-    """Analytic FLOPs of one sample of `length` tokens routed to `width` (or `forced` to it).
+def sharcs_flops(
+    model: SharcsModel, width: float, length: int, forced: bool = False, config: SharcsConfig | None = None
+) -> int:
+    """Analytic FLOPs of one sample of `length` tokens routed to `width` (or `forced` to it), under the
+    model's config or `config` (another routing rule of the same model).
 
     Under routing "cascade" a sample answered at full width ran the narrowest width first: it pays
     for layers K+1..N and the head at both widths, unless the width was forced (no cascade ran).
     """
-    dims, config = model.dims, model.config
+    dims, config = model.dims, config or model.config
     k = config.adaptive_layer
     router = router_flops(dims.hidden, config.router_hidden_size, len(config.widths))
 

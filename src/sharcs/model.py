@@ -256,7 +256,11 @@ class SharcsModel(AdaptiveModel):
             return [Setting("random", {})]
         widths = [Setting(f"width={w:g}", {"width": w}) for w in config.widths]
         if config.routing == "cascade":
-            return [Setting(f"cascade={config.cascade_confidence:g}", {}), *widths]
+            own = Setting(f"cascade={config.cascade_confidence:g}", {})
+            if self.calibration is None:
+                return [own, *widths]
+            # the sandwich recipe calibrated to the cascade still has a fitted router to sweep
+            return [own, *(Setting(f"tau={t:g}", {"tau": t}, {"routing": "tau"}) for t in taus), *widths]
         settings = [Setting(config.routing if config.routing == "argmax" else f"tau={config.tau:g}", {})]
         settings += [Setting(f"tau={t:g}", {"tau": t}) for t in taus]
         return settings + widths
@@ -330,6 +334,12 @@ def random_widths(
 def has_router(model: object) -> TypeGuard[SharcsModel]:
     """Whether `model` is a SHARCS model that routes with its trained router (not fixed or random)."""
     return isinstance(model, SharcsModel) and model.config.uses_router
+
+
+def has_trained_router(model: object) -> TypeGuard[SharcsModel]:
+    """Whether `model` has a trained router, whatever its routing rule now: routed SHARCS (the paper
+    recipe), or the sandwich recipe, whose router is fitted on held-out data (`model.calibration`)."""
+    return has_router(model) or (isinstance(model, SharcsModel) and model.calibration is not None)
 
 
 def is_cascade(model: object) -> TypeGuard[SharcsModel]:

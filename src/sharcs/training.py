@@ -21,28 +21,38 @@ the global batch. Only rank 0 writes checkpoints and history; every rank reads t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from datasets import Dataset
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from sharcs import distributed
-from sharcs.adaptive import AdaptiveModel, distillation_loss, load_model
+from sharcs.adaptive import AdaptiveModel, distillation_loss, load_model, task_loss
 from sharcs.collate import pad_batch
-from sharcs.errors import SharcsError
+from sharcs.config import SharcsConfig
+from sharcs.errors import SharcsError, first_line
 from sharcs.files import atomic_write_text, latest_version, remove_versions, versioned_directory
 from sharcs.hardness import HardnessLabeler, confidence
 from sharcs.model import SharcsModel, has_router, hidden_distillation_loss, is_cascade
 
 CHECKPOINT_DIR = "checkpoint"
 BEST_DIR = "best"
-STATE_NAME = "trainer_state.pt"
+STATE_NAME = "trainer_state.json"  # positions, history, optimizer settings: JSON, never pickle
+TENSORS_NAME = "trainer_state.safetensors"  # optimizer moments, hardness history, RNG state
+OLD_STATE_NAME = "trainer_state.pt"  # the pickle earlier versions wrote: refused, never loaded
+STATE_FORMAT = 1
+LABELER_TENSORS = ("history", "current", "epochs_done", "eligible")  # HardnessLabeler.state_dict
 HISTORY_NAME = "history.json"
+RECIPES = ("sandwich", "paper")
 
 
 @dataclass
@@ -68,6 +78,15 @@ class TrainingArguments:
         `select_cost`) whose selection metric is within this much of the best value so far; 0 keeps
         the best epoch, the cheaper one on a tie. Held-out accuracy alone tends to keep the epoch that
         routes the most samples to full width.
+    recipe: how a SHARCS model with a router trains (docs/method.md). "sandwich" (the default; beyond
+        the paper): every sample trains at full width every step, and every narrower width learns from
+        it by distillation; the router is not trained here but fitted afterwards on held-out data
+        (`sharcs.calibration`), so it never changes the shared weights. "paper": hardness labels from
+        each sample's confidence history, width buckets, and the router trained jointly (method.md §2-3).
+    narrow_label_weight: (sandwich recipe and routing "cascade") a narrower width's loss is
+        (1 - weight) * distillation from the full width + weight * the task loss on the labels; 0 is
+        pure distillation (what `--method cascade` did before), which learns little while the full-width
+        teacher is still untrained.
     """
 
     epochs: int = 3
@@ -85,6 +104,8 @@ class TrainingArguments:
     distill_hidden: bool = False
     hardness_from: str = "routed"
     select_tolerance: float = 0.0
+    recipe: str = "sandwich"
+    narrow_label_weight: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -94,6 +115,10 @@ class TrainingArguments:
             raise SharcsError(f"learning_rate: must be positive, got {self.learning_rate}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise SharcsError(f"warmup_ratio: must lie in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 <= self.narrow_label_weight <= 1.0:
+            raise SharcsError(f"narrow_label_weight: must lie in [0, 1], got {self.narrow_label_weight}")
+        if self.recipe not in RECIPES:
+            raise SharcsError(f"recipe: must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         if self.hardness_from not in ("routed", "narrowest"):
             raise SharcsError(f"hardness_from: must be 'routed' or 'narrowest', got {self.hardness_from!r}")
         if not 0.0 <= self.select_tolerance < 1.0:
@@ -168,20 +193,24 @@ class Trainer:
         self.select_metric = select_metric
         self.select_cost = select_cost
         self.pad_token_id = pad_token_id
-        self.labeler = None  # hardness labels: only a SHARCS model with a router has them
+        self.labeler = None  # hardness labels: only the paper recipe of a SHARCS model with a router
         router: list[torch.nn.Parameter] = []
-        if has_router(model):
+        if has_router(model) and args.recipe == "paper":
             config = model.config
             self.labeler = HardnessLabeler(len(train_data), config.confidence_intervals, config.window)
             router = list(model.router.parameters())
         elif args.distill_narrow:
             raise SharcsError(
-                "distill_narrow is for SHARCS models with a router (routing argmax or tau); "
-                "routing 'cascade' always distils its narrower widths"
+                "distill_narrow is for the paper recipe of SHARCS models with a router (routing argmax or "
+                "tau); the sandwich recipe and routing 'cascade' always distil their narrower widths"
             )
-        self.cascade = is_cascade(model)
-        if args.distill_hidden and not (args.distill_narrow or self.cascade):
-            raise SharcsError("distill_hidden needs distill_narrow or a model with routing 'cascade'")
+        # every sample at full width, every narrower width distilled from it (the router, if any, is
+        # fitted after training by sharcs.calibration)
+        self.sandwich = is_cascade(model) or (has_router(model) and args.recipe == "sandwich")
+        if args.distill_hidden and not (args.distill_narrow or self.sandwich):
+            raise SharcsError(
+                "distill_hidden needs distill_narrow, the sandwich recipe or a model with routing 'cascade'"
+            )
         self.schedule_starts = model.schedule_starts(args.epochs)
         router_ids = {id(p) for p in router}
         groups = [[p for p in model.parameters() if id(p) not in router_ids], router]
@@ -222,7 +251,7 @@ class Trainer:
         n, model = len(self.data), self.model
         if self.labeler is not None:
             return self.labeler.assign_widths(generator)
-        if self.cascade:  # every sample at full width; train_step adds the narrower widths
+        if self.sandwich:  # every sample at full width; train_step adds the narrower widths
             return torch.full((n,), len(model.config.widths) - 1)
         if isinstance(model, SharcsModel) and model.config.routing == "random":
             return torch.multinomial(torch.tensor(model.config.shares), n, True, generator=generator)
@@ -287,12 +316,12 @@ class Trainer:
             states = {"output_hidden_states": True} if self.args.distill_hidden else {}
             out = model(**batch, **self.route_arguments(width_index, index), **states)
             loss, narrowest_logits = out.loss, out.logits
-            if self.args.distill_narrow or self.cascade:
+            if self.args.distill_narrow or self.sandwich:
                 teacher = [state.detach() for state in out.hidden_states] if self.args.distill_hidden else []
                 for narrower in reversed(model.config.widths[:width_index]):  # the narrowest last
                     narrow = model(**batch, width=narrower, **states)
                     narrowest_logits = narrow.logits
-                    loss = loss + distillation_loss(narrowest_logits, out.logits.detach())
+                    loss = loss + self.narrow_loss(narrowest_logits, out.logits.detach(), batch["labels"])
                     if self.args.distill_hidden:
                         loss = loss + hidden_distillation_loss(
                             narrow.hidden_states, teacher, batch["attention_mask"]
@@ -312,6 +341,15 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
         self.optimizer.step()
         return total
+
+    def narrow_loss(self, logits: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """A narrower width's loss: distillation from the wider width's detached logits, mixed (sandwich
+        recipe and cascade) with the task loss on the labels by `narrow_label_weight`."""
+        weight = self.args.narrow_label_weight if self.sandwich else 0.0
+        loss = distillation_loss(logits, teacher)
+        if weight:
+            loss = (1.0 - weight) * loss + weight * task_loss(logits, labels)
+        return loss
 
     def route_arguments(self, width_index: int, index: torch.Tensor) -> dict:
         """What a training forward gets besides the batch: the bucket's width and router targets."""
@@ -377,61 +415,158 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Save model, optimizer, labeler, RNG and position as a new checkpoint (see `find_checkpoint`).
 
-        Only rank 0 writes; every rank waits until the checkpoint is complete.
+        Nothing is pickled: the tensors (optimizer moments and steps, hardness history, RNG state) go to
+        trainer_state.safetensors, everything else to trainer_state.json, so loading a checkpoint can
+        never run code. Only rank 0 writes; every rank waits until the checkpoint is complete.
         """
         if self.output_dir is None:
             return
         if not distributed.is_main():
             distributed.barrier()
             return
+        tensors: dict[str, torch.Tensor] = {"torch_rng": torch.get_rng_state()}
+        if self.labeler is not None:
+            tensors.update({f"labeler.{k}": v for k, v in self.labeler.state_dict().items()})
+        optimizer = self.optimizer.state_dict()
+        per_param: dict[str, dict[str, Any]] = {}
+        for index, values in optimizer["state"].items():
+            entry: dict[str, Any] = {"tensors": [], "scalars": {}}
+            for name, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optimizer.state.{index}.{name}"] = value
+                    entry["tensors"].append(name)
+                else:
+                    entry["scalars"][name] = value
+            per_param[str(index)] = entry
         state = {
-            "optimizer": self.optimizer.state_dict(),
-            "labeler": self.labeler.state_dict() if self.labeler is not None else None,
-            "torch_rng": torch.get_rng_state(),
+            "format": STATE_FORMAT,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "epoch_sums": dict(self.epoch_sums),
             "history": self.history,
             "best_value": self.best_value,
-            "kept": self.kept,
+            "kept": list(self.kept),
+            "labeler": self.labeler is not None,
+            "optimizer": {"param_groups": optimizer["param_groups"], "state": per_param},
             "args": asdict(self.args),
         }
         position = (self.epoch, self.step_in_epoch)
         with versioned_directory(self.output_dir / CHECKPOINT_DIR, position) as scratch:
             self.model.save_pretrained(scratch / "model")
-            torch.save(state, scratch / STATE_NAME)
+            cpu = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+            save_file(cpu, str(scratch / TENSORS_NAME))
+            (scratch / STATE_NAME).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
         distributed.barrier()
 
     def load_checkpoint(self) -> None:
-        """Restore everything `save_checkpoint` wrote; a missing or broken checkpoint is a SharcsError."""
+        """Restore everything `save_checkpoint` wrote; a missing, broken or mismatched checkpoint file
+        is a SharcsError naming it. Only JSON and safetensors are read: the pickle earlier versions wrote
+        (trainer_state.pt) is refused unread, as unpickling can run code."""
         if self.output_dir is None:
             raise SharcsError("resume needs an output directory holding a checkpoint")
         folder = find_checkpoint(self.output_dir)
+        if folder is not None and (folder / OLD_STATE_NAME).exists():
+            raise old_format_error(folder / OLD_STATE_NAME)
         if folder is None or not (folder / STATE_NAME).is_file():
             raise SharcsError(
                 f"nothing to resume: {self.output_dir / CHECKPOINT_DIR / STATE_NAME} does not exist"
             )
-        try:
-            state = torch.load(folder / STATE_NAME, weights_only=False, map_location="cpu")
-        except Exception as error:  # any unpickling failure means the file is damaged
-            raise SharcsError(f"{folder / STATE_NAME} is corrupt ({type(error).__name__})") from None
+        state, tensors = read_trainer_state(folder)
         saved = load_model(folder / "model")  # every rank reads rank 0's checkpoint
-        if type(saved) is not type(self.model) or saved.config != self.model.config:
+        if type(saved) is not type(self.model) or not same_structure(saved.config, self.model.config):
             raise SharcsError(f"{folder} was trained with another model config: {saved.config}")
+        optimizer_state = self._checked_optimizer_state(state, tensors, folder)
+        labeler_state = self._checked_labeler_state(state, tensors, folder)
         self.model.load_state_dict(saved.state_dict())
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.labeler is not None:
-            self.labeler.load_state_dict(state["labeler"])
-        torch.set_rng_state(state["torch_rng"])
+        # the sandwich recipe calibrates the routing rule after each epoch: continue with the saved one
+        self.model.config, self.model.calibration = saved.config, saved.calibration
+        try:
+            self.optimizer.load_state_dict(optimizer_state)
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise SharcsError(f"{folder / STATE_NAME}: bad optimizer state ({first_line(error)})") from None
+        if self.labeler is not None and labeler_state is not None:
+            self.labeler.load_state_dict(labeler_state)
+        torch.set_rng_state(tensors["torch_rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
-        self.epoch_sums, self.history, self.best_value = (
-            state["epoch_sums"],
-            state["history"],
-            state["best_value"],
-        )
-        # checkpoints from before select_tolerance kept the best epoch: its cost is unknown, so a
-        # cheaper epoch of equal metric may replace it
-        self.kept = tuple(state.get("kept", (self.best_value, math.inf)))
+        self.epoch_sums = {"loss": float(state["epoch_sums"]["loss"]), "steps": state["epoch_sums"]["steps"]}
+        self.history, self.best_value = state["history"], float(state["best_value"])
+        self.kept = (float(state["kept"][0]), float(state["kept"][1]))
+
+    def _checked_optimizer_state(
+        self, state: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Path
+    ) -> dict[str, Any]:
+        """The optimizer state_dict of a checkpoint, checked against this trainer's parameters."""
+        saved = state["optimizer"]
+        where = folder / TENSORS_NAME
+        sizes = [len(group["params"]) for group in saved["param_groups"]]
+        expected = [len(group["params"]) for group in self.optimizer.param_groups]
+        if sizes != expected:
+            raise SharcsError(
+                f"{folder / STATE_NAME}: the optimizer has parameter groups of {sizes} tensors, "
+                f"this run {expected}"
+            )
+        ids = [i for group in saved["param_groups"] for i in group["params"]]
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if ids != list(range(len(params))):
+            raise SharcsError(
+                f"{folder / STATE_NAME}: the optimizer's parameter ids are not 0..{len(params) - 1}"
+            )
+        per_param: dict[int, dict[str, Any]] = {}
+        for key, entry in saved["state"].items():
+            index = int(key)
+            if index >= len(params):
+                raise SharcsError(
+                    f"{folder / STATE_NAME}: optimizer state for parameter {index} of {len(params)}"
+                )
+            values = dict(entry["scalars"])
+            for name in entry["tensors"]:
+                tensor = tensors[f"optimizer.state.{key}.{name}"]
+                shape = tuple(params[index].shape)
+                if not tensor.is_floating_point() or (tensor.dim() > 0 and tuple(tensor.shape) != shape):
+                    raise SharcsError(
+                        f"{where}: optimizer.state.{key}.{name} is {tensor.dtype} {tuple(tensor.shape)}, "
+                        f"its parameter {shape}"
+                    )
+                values[name] = tensor
+            per_param[index] = values
+        groups = [
+            {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+            for group in saved["param_groups"]
+        ]  # JSON turned tuples (AdamW's betas) into lists
+        return {"state": per_param, "param_groups": groups}
+
+    def _checked_labeler_state(
+        self, state: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Path
+    ) -> dict[str, torch.Tensor] | None:
+        """The hardness labeler state of a checkpoint, checked against this run's labeler."""
+        if state["labeler"] != (self.labeler is not None):
+            has = "holds hardness labels" if state["labeler"] else "holds no hardness labels"
+            raise SharcsError(f"{folder / STATE_NAME} {has}, unlike this run's model")
+        if self.labeler is None:
+            return None
+        live = self.labeler.state_dict()
+        labels = {name: tensors[f"labeler.{name}"] for name in LABELER_TENSORS}
+        for name, tensor in labels.items():
+            want = live[name]
+            if tensor.dtype != want.dtype or tensor.shape != want.shape:
+                raise SharcsError(
+                    f"{folder / TENSORS_NAME}: hardness history labeler.{name} is {tensor.dtype} "
+                    f"{tuple(tensor.shape)}, this run needs {want.dtype} {tuple(want.shape)} "
+                    "(another training set, window or widths?)"
+                )
+        return labels
+
+
+INFERENCE_FIELDS = ("routing", "tau", "cascade_confidence")  # what calibration may change
+
+
+def same_structure(a: object, b: object) -> bool:
+    """Whether two method configs describe the same trainable model: equal but for the inference rule
+    of a SHARCS config, which the sandwich recipe calibrates after each epoch."""
+    if isinstance(a, SharcsConfig) and isinstance(b, SharcsConfig):
+        keep = {name: getattr(b, name) for name in INFERENCE_FIELDS}
+        return dataclasses.replace(a, **keep) == b
+    return a == b
 
 
 def find_checkpoint(output_dir: str | Path) -> Path | None:
@@ -446,6 +581,110 @@ def find_checkpoint(output_dir: str | Path) -> Path | None:
 def remove_checkpoints(output_dir: str | Path) -> None:
     """Delete every checkpoint in `output_dir` (a run started afresh must not resume them)."""
     remove_versions(Path(output_dir) / CHECKPOINT_DIR)
+
+
+def remove_training_state(output_dir: str | Path) -> None:
+    """Delete what only training needs, every checkpoint and best/: a finished run keeps model/."""
+    remove_checkpoints(output_dir)
+    remove_versions(Path(output_dir) / BEST_DIR)
+
+
+def old_format_error(path: Path) -> SharcsError:
+    """The refusal of a trainer_state.pt, which is never unpickled."""
+    return SharcsError(
+        f"{path} is in the old pickle format, which sharcs no longer loads because it can run code; "
+        "start the run again with --overwrite"
+    )
+
+
+def read_trainer_state(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """trainer_state.json and trainer_state.safetensors of a checkpoint folder, checked for their
+    structure and against each other; anything missing, unreadable or inconsistent is a SharcsError
+    naming the file."""
+    path = folder / STATE_NAME
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise SharcsError(f"{path} is corrupt or unreadable ({first_line(error)})") from None
+    problem = _state_problem(state)
+    if problem is not None:
+        raise SharcsError(f"{path} is corrupt ({problem})")
+    where = folder / TENSORS_NAME
+    if not where.is_file():
+        raise SharcsError(f"{where} is missing: the checkpoint is incomplete")
+    try:
+        tensors = load_file(str(where))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise SharcsError(f"{where} is corrupt or unreadable ({first_line(error)})") from None
+    expected = {"torch_rng"}
+    if state["labeler"]:
+        expected |= {f"labeler.{name}" for name in LABELER_TENSORS}
+    for key, entry in state["optimizer"]["state"].items():
+        expected |= {f"optimizer.state.{key}.{name}" for name in entry["tensors"]}
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or unexpected:
+        raise SharcsError(
+            f"{where} does not match {STATE_NAME}: {len(missing)} missing and {len(unexpected)} "
+            f"unexpected tensors (first: {(missing or unexpected)[0]})"
+        )
+    rng = tensors["torch_rng"]
+    if rng.dtype != torch.uint8 or rng.dim() != 1:
+        raise SharcsError(
+            f"{where}: torch_rng is {rng.dtype} {tuple(rng.shape)}, not a random generator state"
+        )
+    return state, tensors
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _state_problem(state: object) -> str | None:
+    """What is wrong with the structure of a parsed trainer_state.json, or None."""
+    if not isinstance(state, dict):
+        return "not a JSON object"
+    if state.get("format") != STATE_FORMAT:
+        return f"format {state.get('format')!r}, expected {STATE_FORMAT}"
+    for name in ("epoch", "step_in_epoch"):
+        if not _is_count(state.get(name)):
+            return f"{name} is {state.get(name)!r}, not a count"
+    sums = state.get("epoch_sums")
+    if not isinstance(sums, dict) or not _is_number(sums.get("loss")) or not _is_count(sums.get("steps")):
+        return "epoch_sums is not {loss, steps}"
+    history = state.get("history")
+    if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
+        return "history is not a list of records"
+    kept = state.get("kept")
+    if not _is_number(state.get("best_value")) or not (
+        isinstance(kept, list) and len(kept) == 2 and all(_is_number(v) for v in kept)
+    ):
+        return "best_value or kept is not a number"
+    if not isinstance(state.get("labeler"), bool):
+        return "labeler is not true or false"
+    optimizer = state.get("optimizer")
+    if not isinstance(optimizer, dict):
+        return "no optimizer state"
+    groups, per_param = optimizer.get("param_groups"), optimizer.get("state")
+    if not isinstance(groups, list) or not isinstance(per_param, dict):
+        return "no optimizer param_groups or state"
+    for group in groups:
+        if not isinstance(group, dict) or not isinstance(group.get("params"), list):
+            return "an optimizer param group without params"
+        if not all(_is_count(i) for i in group["params"]):
+            return "an optimizer param group with bad parameter ids"
+    for key, entry in per_param.items():
+        if not key.isdigit() or not isinstance(entry, dict):
+            return f"bad optimizer state for parameter {key!r}"
+        names, scalars = entry.get("tensors"), entry.get("scalars")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return f"bad optimizer tensor names for parameter {key}"
+        if not isinstance(scalars, dict) or any(name in scalars for name in names):
+            return f"bad optimizer scalars for parameter {key}"
+    return None
 
 
 def _device(model: torch.nn.Module) -> torch.device:

@@ -3,7 +3,7 @@
 from sharcs.data.loading import Examples, load_file, load_glue, validate_texts
 from sharcs.data.metrics import METRIC_NAMES, compute_metrics, default_metrics
 from sharcs.data.tasks import GLUE_TASKS, TaskSpec, get_task
-from sharcs.data.tokenize import tokenize
+from sharcs.data.tokenize import log_truncation, tokenize, tokenize_counted, truncation_line
 
 __all__ = [
     "GLUE_TASKS",
@@ -15,6 +15,9 @@ __all__ = [
     "get_task",
     "load_file",
     "load_glue",
+    "log_truncation",
     "tokenize",
+    "tokenize_counted",
+    "truncation_line",
     "validate_texts",
 ]

@@ -1,17 +1,22 @@
 """Reading examples: GLUE TSVs (or the Hugging Face hub) and user CSV / TSV / JSON Lines files.
 
 Row numbers in error messages count data rows from 1 (a header line is not a row); where the file
-line differs it is given too, as "row 5 (line 6)".
+line differs it is given too, as "row 5 (line 6)". Files are decoded line by line (UTF-8 unless an
+`encoding` is given, a byte order mark skipped), so a byte that does not decode is reported with its
+line; fields of any length are read (long texts are truncated at tokenization, never rejected).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import itertools
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
+import re
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,13 @@ _HUB_TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
 # CoLA's train and dev files have no header line; these are the official column names.
 _COLA_COLUMNS = ("source", "label", "original_label", "sentence")
 _FILE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".json")
+# csv refuses fields over 131072 characters by default; texts of any length are read (and truncated
+# to the model's length at tokenization). The largest value a C long holds on every platform.
+_FIELD_SIZE_LIMIT = min(sys.maxsize, 2**31 - 1)
+# Label values that mean "no label": a missing label is an error, never a class of its own.
+_MISSING_LABELS = ("", "nan")
+# A line end; a "\r" at the very end of decoded text may be the first half of a "\r\n" still to come.
+_LINE_END = re.compile(r"\r\n|\r(?!\Z)|\n")
 
 
 @dataclass
@@ -105,6 +117,58 @@ def validate_texts(examples: Examples) -> None:
                 raise SharcsError(f"{examples.source}: row {row} has an empty {which} ({_show(text)})")
 
 
+# ------------------------------------------------------------------------------------------- decoding
+
+
+def check_encoding(encoding: str, option: str = "--encoding") -> str:
+    """`encoding` if Python knows it as a text encoding, else a one-line SharcsError naming `option`."""
+    try:
+        b"".decode(encoding)
+        "".encode(encoding)
+    except (LookupError, TypeError, ValueError):
+        raise SharcsError(
+            f"{option}: unknown text encoding {encoding!r} (e.g. utf-8, latin-1, cp1252, utf-16)"
+        ) from None
+    return encoding
+
+
+def _shown_encoding(encoding: str) -> str:
+    return "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+def decode_lines(chunks: Iterable[bytes], encoding: str, source: str) -> Iterator[str]:
+    r"""Decode bytes (e.g. the lines of a file opened in binary) lazily into text lines, each with its end.
+
+    Lines end at "\n", "\r\n" or "\r" (as with Python's universal newlines; other separators such as
+    form feeds stay inside a line). UTF-8 input may start with a byte order mark, which is skipped.
+    Bytes that do not decode are a one-line SharcsError "<source>: line N is not valid UTF-8 (use
+    --encoding)".
+    """
+    codec = "utf-8-sig" if codecs.lookup(check_encoding(encoding)).name == "utf-8" else encoding
+    decoder = codecs.getincrementaldecoder(codec)()
+    lines = 0
+    pending = ""
+
+    def decode(data: bytes, final: bool) -> str:
+        try:
+            return decoder.decode(data, final)
+        except UnicodeDecodeError:
+            raise SharcsError(
+                f"{source}: line {lines + 1} is not valid {_shown_encoding(encoding)} (use --encoding)"
+            ) from None
+
+    for chunk in itertools.chain(chunks, (None,)):
+        text = pending + decode(chunk or b"", chunk is None)
+        start = 0
+        for match in _LINE_END.finditer(text):
+            lines += 1
+            yield text[start : match.end()]
+            start = match.end()
+        pending = text[start:]
+    if pending:
+        yield pending
+
+
 # ---------------------------------------------------------------------------------------------------- GLUE
 
 
@@ -146,13 +210,15 @@ def load_glue(task: str | TaskSpec, split: str, data_dir: str | Path | None = No
 
 def _iter_tsv(path: Path) -> Iterator[tuple[int, list[str]]]:
     """Yield (line number, fields) for each non-blank line of a GLUE-style TSV (no quoting)."""
+    csv.field_size_limit(_FIELD_SIZE_LIMIT)
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        with path.open("rb") as handle:
+            lines = decode_lines(handle, "utf-8", f"cannot read {path}")
+            reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
             for fields in reader:
                 if fields and any(fields):
                     yield reader.line_num, fields
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+    except (OSError, csv.Error) as err:
         raise SharcsError(f"cannot read {path}: {_one_line(err)}") from err
 
 
@@ -264,16 +330,20 @@ def load_file(
     label_column: str | None,
     label_list: Sequence[str] | None = None,
     regression: bool = False,
+    encoding: str = "utf-8",
 ) -> Examples:
     """Load a user CSV (.csv), TSV (.tsv, read without quoting like GLUE) or JSON Lines (.jsonl/.json) file.
 
     Classification labels are read as strings ("1" and 1 are the same label) and numbered by their
     position in `label_list`, or by the sorted labels of this file when `label_list` is None (numeric
-    labels sort numerically). `regression` reads float targets. `label_column` None loads unlabeled
-    texts (for prediction); their label list is `label_list`, or () when unknown, or None for regression.
+    labels sort numerically). `regression` reads float targets. An empty, null or NaN label (any case)
+    is missing: a SharcsError naming its row. `label_column` None loads unlabeled texts (for
+    prediction); their label list is `label_list`, or () when unknown, or None for regression.
+    `encoding` is the file's text encoding.
     """
     path = Path(path).expanduser()
     text_columns = tuple(text_columns)
+    check_encoding(encoding)
     ext = path.suffix.lower()
     if ext not in _FILE_EXTENSIONS:
         raise SharcsError(
@@ -290,7 +360,10 @@ def load_file(
     if not path.is_file():
         raise SharcsError(f"data file {path} is not a file")
 
-    columns, records = _read_json_lines(path) if ext in (".jsonl", ".json") else _read_delimited(path, ext)
+    if ext in (".jsonl", ".json"):
+        columns, records = _read_json_lines(path, encoding)
+    else:
+        columns, records = _read_delimited(path, ext, encoding)
     if not records:
         raise SharcsError(f"{path} has no data rows")
     wanted = text_columns + ((label_column,) if label_column is not None else ())
@@ -329,6 +402,12 @@ def _with_labels(
         floats = [_parse_float(value, source, where) for value, where in zip(raw_labels, places, strict=True)]
         return Examples(texts, floats, None, source)
 
+    for value, where in zip(raw_labels, places, strict=True):
+        if _is_missing(value):
+            raise SharcsError(
+                f"{source}: {where} has no label in column {label_column!r} (got {_show(value)}); "
+                "fill it in or drop the row"
+            )
     strings = [
         _label_string(value, label_column, source, where)
         for value, where in zip(raw_labels, places, strict=True)
@@ -352,15 +431,19 @@ def _with_labels(
     return Examples(texts, labels, names, source)
 
 
-def _read_delimited(path: Path, ext: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+def _read_delimited(
+    path: Path, ext: str, encoding: str = "utf-8"
+) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     """Read a CSV (standard quoting) or TSV (no quoting) file with a header line."""
     records: list[tuple[int, dict[str, Any]]] = []
+    csv.field_size_limit(_FIELD_SIZE_LIMIT)
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
+        with path.open("rb") as handle:
+            lines = decode_lines(handle, encoding, f"cannot read {path}")
             if ext == ".tsv":
-                reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+                reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
             else:
-                reader = csv.reader(handle)
+                reader = csv.reader(lines)
             header = next(reader, None)
             if header is None:
                 raise SharcsError(f"{path} is empty")
@@ -373,16 +456,21 @@ def _read_delimited(path: Path, ext: str) -> tuple[list[str], list[tuple[int, di
                         f"{path}: line {reader.line_num} has {len(fields)} fields, header has {len(header)}"
                     )
                 records.append((reader.line_num, dict(zip(header, fields, strict=True))))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+    except csv.Error as err:
+        raise SharcsError(f"cannot read {path}: line {reader.line_num}: {_one_line(err)}") from err
+    except OSError as err:
         raise SharcsError(f"cannot read {path}: {_one_line(err)}") from err
     return header, records
 
 
-def _read_json_lines(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+def _read_json_lines(
+    path: Path, encoding: str = "utf-8"
+) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     """Read JSON Lines (one object per line); a .json file holding one array of objects works too."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
+        with path.open("rb") as handle:
+            text = "".join(decode_lines(handle, encoding, f"cannot read {path}"))
+    except OSError as err:
         raise SharcsError(f"cannot read {path}: {_one_line(err)}") from err
     items: list[tuple[int, Any]] = []
     if text.lstrip().startswith("["):
@@ -439,6 +527,15 @@ def _label_string(value: Any, column: str, source: str, where: str) -> str:
     return text
 
 
+def _is_missing(value: Any) -> bool:
+    """True for a label that is not there: None (JSON null), a NaN float, or "", "NaN", "nan" (any case)."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and value.strip().lower() in _MISSING_LABELS
+
+
 def _label_sort_key(label: str) -> tuple[int, float, str]:
     """Sort numeric labels by value, before any non-numeric labels (sorted as strings)."""
     try:
@@ -449,6 +546,10 @@ def _label_sort_key(label: str) -> tuple[int, float, str]:
 
 def _parse_float(value: Any, source: str, where: str) -> float:
     """A finite regression target, or SharcsError naming the value and row."""
+    if _is_missing(value):
+        raise SharcsError(
+            f"{source}: {where} has no regression target (got {_show(value)}); fill it in or drop the row"
+        )
     number = math.nan
     if isinstance(value, int | float) and not isinstance(value, bool):
         number = float(value)

@@ -1,0 +1,216 @@
+"""The sandwich recipe (the default): its training invariants, the router fitted on held-out data, and
+the FLOPs budget that calibration promises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import GLUE_DIR, random_dataset, save_tiny_model_dir, tiny_model
+
+from sharcs import SharcsConfig, get_sharcs_model, load_model
+from sharcs.adaptive import distillation_loss, task_loss
+from sharcs.calibration import (
+    calibrate,
+    choose_operating_point,
+    fit_router,
+    held_out_table,
+    narrow_targets,
+    recalibrate,
+    rule_point,
+)
+from sharcs.collate import pad_batch
+from sharcs.errors import SharcsError
+from sharcs.evaluation import evaluate_model
+from sharcs.training import Trainer, TrainingArguments
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def sandwich_model(seed: int = 0, num_labels: int = 2):
+    return get_sharcs_model(
+        tiny_model("bert", num_labels=num_labels, seed=seed), SharcsConfig(adaptive_layer=1)
+    )
+
+
+def trained(num_labels: int = 2, epochs: int = 2):
+    model = sandwich_model(num_labels=num_labels)
+    data = random_dataset(64, num_labels=max(num_labels, 2))
+    if num_labels == 1:
+        data = data.map(lambda row: {"labels": float(row["labels"]) * 2.0})
+    args = TrainingArguments(
+        epochs=epochs, batch_size=16, learning_rate=1e-3, label_range=2.0 if num_labels == 1 else None
+    )
+    Trainer(model, data, args).train()
+    return model
+
+
+def test_every_sample_trains_at_full_width_and_the_router_is_left_alone():
+    model = sandwich_model()
+    trainer = Trainer(model, random_dataset(40), TrainingArguments(epochs=1, batch_size=8))
+    steps, assignment = trainer.plan_epoch(0)
+    assert trainer.sandwich and trainer.labeler is None
+    assert assignment.tolist() == [1] * 40  # width index 1: full width, every sample
+    assert sorted(i for step in steps for _, batch in step.batches for i in batch) == list(range(40))
+    router = {k: v.clone() for k, v in model.router.state_dict().items()}
+    backbone = model.base.bert.encoder.layer[0].attention.self.query.weight.clone()
+    trainer.train()
+    assert all(torch.equal(v, model.router.state_dict()[k]) for k, v in router.items())
+    assert not torch.equal(backbone, model.base.bert.encoder.layer[0].attention.self.query.weight)
+
+
+def test_a_sandwich_step_is_full_width_loss_plus_distillation_from_a_detached_teacher():
+    """The full width's gradient is the plain fine-tuning one; the narrow path adds only its own
+    distillation term, whose teacher is a constant (no gradient flows back through the full logits)."""
+    data = random_dataset(8)
+    model = sandwich_model()
+    trainer = Trainer(
+        model, data, TrainingArguments(epochs=1, batch_size=8, max_grad_norm=0.0, learning_rate=1e-3)
+    )
+    steps, _ = trainer.plan_epoch(0)
+    reference = sandwich_model()
+    reference.load_state_dict(model.state_dict())
+    reference.train()
+    batch = pad_batch(data[steps[0].batches[0][1]], 0)
+    batch.pop("index")
+    labels = batch.pop("labels")
+    torch.manual_seed(5)
+    full = reference(**batch, width=1.0).logits
+    teacher = full.detach().clone()
+    narrow = reference(**batch, width=0.25).logits
+    narrow_loss = 0.5 * distillation_loss(narrow, teacher) + 0.5 * task_loss(narrow, labels)
+    (task_loss(full, labels) + narrow_loss).backward()  # narrow_label_weight 0.5, the default
+    torch.manual_seed(5)
+    model.train()
+    trainer.optimizer.zero_grad()
+    trainer.train_step(steps[0], 0.0)  # learning rate factor 0: gradients computed, weights unchanged
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        if q.grad is None:
+            assert p.grad is None or not p.grad.any(), name
+        else:
+            assert torch.allclose(p.grad, q.grad, atol=1e-6), name
+
+
+def test_fitting_the_router_changes_only_the_router_and_learns_its_targets():
+    model = trained()
+    data = random_dataset(64, seed=3)
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("router.")}
+    fit_router(model, data, list(range(32)), list(range(32, 64)))
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    table = held_out_table(model, data)
+    targets = narrow_targets(table)
+    assert set(targets.tolist()) <= {0.0, 1.0}
+    narrow, full = torch.tensor(table["prediction_narrow"]), torch.tensor(table["prediction_full"])
+    labels = torch.tensor(table["labels"])
+    assert targets.tolist() == (~((narrow != labels) & (full == labels))).float().tolist()
+
+
+@pytest.mark.parametrize("budget", [0.45, 0.6, 0.8])
+def test_the_calibrated_model_meets_the_budget_and_scores_what_the_table_says(budget):
+    model = trained()
+    data = random_dataset(60, seed=4)
+    summary = calibrate(model, data, budget, "accuracy", seed=0, batch_size=7)
+    chosen = summary["chosen"]
+    assert chosen["met"] and chosen["cost"] <= budget + 1e-9
+    assert {p["rule"] for p in summary["points"]} == {"tau", "cascade"}
+    assert model.config.routing == chosen["rule"]
+    rows = model.calibration["calibration_rows"]
+    evaluation = evaluate_model(model, data.select(rows), ("accuracy",), batch_size=5)
+    # the routed model does exactly what the table predicted on those rows: same metric, same FLOPs
+    assert evaluation.metrics["accuracy"] == pytest.approx(chosen["metric"])
+    assert 1.0 / evaluation.flops_reduction == pytest.approx(chosen["cost"], rel=1e-9)
+    assert 1.0 / evaluation.flops_reduction <= budget + 1e-9
+    assert evaluation.width_share["1.0"] == pytest.approx(chosen["full_share"])
+
+
+def test_a_tighter_budget_sends_fewer_samples_to_full_width():
+    model = trained()
+    table = held_out_table(model, random_dataset(60, seed=4))
+    for rule in ("tau", "cascade"):
+        shares = [rule_point(table, rule, b, "accuracy").full_share for b in (0.3, 0.5, 0.7, 1.0)]
+        assert shares == sorted(shares) and shares[-1] > shares[0]
+    cheapest = rule_point(table, "tau", 0.01, "accuracy")
+    assert not cheapest.met and cheapest.full_share == 0.0
+    with pytest.raises(SharcsError, match="--flops-budget: must lie in"):
+        choose_operating_point(table, 1.5, "accuracy")
+
+
+def test_regression_calibrates_the_router_only():
+    model = trained(num_labels=1)
+    data = random_dataset(40, seed=2).map(lambda row: {"labels": float(row["labels"]) * 2.0})
+    summary = calibrate(model, data, 0.5, "pearson", seed=1)
+    assert [p["rule"] for p in summary["points"]] == ["tau"] and model.config.routing == "tau"
+    targets = narrow_targets(model.calibration)
+    assert targets.min() >= 0.0 and targets.max() <= 1.0 and len(set(targets.tolist())) > 2
+    with pytest.raises(SharcsError, match="class probabilities"):
+        rule_point(model.calibration, "cascade", 0.5, "pearson")
+
+
+def test_the_table_is_saved_with_the_model_and_recalibrates_without_data(tmp_path: Path):
+    model = trained()
+    calibrate(model, random_dataset(60, seed=4), 0.5, "accuracy", seed=0)
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "calibration.json").read_text())["version"] == 1
+    loaded = load_model(tmp_path / "m")
+    assert loaded.calibration == json.loads(json.dumps(model.calibration))
+    assert loaded.config == model.config
+    point = recalibrate(loaded, 0.45)
+    assert point.cost <= 0.45 and loaded.config.routing == point.rule
+    (tmp_path / "m" / "calibration.json").write_text('{"version": 1, "labels": []}')
+    broken = load_model(tmp_path / "m")
+    with pytest.raises(SharcsError, match="calibration.json"):
+        recalibrate(broken, 0.5)
+    plain = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=1))
+    with pytest.raises(SharcsError, match="no calibration table"):
+        recalibrate(plain, 0.5)
+
+
+@pytest.mark.skipif(not (GLUE_DIR / "SST-2").is_dir(), reason="GLUE data not found")
+def test_cli_default_recipe_budget_knob_and_plain_summary(tiny_dir, tmp_path: Path, capsys) -> None:
+    from sharcs import cli
+
+    out = tmp_path / "run"
+    args = ["train", "--model", tiny_dir, "--output-dir", out, "--task", "sst2", "--data-dir", GLUE_DIR]
+    args += ["--max-train-samples", 80, "--max-eval-samples", 40, "--epochs", 1, "--max-seq-length", 32]
+    args += ["--held-out-fraction", 0.3, "--router-hidden-size", 16]
+    assert cli.main([str(a) for a in args]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "saves nothing" not in printed
+    assert (out / "model" / "calibration.json").is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert results["flops_reduction"] > 1.2  # the default budget is half the full model's FLOPs
+    for budget in ("0.3", "0.8"):
+        assert cli.main(["evaluate", str(out), "--json", "--flops-budget", budget]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["flops_budget"] == float(budget) and report["routing"] in ("tau", "cascade")
+    assert cli.main(["evaluate", str(out), "--flops-budget", "0.5", "--tau", "0.3"]) == 2
+    assert "one of --tau, --cascade and --flops-budget" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(out), "--flops-budget", "1.5"]) == 2
+    assert "--flops-budget: must lie in (0, 1]" in capsys.readouterr().err
+
+    # a cascade that re-runs every sample saves nothing, and the summary says so plainly
+    args[4] = tmp_path / "nothing"
+    assert cli.main([str(a) for a in args] + ["--method", "cascade", "--cascade-confidence", "1.0"]) == 0
+    assert "this run saves nothing" in capsys.readouterr().out
+
+
+def test_recipe_option_errors(tiny_dir, tmp_path: Path, capsys) -> None:
+    from sharcs import cli
+
+    base = ["train", "--model", str(tiny_dir), "--output-dir", str(tmp_path / "x"), "--task", "sst2"]
+    cases = [
+        (["--recipe", "paper", "--epochs", "2", "--window", "2"], "the router only trains once"),
+        (["--widths", "0.25,0.5,1.0", "--threshold", "0.9,0.7"], "routes between two widths"),
+        (["--distill-narrow"], "are for --recipe paper"),
+        (["--held-out-fraction", "0"], "--held-out-fraction must be above 0"),
+        (["--flops-budget", "0"], "--flops-budget: must lie in (0, 1]"),
+    ]
+    for extra, message in cases:
+        assert cli.main([*base, *extra]) == 2
+        assert message in capsys.readouterr().err
