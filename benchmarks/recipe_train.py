@@ -11,6 +11,7 @@ the process output in train.out beside it.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import subprocess
 import sys
@@ -80,6 +81,20 @@ def jobs(plan: dict, runs: Path) -> list[Job]:
     return [job for _, job in sorted(found, key=lambda item: item[0])]
 
 
+def in_use(out: Path) -> bool:
+    """Whether another process (e.g. a second runner) is training into `out` now: its lock is held."""
+    lock = out / ".sharcs.lock"
+    if not lock.is_file():
+        return False
+    with open(lock) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
 def resumable(out: Path) -> list[str]:
     """--resume for a started run with a checkpoint, --overwrite for one killed before it had one."""
     if not (out / "run_config.json").is_file():
@@ -96,18 +111,28 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, default=REPO / "runs", help="(default: runs/)")
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (default: 2)")
     parser.add_argument("--only", help="comma-separated task/run-sSEED labels to train")
+    parser.add_argument("--first", help="comma-separated task/run-sSEED labels to train before the rest")
     args = parser.parse_args()
     plan = load_plan(args.plan)
     todo = [j for j in jobs(plan, args.runs) if not (j.out / "results.json").is_file()]
     if args.only:
         wanted = set(args.only.split(","))
         todo = [j for j in todo if j.label in wanted]
+    if args.first:
+        first = args.first.split(",")
+        todo.sort(key=lambda j: first.index(j.label) if j.label in first else len(first))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     running: list[tuple[Job, subprocess.Popen, float]] = []
     failed = []
+    every = jobs(plan, args.runs)
     while todo or running:
-        while todo and len(running) < args.jobs:
+        mine = {job.out for job, _, _ in running}
+        elsewhere = sum(in_use(j.out) for j in every if j.out not in mine)  # runs of another runner
+        while todo and len(running) + elsewhere < args.jobs:
             job = todo.pop(0)
+            if in_use(job.out):
+                print(f"[recipe] skip {job.label}: another process is training it", flush=True)
+                continue
             job.out.parent.mkdir(parents=True, exist_ok=True)
             command = [*job.command, *resumable(job.out)]
             log = open(job.out.parent / f"{job.out.name}.out", "a")  # noqa: SIM115 (closed with the process)

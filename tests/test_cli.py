@@ -1069,7 +1069,14 @@ def test_minilm_on_sst2_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
         results["full_flops_per_sample"] / results["flops_per_sample"]
     )
     assert (out / "model" / "model.safetensors").is_file() and (out / "tokenizer_config.json").is_file()
+    # the default (sandwich) recipe is calibrated to half the full model's FLOPs on held-out data
+    assert (out / "model" / "calibration.json").is_file() and results["flops_reduction"] > 1.6
 
+    code, stdout, _ = run(
+        capsys, "evaluate", out, "--json", "--max-eval-samples", 200, "--flops-budget", 0.35
+    )
+    cheaper = json.loads(stdout)
+    assert code == 0 and cheaper["flops_reduction"] > results["flops_reduction"]
     code, stdout, _ = run(capsys, "evaluate", out, "--json", "--max-eval-samples", 200)
     report = json.loads(stdout)
     assert code == 0 and report["metrics"] == results["metrics"]

@@ -56,6 +56,13 @@ def check_width_value(value: float | None, option: str) -> None:
         raise SharcsError(f"{option}: a width must lie in (0, 1], got {value}")
 
 
+def check_budget(value: float | None) -> None:
+    if value is not None and not 0.0 < value <= 1.0:
+        raise SharcsError(
+            f"--flops-budget: must lie in (0, 1] (a fraction of the full model's FLOPs), got {value}"
+        )
+
+
 def check_data_file(path: str | Path, option: str) -> Path:
     """`path` must be an existing, readable file."""
     file = Path(path).expanduser()
@@ -185,12 +192,15 @@ def check_train(options: TrainOptions, resume: bool = False, overwrite: bool = F
 
 # ------------------------------------------------------------------------------ using a trained run
 def _check_inference_options(args: argparse.Namespace) -> None:
-    """--batch-size, --tau, --cascade and --width of evaluate and predict."""
+    """--batch-size, --tau, --cascade, --flops-budget and --width of evaluate and predict."""
     at_least(args.batch_size, "--batch-size", 1)
-    if args.tau is not None and args.cascade is not None:
-        raise SharcsError("give --tau or --cascade, not both")
+    if sum(x is not None for x in (args.tau, args.cascade, args.flops_budget)) > 1:
+        raise SharcsError("give one of --tau, --cascade and --flops-budget")
     if args.width is not None and args.cascade is not None:
         raise SharcsError("give --width or --cascade, not both")
+    if args.width is not None and args.flops_budget is not None:
+        raise SharcsError("give --width or --flops-budget, not both")
+    check_budget(args.flops_budget)
     in_unit_interval(args.tau, "--tau")
     in_unit_interval(args.cascade, "--cascade")
     check_width_value(args.width, "--width")
@@ -253,6 +263,9 @@ def check_bench(args: argparse.Namespace) -> None:
         check_width_value(width, "--widths")
     if widths and args.cascade is not None:
         raise SharcsError("give --widths or --cascade, not both")
+    if args.cascade is not None and args.flops_budget is not None:
+        raise SharcsError("give --cascade or --flops-budget, not both")
+    check_budget(args.flops_budget)
     in_unit_interval(args.cascade, "--cascade")
     if args.out:
         check_writable_file(args.out, "--out")

@@ -185,7 +185,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     run = load_run(args.dir, args.device)
     check_width(run.model, args.width, args.cascade)  # fail before waiting for stdin
-    with_routing(run.model, args.tau, args.cascade, getattr(args, "flops_budget", None))
+    with_routing(run.model, args.tau, args.cascade, args.flops_budget)
     pairs = len(run.info.text_columns) if run.info is not None else None
     size = args.batch_size
     with contextlib.ExitStack() as stack:
@@ -244,6 +244,7 @@ def _bench(args: argparse.Namespace) -> int:
         widths,
         args.max_eval_samples,
         args.cascade,
+        args.flops_budget,
     )
     if args.out:
         write_report(report, args.out)

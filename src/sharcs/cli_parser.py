@@ -399,6 +399,12 @@ def _add_bench(commands: Any) -> None:
     parser.add_argument(
         "--cascade", metavar="C", type=float, help="time the cascade at confidence C (see evaluate --cascade)"
     )
+    parser.add_argument(
+        "--flops-budget",
+        metavar="B",
+        type=float,
+        help="time the operating point at budget B (evaluate --flops-budget)",
+    )
     parser.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N dev samples")
     parser.add_argument("--out", metavar="FILE", help="also write the report as JSON to FILE")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")

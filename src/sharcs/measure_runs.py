@@ -40,15 +40,16 @@ def bench_dir(
     widths: Sequence[float] = (),
     max_samples: int | None = None,
     cascade: float | None = None,
+    budget: float | None = None,
 ) -> dict[str, Any]:
-    """Benchmark a run on CPU: routed (or as a cascade at confidence `cascade`), plus each forced width
-    in `widths`, against the full model."""
+    """Benchmark a run on CPU: routed (or as a cascade at confidence `cascade`, or at the operating point
+    of FLOPs `budget`), plus each forced width in `widths`, against the full model."""
     if any(size < 1 for size in batch_sizes) or latency_samples < 1 or repeats < 1:
         raise SharcsError("--batch-sizes, --latency-samples and --repeats must be at least 1")
     if cascade is not None and widths:
         raise SharcsError("give --widths or --cascade, not both")
     run = load_run(directory, "cpu")
-    with_routing(run.model, None, cascade)
+    with_routing(run.model, None, cascade, budget)
     for width in widths:
         run.model.width_index(width)  # a clear error for a width the model does not have
     data, _, info = dev_data(run, max_samples)
