@@ -237,43 +237,76 @@ def _metric(table: dict[str, Any], rows: np.ndarray, full_mask: np.ndarray, metr
     return compute_metrics([metric], predictions, labels)[metric]
 
 
-def rule_point(
-    table: dict[str, Any], rule: str, budget: float, metric: str, rows: list[int] | None = None
-) -> OperatingPoint:
-    """The operating point of `rule` that answers the most samples at full width within `budget`."""
+def path_costs(table: dict[str, Any], rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample FLOPs of the cheap and the full-width answer under `rule` ("tau": routed once;
+    "cascade": a full-width answer also paid for the narrow pass)."""
+    flops = table["flops"]
+    cheap, dear = (
+        (flops["tau_narrow"], flops["tau_full"])
+        if rule == "tau"
+        else (flops["cascade_narrow"], flops["cascade_full"])
+    )
+    return np.asarray(cheap, dtype=np.float64), np.asarray(dear, dtype=np.float64)
+
+
+def rule_scores(table: dict[str, Any], rule: str) -> np.ndarray:
+    """What `rule` ranks samples by (lowest first to full width): the router's score, or the narrowest
+    width's top class probability."""
     if rule not in RULES:
         raise SharcsError(f"unknown rule {rule!r}; rules: {', '.join(RULES)}")
     if rule == "cascade" and table["regression"]:
         raise SharcsError("the cascade rule needs class probabilities; a regression model has none")
+    return np.asarray(table["router_score" if rule == "tau" else "narrow_confidence"], dtype=np.float64)
+
+
+def budget_point(
+    table: dict[str, Any],
+    rule: str,
+    budget: float,
+    metric: str,
+    rows: list[int] | None = None,
+    score: np.ndarray | None = None,
+) -> OperatingPoint:
+    """The operating point that answers the most samples at full width within `budget`, taking them in
+    ascending order of `score` (default: the rule's own, `rule_scores`) and paying `rule`'s costs."""
+    score = rule_scores(table, rule) if score is None else np.asarray(score, dtype=np.float64)
     index = np.arange(len(table["labels"])) if rows is None else np.asarray(rows)
-    flops = {k: np.asarray(v, dtype=np.float64)[index] for k, v in table["flops"].items()}
+    cheap, dear = (c[index] for c in path_costs(table, rule))
+    score = score[index]
     reference = float(np.asarray(table["full_model_flops"], dtype=np.float64)[index].sum())
-    if rule == "tau":  # lowest router score first to full width
-        score = np.asarray(table["router_score"], dtype=np.float64)[index]
-        cheap, dear = flops["tau_narrow"], flops["tau_full"]
-    else:  # least confident first
-        score = np.asarray(table["narrow_confidence"], dtype=np.float64)[index]
-        cheap, dear = flops["cascade_narrow"], flops["cascade_full"]
     order = np.argsort(score, kind="stable")
     extra = np.concatenate([[0.0], np.cumsum((dear - cheap)[order])])  # cost of the first r at full
-    allowed = budget * reference - cheap.sum()
-    count = int(np.searchsorted(extra, allowed, side="right")) - 1  # the largest r with extra <= allowed
+    count = int(np.searchsorted(extra, budget * reference - cheap.sum(), side="right")) - 1
     met = count >= 0
     count = max(0, min(count, len(order)))
-    # a threshold between the last score sent to full width and the next one
-    sorted_scores = score[order]
+    # a threshold between the last score sent to full width and the next one (rule "tau" sends a
+    # sample narrow when its score >= tau, the cascade re-runs it when its confidence < C)
+    ranked = score[order]
     if count == 0:
-        threshold = float(sorted_scores[0]) - 1e-6 if len(order) else 0.0
+        threshold = float(ranked[0]) - 1e-6
     elif count == len(order):
-        threshold = float(sorted_scores[-1]) + 1e-6
+        threshold = float(ranked[-1]) + 1e-6
     else:
-        threshold = float((sorted_scores[count - 1] + sorted_scores[count]) / 2)
+        threshold = float((ranked[count - 1] + ranked[count]) / 2)
     threshold = min(1.0, max(0.0, threshold))
-    full_mask = score < threshold
+    full_mask = score < threshold  # what the model does at this threshold (tied scores go together)
     cost = float(np.where(full_mask, dear, cheap).sum() / reference)
     return OperatingPoint(
-        rule, threshold, _metric(table, index, full_mask, metric), float(full_mask.mean()), cost, budget, met
+        rule,
+        threshold,
+        _metric(table, index, full_mask, metric),
+        float(full_mask.mean()),
+        cost,
+        budget,
+        met,
     )
+
+
+def rule_point(
+    table: dict[str, Any], rule: str, budget: float, metric: str, rows: list[int] | None = None
+) -> OperatingPoint:
+    """The operating point of `rule` that answers the most samples at full width within `budget`."""
+    return budget_point(table, rule, budget, metric, rows)
 
 
 def choose_operating_point(

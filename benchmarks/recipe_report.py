@@ -1,0 +1,283 @@
+"""Measure the runs of a study plan on their dev sets and write its report (docs/<study>.{md,json}).
+
+    python benchmarks/recipe_report.py benchmarks/plans/recipe.toml --measure      # cached per run
+    python benchmarks/recipe_report.py benchmarks/plans/recipe.toml --speed --threads 2   # idle machine
+    python benchmarks/recipe_report.py benchmarks/plans/recipe.toml                # report only
+
+Per run (cached in <run>/study_measure.json): the dev metric at the run's own, held-out-calibrated
+operating point, its FLOPs reduction and full-width share; the forced widths; and, for models with a
+calibration table, routing rules compared at equal cost on dev (FLOPs budgets of the plan): the fitted
+router, random routing, oracle routing (full width exactly where the narrow path is wrong and full
+width right) and the cascade. `--speed` adds measured batch-1 latency and batch-64 throughput against
+the plain Hugging Face model, side by side in one process (sharcs.bench). The prose of the report is
+the template benchmarks/templates/<study>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import string
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from recipe_train import REPO, jobs, load_plan
+
+BATCH = 64
+RANDOM_DRAWS = 50
+
+
+def equal_cost(table: dict[str, Any], budget: float, metric: str, seed: int = 0) -> dict[str, Any]:
+    """Router, random, oracle and cascade on the same samples at one FLOPs budget (routed costs)."""
+    from sharcs.calibration import budget_point, narrow_targets, rule_point
+
+    n = len(table["labels"])
+    rng = np.random.default_rng(seed)
+    router = rule_point(table, "tau", budget, metric)
+    oracle_score = narrow_targets(table) + 1e-3 * rng.random(n)  # the samples that need full width first
+    oracle = budget_point(table, "tau", budget, metric, score=oracle_score)
+    draws = [budget_point(table, "tau", budget, metric, score=rng.random(n)) for _ in range(RANDOM_DRAWS)]
+    out = {
+        "budget": budget,
+        "router": router.to_dict(),
+        "oracle": oracle.to_dict(),
+        "random": {
+            "metric": statistics.mean(p.metric for p in draws),
+            "metric_std": statistics.stdev(p.metric for p in draws),
+            "cost": statistics.mean(p.cost for p in draws),
+            "full_share": statistics.mean(p.full_share for p in draws),
+        },
+    }
+    if not table["regression"]:
+        out["cascade"] = rule_point(table, "cascade", budget, metric).to_dict()
+    gap = oracle.metric - out["random"]["metric"]
+    out["router_gap_closed"] = (router.metric - out["random"]["metric"]) / gap if gap > 0 else None
+    return out
+
+
+def measure(run_dir: Path, budgets: list[float], speed: bool, threads: int) -> dict[str, Any]:
+    from sharcs.backbone import pad_id
+    from sharcs.bench import benchmark
+    from sharcs.calibration import held_out_table
+    from sharcs.evaluation import evaluate_model
+    from sharcs.files import atomic_write_text
+    from sharcs.measure_runs import dev_data
+    from sharcs.model import SharcsModel
+    from sharcs.saved_run import load_run
+
+    cache = run_dir / "study_measure.json"
+    measured = json.loads(cache.read_text()) if cache.is_file() else {}
+    if "dev" in measured and (not speed or "speed" in measured):
+        return measured
+    run = load_run(run_dir, "cpu")
+    model, pad = run.model, pad_id(run.tokenizer)
+    data, _, info = dev_data(run, None)
+    metric = info.main_metric
+    if "dev" not in measured:
+        own = evaluate_model(model, data, info.metrics, 64, None, pad)
+        measured = {"metric": metric, "dev": own.to_dict(), "samples": len(data)}
+        if isinstance(model, SharcsModel):
+            measured["config"] = {"routing": model.config.routing, "tau": model.config.tau}
+            measured["config"]["cascade_confidence"] = model.config.cascade_confidence
+            measured["forced"] = {
+                f"{w:g}": evaluate_model(model, data, info.metrics, 64, w, pad).metrics[metric]
+                for w in model.config.widths
+            }
+        if getattr(model, "calibration", None) is not None:
+            table = held_out_table(model, data, 64, pad)
+            measured["equal_cost"] = [equal_cost(table, b, metric) for b in budgets]
+            measured["calibrated_on_held_out"] = {k: v for k, v in model.calibration.items() if k == "metric"}
+    if speed and "speed" not in measured:
+        report = benchmark(model, data, threads, 200, (BATCH,), 3, (None,), pad)
+        mode = report["modes"]["routed"]
+        measured["speed"] = {
+            "latency_speedup_bs1": mode["latency_speedup_bs1"],
+            "latency_speedup_bs1_spread": mode["latency_speedup_bs1_spread"],
+            "throughput_speedup": mode["throughput"][str(BATCH)]["speedup"],
+            "throughput_spread": mode["throughput_spread"][str(BATCH)],
+            "predicted_speedup": mode["predicted_speedup"],
+            "own_full": mode.get("own_full"),
+            "machine": report["machine"],
+        }
+    atomic_write_text(cache, json.dumps(measured, indent=2) + "\n")
+    return measured
+
+
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    return {
+        "mean": statistics.mean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+        "values": values,
+    }
+
+
+def _fmt(stat: dict[str, Any] | None, scale: float = 100.0) -> str:
+    if stat is None:
+        return "not run"
+    if stat["n"] == 1:
+        return f"{scale * stat['mean']:.2f} (1 seed)"
+    mean, std, low = (scale * stat[k] for k in ("mean", "std", "min"))
+    return f"{mean:.2f} ± {std:.2f} (min {low:.2f}, n={stat['n']})"
+
+
+def aggregate(plan: dict, runs: Path) -> dict[str, Any]:
+    """Per task and run: every seed's measurements and their mean, spread and range."""
+    out: dict[str, Any] = {}
+    for job in jobs(plan, runs):
+        path = job.out / "study_measure.json"
+        if not path.is_file():
+            continue
+        m = json.loads(path.read_text())
+        task = out.setdefault(job.task, {})
+        task.setdefault(job.run, {})[str(job.seed)] = m
+    summary: dict[str, Any] = {}
+    for task, by_run in out.items():
+        summary[task] = {}
+        for run, seeds in by_run.items():
+            rows = list(seeds.values())
+            entry: dict[str, Any] = {
+                "metric_name": rows[0]["metric"],
+                "seeds": sorted(int(s) for s in seeds),
+                "metric": _mean_std([r["dev"]["metrics"][r["metric"]] for r in rows]),
+                "flops_reduction": _mean_std([r["dev"]["flops_reduction"] for r in rows]),
+            }
+            if all("forced" in r for r in rows):
+                for width in rows[0]["forced"]:
+                    entry[f"width_{width}"] = _mean_std([r["forced"][width] for r in rows])
+            if all("equal_cost" in r for r in rows):
+                entry["equal_cost"] = []
+                for i, point in enumerate(rows[0]["equal_cost"]):
+                    at = {"budget": point["budget"]}
+                    for name in ("router", "oracle", "random", "cascade"):
+                        if name in point:
+                            at[name] = _mean_std([r["equal_cost"][i][name]["metric"] for r in rows])
+                    closed = [r["equal_cost"][i]["router_gap_closed"] for r in rows]
+                    at["router_gap_closed"] = (
+                        _mean_std([c for c in closed if c is not None])
+                        if all(c is not None for c in closed)
+                        else None
+                    )
+                    entry["equal_cost"].append(at)
+            speeds = [r["speed"] for r in rows if "speed" in r]
+            if speeds:
+                entry["speed"] = {
+                    key: _mean_std([s[key] for s in speeds])
+                    for key in ("latency_speedup_bs1", "throughput_speedup", "predicted_speedup")
+                }
+                entry["speed_spread"] = {s: speeds[i] for i, s in enumerate(entry["seeds"][: len(speeds)])}
+            summary[task][run] = entry
+    return {"runs": out, "summary": summary}
+
+
+def _speed_text(entry: dict[str, Any]) -> str:
+    speed = entry.get("speed")
+    if not speed:
+        return "not measured"
+    return f"{speed['latency_speedup_bs1']['mean']:.2f}x / {speed['throughput_speedup']['mean']:.2f}x"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def tables(summary: dict[str, Any]) -> dict[str, str]:
+    """The markdown tables the template's $placeholders take: the sandwich runs against their full
+    fine-tune, every run's routing rules at equal cost, and the other runs (ablations)."""
+    headline = [
+        "| task (metric) | full fine-tune | sandwich at its calibrated budget | FLOPs reduction | Δ to full |"
+        " full width forced | width 0.25 forced | measured speed-up bs 1 / bs 64 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    comparison = [
+        "| task | run | budget | router | random | oracle | cascade | router's share of the random→oracle gap |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ablation = [
+        "| task | run | dev metric | FLOPs reduction | Δ to full | full width forced | width 0.25 forced |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, runs in summary.items():
+        full = runs.get("full")
+        for run, entry in runs.items():
+            if run == "full":
+                continue
+            delta = "" if full is None else f"{100 * (entry['metric']['mean'] - full['metric']['mean']):+.2f}"
+            common = [
+                _fmt(entry["metric"]),
+                f"{entry['flops_reduction']['mean']:.2f}x",
+                delta,
+                _fmt(entry.get("width_1")),
+                _fmt(entry.get("width_0.25")),
+            ]
+            if run == "sandwich":
+                reference = _fmt(full["metric"]) if full else "not run"
+                headline.append(
+                    _row([f"{task} ({entry['metric_name']})", reference, *common, _speed_text(entry)])
+                )
+            else:
+                ablation.append(_row([task, run, *common]))
+            for at in entry.get("equal_cost", []):
+                closed = at.get("router_gap_closed")
+                cascade = _fmt(at["cascade"]) if "cascade" in at else "n/a (regression)"
+                gap = "" if closed is None else f"{closed['mean']:.2f}"
+                comparison.append(
+                    _row(
+                        [
+                            task,
+                            run,
+                            f"{at['budget']:g}",
+                            *(_fmt(at[k]) for k in ("router", "random", "oracle")),
+                            cascade,
+                            gap,
+                        ]
+                    )
+                )
+    return {
+        "headline": "\n".join(headline),
+        "equal_cost": "\n".join(comparison),
+        "ablation": "\n".join(ablation) if len(ablation) > 2 else "(none)",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("plan", type=Path)
+    parser.add_argument("--runs", type=Path, default=REPO / "runs")
+    parser.add_argument("--measure", action="store_true", help="measure finished runs not yet measured")
+    parser.add_argument("--speed", action="store_true", help="also time each sandwich run (idle machine!)")
+    parser.add_argument("--speed-seeds", default="42", help="seeds to time (default: 42)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=REPO / "docs")
+    args = parser.parse_args()
+    plan = load_plan(args.plan)
+    budgets = plan["study"].get("budgets", [0.5])
+    speed_seeds = {int(s) for s in args.speed_seeds.split(",")}
+    if args.measure or args.speed:
+        for job in jobs(plan, args.runs):
+            if not (job.out / "results.json").is_file():
+                continue
+            timed = args.speed and job.run != "full" and job.seed in speed_seeds
+            print(f"[report] measuring {job.label}{' (speed)' if timed else ''}", flush=True)
+            measure(job.out, budgets, timed, args.threads)
+    data = aggregate(plan, args.runs)
+    name = plan["study"]["name"]
+    template = (REPO / "benchmarks" / "templates" / f"{name}.md").read_text()
+    text = string.Template(template).substitute(**tables(data["summary"]))
+    from sharcs.files import atomic_write_text
+
+    atomic_write_text(args.out / f"{name}.json", json.dumps({"plan": plan, **data}, indent=1) + "\n")
+    atomic_write_text(args.out / f"{name}.md", text)
+    print(f"[report] wrote {args.out / name}.md and .json", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
