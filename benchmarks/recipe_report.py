@@ -195,7 +195,7 @@ def tables(summary: dict[str, Any]) -> dict[str, str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     comparison = [
-        "| task | run | budget | router | random | oracle | cascade | router's share of the random→oracle gap |",
+        "| task | run | budget | router | random | oracle | cascade | router's share of random→oracle gap |",
         "|---|---|---|---|---|---|---|---|",
     ]
     ablation = [
