@@ -1,4 +1,4 @@
-"""Budget calibration for the sandwich recipe (docs/method.md, "The sandwich recipe"): fit the router on
+"""Budget calibration for the sandwich recipe (docs/method.md §7): fit the router on
 held-out data and choose the operating point that meets a FLOPs budget.
 
     table = held_out_table(model, held_data)          # per-sample costs, scores and outcomes per width

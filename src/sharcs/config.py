@@ -1,4 +1,4 @@
-"""SharcsConfig: every SHARCS choice in one validated dataclass (method.md §1-§4)."""
+"""SharcsConfig: every SHARCS choice in one validated dataclass (docs/method.md §1-§4)."""
 
 from __future__ import annotations
 

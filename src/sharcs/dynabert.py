@@ -1,4 +1,4 @@
-"""DynaBERT-style width baseline (method.md §6): heads and FFN narrowed, residual stream kept at d.
+"""DynaBERT-style width baseline (docs/method.md §6): heads and FFN narrowed, residual stream kept at d.
 
     model = DynaBertModel(AutoModelForSequenceClassification.from_pretrained(path), DynaBertConfig())
     out = model(**batch, labels=labels)   # training: every width's loss, full-width logits

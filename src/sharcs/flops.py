@@ -1,4 +1,4 @@
-"""FLOPs per sample: an analytic count (method.md §5) and a measured one on the real model.
+"""FLOPs per sample: an analytic count (docs/method.md §5) and a measured one on the real model.
 
 Convention: 2 FLOPs per multiply-add, per sample, at its unpadded length L. Counted: every matmul -
 Q/K/V/output projections, FFN, the attention score and value products, the router MLP and the task

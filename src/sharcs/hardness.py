@@ -1,4 +1,4 @@
-"""Hardness labels: the widths each training sample may take, from its confidence history (method.md §2).
+"""Hardness labels: the widths each training sample may take, from its confidence history (docs/method.md §2).
 
 Every training forward pass records the sample's confidence in its true class. After each epoch, a
 width is eligible for a sample when all its confidences of the last `window` epochs lie in that

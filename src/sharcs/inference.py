@@ -1,4 +1,4 @@
-"""Batched routed inference over a dataset (method.md §4), for a model of any method.
+"""Batched routed inference over a dataset (docs/method.md §4), for a model of any method.
 
     preds = predict(model, dev_data, batch_size=128)        # routed
     preds = predict(model, dev_data, width=1.0)             # every sample at full width

@@ -1,4 +1,4 @@
-"""Width-sliced encoder layers: one set of pretrained weights, run at any width w (method.md §1).
+"""Width-sliced encoder layers: one set of pretrained weights, run at any width w (docs/method.md §1).
 
 At width w an adaptive layer narrows the residual stream itself to w*d channels: w*H heads of the
 unchanged head size, w*f FFN units, and private per-width LayerNorms of size w*d. With

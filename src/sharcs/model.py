@@ -1,4 +1,4 @@
-"""SharcsModel: a Hugging Face sequence classifier made width-adaptive (method.md §1 and §4).
+"""SharcsModel: a Hugging Face sequence classifier made width-adaptive (docs/method.md §1 and §4).
 
     model = get_sharcs_model(AutoModelForSequenceClassification.from_pretrained(path), SharcsConfig())
     out = model(**batch)               # routed: each sample at the width the router picks

@@ -1,4 +1,4 @@
-"""The router: predicts from layer K's token states which widths an input can take (method.md §1, §4)."""
+"""The router: predicts from layer K's token states which widths an input can take (docs/method.md §1, §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training (method.md §3): width buckets, one optimizer step over all of them.
+"""Training (docs/method.md §3): width buckets, one optimizer step over all of them.
 
     trainer = Trainer(model, train_data, TrainingArguments(epochs=3), output_dir="runs/sst2")
     history = trainer.train()          # or trainer.train(resume=True) after an interruption
@@ -61,7 +61,7 @@ class TrainingArguments:
 
     router_learning_rate: peak learning rate of the (freshly initialised) router; None: learning_rate.
     router_loss_in_warmup: also train the router during the warm-up epochs, when every target is "full
-        width" (method.md §2). Off by default: the constant target saturates the router (its loss on the
+        width" (docs/method.md §2). Off by default: the constant target saturates the router (its loss on the
         first informative epoch starts near 12 on MiniLM/SST-2) and its gradient can swamp the task loss
         in layers 1..K.
     label_range: max - min label, needed for regression confidences.
@@ -78,11 +78,11 @@ class TrainingArguments:
         `select_cost`) whose selection metric is within this much of the best value so far; 0 keeps
         the best epoch, the cheaper one on a tie. Held-out accuracy alone tends to keep the epoch that
         routes the most samples to full width.
-    recipe: how a SHARCS model with a router trains (docs/method.md). "sandwich" (the default; beyond
+    recipe: how a SHARCS model with a router trains (docs/method.md §3, §7). "sandwich" (the default; beyond
         the paper): every sample trains at full width every step, and every narrower width learns from
         it by distillation; the router is not trained here but fitted afterwards on held-out data
         (`sharcs.calibration`), so it never changes the shared weights. "paper": hardness labels from
-        each sample's confidence history, width buckets, and the router trained jointly (method.md §2-3).
+        each sample's confidence history, width buckets, and the router trained jointly (docs/method.md §2-3).
     narrow_label_weight: (sandwich recipe and routing "cascade") a narrower width's loss is
         (1 - weight) * distillation from the full width + weight * the task loss on the labels; 0 is
         pure distillation (what `--method cascade` did before), which learns little while the full-width
