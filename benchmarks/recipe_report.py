@@ -32,14 +32,14 @@ RANDOM_DRAWS = 50
 
 def equal_cost(table: dict[str, Any], budget: float, metric: str, seed: int = 0) -> dict[str, Any]:
     """Router, random, oracle and cascade on the same samples at one FLOPs budget (routed costs)."""
-    from sharcs.calibration import budget_point, narrow_targets, rule_point
+    from sharcs.calibration import narrow_targets, rule_point
 
     n = len(table["labels"])
     rng = np.random.default_rng(seed)
     router = rule_point(table, "tau", budget, metric)
     oracle_score = narrow_targets(table) + 1e-3 * rng.random(n)  # the samples that need full width first
-    oracle = budget_point(table, "tau", budget, metric, score=oracle_score)
-    draws = [budget_point(table, "tau", budget, metric, score=rng.random(n)) for _ in range(RANDOM_DRAWS)]
+    oracle = rule_point(table, "tau", budget, metric, score=oracle_score)
+    draws = [rule_point(table, "tau", budget, metric, score=rng.random(n)) for _ in range(RANDOM_DRAWS)]
     out = {
         "budget": budget,
         "router": router.to_dict(),
@@ -70,6 +70,11 @@ def measure(run_dir: Path, budgets: list[float], speed: bool, threads: int) -> d
 
     cache = run_dir / "study_measure.json"
     measured = json.loads(cache.read_text()) if cache.is_file() else {}
+    if (
+        measured.get("budgets") != budgets
+        or measured.get("trained") != (run_dir / "results.json").read_text()
+    ):
+        measured = {}  # measured for other budgets, or before the run was trained again
     if "dev" in measured and (not speed or "speed" in measured):
         return measured
     run = load_run(run_dir, "cpu")
@@ -78,18 +83,20 @@ def measure(run_dir: Path, budgets: list[float], speed: bool, threads: int) -> d
     metric = info.main_metric
     if "dev" not in measured:
         own = evaluate_model(model, data, info.metrics, 64, None, pad)
-        measured = {"metric": metric, "dev": own.to_dict(), "samples": len(data)}
+        measured = {"metric": metric, "dev": own.to_dict(), "samples": len(data), "budgets": budgets}
+        measured["trained"] = (run_dir / "results.json").read_text()
         if isinstance(model, SharcsModel):
             measured["config"] = {"routing": model.config.routing, "tau": model.config.tau}
             measured["config"]["cascade_confidence"] = model.config.cascade_confidence
+            widths = model.config.widths
             measured["forced"] = {
-                f"{w:g}": evaluate_model(model, data, info.metrics, 64, w, pad).metrics[metric]
-                for w in model.config.widths
+                name: evaluate_model(model, data, info.metrics, 64, w, pad).metrics[metric]
+                for name, w in (("narrowest", widths[0]), ("full", widths[-1]))
             }
+            measured["narrowest_width"] = widths[0]
         if getattr(model, "calibration", None) is not None:
             table = held_out_table(model, data, 64, pad)
             measured["equal_cost"] = [equal_cost(table, b, metric) for b in budgets]
-            measured["calibrated_on_held_out"] = {k: v for k, v in model.calibration.items() if k == "metric"}
     if speed and "speed" not in measured:
         report = benchmark(model, data, threads, 200, (BATCH,), 3, (None,), pad)
         mode = report["modes"]["routed"]
@@ -148,8 +155,9 @@ def aggregate(plan: dict, runs: Path) -> dict[str, Any]:
                 "flops_reduction": _mean_std([r["dev"]["flops_reduction"] for r in rows]),
             }
             if all("forced" in r for r in rows):
-                for width in rows[0]["forced"]:
-                    entry[f"width_{width}"] = _mean_std([r["forced"][width] for r in rows])
+                entry["narrowest_width"] = rows[0]["narrowest_width"]
+                for name in ("narrowest", "full"):
+                    entry[f"forced_{name}"] = _mean_std([r["forced"][name] for r in rows])
             if all("equal_cost" in r for r in rows):
                 entry["equal_cost"] = []
                 for i, point in enumerate(rows[0]["equal_cost"]):
@@ -170,7 +178,7 @@ def aggregate(plan: dict, runs: Path) -> dict[str, Any]:
                     key: _mean_std([s[key] for s in speeds])
                     for key in ("latency_speedup_bs1", "throughput_speedup", "predicted_speedup")
                 }
-                entry["speed_spread"] = {s: speeds[i] for i, s in enumerate(entry["seeds"][: len(speeds)])}
+                entry["speed_by_seed"] = {seed: r["speed"] for seed, r in seeds.items() if "speed" in r}
             summary[task][run] = entry
     return {"runs": out, "summary": summary}
 
@@ -191,7 +199,7 @@ def tables(summary: dict[str, Any]) -> dict[str, str]:
     fine-tune, every run's routing rules at equal cost, and the other runs (ablations)."""
     headline = [
         "| task (metric) | full fine-tune | sandwich at its calibrated budget | FLOPs reduction | Δ to full |"
-        " full width forced | width 0.25 forced | measured speed-up bs 1 / bs 64 |",
+        " full width forced | narrowest width forced | measured speed-up bs 1 / bs 64 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     comparison = [
@@ -199,7 +207,7 @@ def tables(summary: dict[str, Any]) -> dict[str, str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     ablation = [
-        "| task | run | dev metric | FLOPs reduction | Δ to full | full width forced | width 0.25 forced |",
+        "| task | run | dev metric | FLOPs reduction | Δ to full | full width forced | narrowest forced |",
         "|---|---|---|---|---|---|---|",
     ]
     for task, runs in summary.items():
@@ -212,8 +220,9 @@ def tables(summary: dict[str, Any]) -> dict[str, str]:
                 _fmt(entry["metric"]),
                 f"{entry['flops_reduction']['mean']:.2f}x",
                 delta,
-                _fmt(entry.get("width_1")),
-                _fmt(entry.get("width_0.25")),
+                _fmt(entry.get("forced_full")),
+                _fmt(entry.get("forced_narrowest"))
+                + (f" (w={entry['narrowest_width']:g})" if "narrowest_width" in entry else ""),
             ]
             if run == "sandwich":
                 reference = _fmt(full["metric"]) if full else "not run"

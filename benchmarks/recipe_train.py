@@ -3,15 +3,14 @@
     python benchmarks/recipe_train.py benchmarks/plans/recipe.toml --jobs 2      # runs/<study>/...
 
 Each run is `sharcs train` in its own process with one torch thread (one process per core). A finished
-run (results.json) is skipped; a started one continues with --resume from its newest checkpoint; a
-folder left before its first checkpoint starts again. Output: runs/<study>/<task>/<run>-s<seed>/, with
-the process output in train.out beside it.
+run (results.json) is skipped; every run is started with `sharcs train --continue`, so a started one
+resumes from its newest checkpoint and a folder left before its first checkpoint starts again.
+Output: runs/<study>/<task>/<run>-s<seed>/, and the process output beside it in <run>-s<seed>.out.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import subprocess
 import sys
@@ -82,25 +81,21 @@ def jobs(plan: dict, runs: Path) -> list[Job]:
 
 
 def in_use(out: Path) -> bool:
-    """Whether another process (e.g. a second runner) is training into `out` now: its lock is held."""
-    lock = out / ".sharcs.lock"
-    if not lock.is_file():
+    """Whether another process (e.g. a second runner's `sharcs train`) trains into `out` now: the pid in
+    its lock file (sharcs.lock) is alive. Read only, so it never competes for the lock."""
+    try:
+        text = (out / ".sharcs.lock").read_text().strip()
+    except OSError:
         return False
-    with open(lock) as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
-
-
-def resumable(out: Path) -> list[str]:
-    """--resume for a started run with a checkpoint, --overwrite for one killed before it had one."""
-    if not (out / "run_config.json").is_file():
-        return []
-    has_checkpoint = any(p.name.startswith("checkpoint") for p in out.iterdir())
-    return ["--resume"] if has_checkpoint else ["--overwrite"]
+    if not text.isdigit():
+        return False
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def main() -> int:
@@ -130,16 +125,19 @@ def main() -> int:
         elsewhere = sum(in_use(j.out) for j in every if j.out not in mine)  # runs of another runner
         while todo and len(running) + elsewhere < args.jobs:
             job = todo.pop(0)
+            if (job.out / "results.json").is_file():
+                continue  # finished meanwhile (by another runner)
             if in_use(job.out):
                 print(f"[recipe] skip {job.label}: another process is training it", flush=True)
                 continue
             job.out.parent.mkdir(parents=True, exist_ok=True)
-            command = [*job.command, *resumable(job.out)]
-            log = open(job.out.parent / f"{job.out.name}.out", "a")  # noqa: SIM115 (closed with the process)
+            # --continue starts the run, resumes it from its newest checkpoint, or restarts one killed
+            # before its first checkpoint
+            command = [*job.command, "--continue"]
             print(f"[recipe] start {job.label}: {' '.join(command[3:])}", flush=True)
-            running.append(
-                (job, subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), time.time())
-            )
+            with open(job.out.parent / f"{job.out.name}.out", "a") as log:
+                process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running.append((job, process, time.time()))
         time.sleep(5)
         for item in list(running):
             job, process, start = item

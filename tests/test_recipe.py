@@ -24,6 +24,7 @@ from sharcs.calibration import (
 from sharcs.collate import pad_batch
 from sharcs.errors import SharcsError
 from sharcs.evaluation import evaluate_model
+from sharcs.router import masked_mean
 from sharcs.training import Trainer, TrainingArguments
 
 
@@ -100,10 +101,21 @@ def test_fitting_the_router_changes_only_the_router_and_learns_its_targets():
     model = trained()
     data = random_dataset(64, seed=3)
     before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("router.")}
-    fit_router(model, data, list(range(32)), list(range(32, 64)))
+    router_before = {k: v.clone() for k, v in model.router.state_dict().items()}
+    features = torch.stack(
+        [
+            masked_mean(model.encode_prefix(b["input_ids"], b["attention_mask"]), b["attention_mask"])[0]
+            for b in (pad_batch(data[[i]], 0) for i in range(len(data)))
+        ]
+    ).detach()
+    table = held_out_table(model, data)
+    fit = fit_router(model, features, table, list(range(32)), list(range(32, 64)))
     after = model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
-    table = held_out_table(model, data)
+    assert not all(torch.equal(v, model.router.state_dict()[k]) for k, v in router_before.items())
+    assert fit["router_fit_samples"] == 32 and fit["router_fit_step"] > 0
+    with pytest.raises(SharcsError, match="needs at least 2 rows to fit on"):
+        fit_router(model, features, table, [0], [1])
     targets = narrow_targets(table)
     assert set(targets.tolist()) <= {0.0, 1.0}
     narrow, full = torch.tensor(table["prediction_narrow"]), torch.tensor(table["prediction_full"])

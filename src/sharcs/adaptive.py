@@ -240,6 +240,8 @@ def load_model(directory: str | Path, expected: type[AdaptiveModel] | None = Non
             model.calibration = json.loads((directory / CALIBRATION_NAME).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
             raise SharcsError(f"{directory / CALIBRATION_NAME} is unreadable ({error})") from None
+        if not isinstance(model.calibration, dict):
+            raise SharcsError(f"{directory / CALIBRATION_NAME} is not a calibration table (a JSON object)")
     return model.eval()
 
 

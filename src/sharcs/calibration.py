@@ -2,10 +2,9 @@
 held-out data and choose the operating point that meets a FLOPs budget.
 
     table = held_out_table(model, held_data)          # per-sample costs, scores and outcomes per width
-    fit_router(model, table, fit_rows)                 # router learns "the narrow path is good enough"
-    table = held_out_table(model, held_data)          # router scores of the fitted router
-    choice = choose_operating_point(table, budget=0.5, metric="accuracy", rows=calibration_rows)
+    choice, points = choose_operating_point(table, budget=0.5, metric="accuracy")
     apply_choice(model, choice)                        # routing "tau" or "cascade" at the chosen threshold
+    summary = calibrate(model, held_data, 0.5, "accuracy", seed=0)   # all of it: fit, choose, apply
 
 Everything here reads held-out *training* data (never the dev set): a seeded half of the held-out slice
 fits the router, the other half chooses the rule and its threshold. The table is saved with the model
@@ -92,9 +91,26 @@ def held_out_table(
     """Per-sample facts of labeled `data` that every operating point is computed from (JSON-ready):
     lengths, FLOPs of each path, the router's narrowest-width score, the narrowest width's top class
     probability, the predictions at the narrowest and full widths, and the labels."""
+    _, router_logits, logits = _passes(model, data, batch_size, pad_token_id)
+    return _table(model, data, router_logits, logits)
+
+
+def _passes(
+    model: SharcsModel, data: Dataset, batch_size: int, pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     if len(data) == 0:
         raise SharcsError("calibration needs held-out samples (--held-out-fraction > 0)")
-    _, router_logits, logits = _features_and_logits(model, data, batch_size, pad_token_id)
+    if len(model.config.widths) != 2:
+        raise SharcsError(
+            "calibration routes between two widths (narrowest and full); this model has "
+            f"{list(model.config.widths)}"
+        )
+    return _features_and_logits(model, data, batch_size, pad_token_id)
+
+
+def _table(
+    model: SharcsModel, data: Dataset, router_logits: torch.Tensor, logits: list[torch.Tensor]
+) -> dict[str, Any]:
     narrow, full = logits[0], logits[-1]
     regression = model.num_labels == 1
     lengths = [len(ids) for ids in data["input_ids"]]
@@ -116,24 +132,34 @@ def held_out_table(
         },
         "router_score": torch.sigmoid(router_logits[:, 0]).tolist(),
         "narrow_confidence": None if regression else torch.softmax(narrow, -1).amax(-1).tolist(),
-        "prediction_narrow": (narrow[:, 0] if regression else narrow.argmax(-1).float()).tolist(),
-        "prediction_full": (full[:, 0] if regression else full.argmax(-1).float()).tolist(),
+        "prediction_narrow": _predictions(narrow),
+        "prediction_full": _predictions(full),
     }
 
 
 def check_table(table: Any) -> dict[str, Any]:
-    """The table if it has the fields and lengths `held_out_table` writes, else a SharcsError."""
-    keys = ("labels", "full_model_flops", "flops", "router_score", "prediction_narrow", "prediction_full")
+    """The table if it has every field `held_out_table` and `calibrate` write, of consistent lengths,
+    else a SharcsError (a damaged or foreign calibration.json)."""
+    keys = ("labels", "full_model_flops", "router_score", "prediction_narrow", "prediction_full")
+    flops = ("tau_narrow", "tau_full", "cascade_narrow", "cascade_full")
     if (
         not isinstance(table, dict)
         or table.get("version") != TABLE_VERSION
+        or not isinstance(table.get("regression"), bool)
         or any(k not in table for k in keys)
+        or not isinstance(table.get("flops"), dict)
+        or any(k not in table["flops"] for k in flops)
     ):
         raise SharcsError("calibration.json is not a sharcs calibration table (version 1)")
-    n = len(table["labels"])
-    columns = [table[k] for k in keys if k != "flops"] + list(table["flops"].values())
+    n = len(table["labels"]) if isinstance(table["labels"], list) else 0
+    columns = [table[k] for k in keys] + [table["flops"][k] for k in flops]
+    if not table["regression"]:
+        columns.append(table.get("narrow_confidence"))
     if n == 0 or any(not isinstance(c, list) or len(c) != n for c in columns):
         raise SharcsError("calibration.json: its per-sample columns are missing or of different lengths")
+    rows = table.get("calibration_rows", list(range(n)))
+    if not rows or not isinstance(rows, list) or any(not isinstance(r, int) or not 0 <= r < n for r in rows):
+        raise SharcsError("calibration.json: calibration_rows must be row numbers of the table")
     return table
 
 
@@ -153,30 +179,31 @@ def narrow_targets(table: dict[str, Any]) -> np.ndarray:
     return 1.0 - ranks / max(1, len(ranks) - 1)
 
 
+MIN_FIT_ROWS = 2
+
+
 def fit_router(
     model: SharcsModel,
-    data: Dataset,
+    features: torch.Tensor,
+    table: dict[str, Any],
     fit_rows: list[int],
     check_rows: list[int],
     seed: int = 0,
     steps: int = 300,
-    batch_size: int = 64,
-    pad_token_id: int = 0,
 ) -> dict[str, float]:
-    """Refit `model.router` (from a seeded initialisation) on held-out rows `fit_rows` to predict
-    `narrow_targets`; the step with the lowest loss on `check_rows` is kept. The backbone is untouched
-    (the router reads detached features). Returns the kept step and its losses."""
-    features, _, logits = _features_and_logits(model, data, batch_size, pad_token_id)
-    table = {
-        "regression": model.num_labels == 1,
-        "labels": [float(v) for v in data["labels"]],
-        "prediction_narrow": _predictions(logits[0]),
-        "prediction_full": _predictions(logits[-1]),
-    }
+    """Refit `model.router` (from a seeded initialisation) on the rows `fit_rows` of layer K's
+    masked-mean `features` to predict `narrow_targets(table)`; the step with the lowest loss on
+    `check_rows` is kept. The backbone is untouched (the features are detached)."""
+    if len(fit_rows) < MIN_FIT_ROWS:
+        raise SharcsError(
+            f"fitting the router needs at least {MIN_FIT_ROWS} rows to fit on (a held-out slice of "
+            f"{2 * MIN_FIT_ROWS} or more samples), got {len(fit_rows)}; use more training data or a larger "
+            "--held-out-fraction"
+        )
     target = torch.tensor(narrow_targets(table), dtype=torch.float32)
     targets = torch.stack([target, torch.ones_like(target)], 1)  # the full width always fits
     fit, check = torch.tensor(fit_rows), torch.tensor(check_rows or fit_rows)
-    mean, std = features[fit].mean(0), features[fit].std(0).clamp(min=1e-6)
+    mean, std = features[fit].mean(0), features[fit].std(0, unbiased=False).clamp(min=1e-6)
     x = (features - mean) / std
     generator = torch.Generator().manual_seed(seed)
     router = Router(model.dims.hidden, model.config.router_hidden_size, len(model.config.widths))
@@ -259,7 +286,7 @@ def rule_scores(table: dict[str, Any], rule: str) -> np.ndarray:
     return np.asarray(table["router_score" if rule == "tau" else "narrow_confidence"], dtype=np.float64)
 
 
-def budget_point(
+def rule_point(
     table: dict[str, Any],
     rule: str,
     budget: float,
@@ -267,8 +294,9 @@ def budget_point(
     rows: list[int] | None = None,
     score: np.ndarray | None = None,
 ) -> OperatingPoint:
-    """The operating point that answers the most samples at full width within `budget`, taking them in
-    ascending order of `score` (default: the rule's own, `rule_scores`) and paying `rule`'s costs."""
+    """The operating point of `rule` within `budget`: samples go to full width in ascending order of
+    `score` (default: the rule's own, `rule_scores`), paying `rule`'s costs, as far as a threshold
+    between scores allows (tied scores go together, so the budget is never exceeded)."""
     score = rule_scores(table, rule) if score is None else np.asarray(score, dtype=np.float64)
     index = np.arange(len(table["labels"])) if rows is None else np.asarray(rows)
     cheap, dear = (c[index] for c in path_costs(table, rule))
@@ -300,13 +328,6 @@ def budget_point(
         budget,
         met,
     )
-
-
-def rule_point(
-    table: dict[str, Any], rule: str, budget: float, metric: str, rows: list[int] | None = None
-) -> OperatingPoint:
-    """The operating point of `rule` that answers the most samples at full width within `budget`."""
-    return budget_point(table, rule, budget, metric, rows)
 
 
 def choose_operating_point(
@@ -345,11 +366,15 @@ def calibrate(
 ) -> dict[str, Any]:
     """Fit the router on one half of the held-out `data`, choose the rule at `budget` on the other,
     apply it to `model` and store the table on the model (`model.calibration`). Returns a summary."""
+    features, router_logits, logits = _passes(model, data, batch_size, pad_token_id)
+    table = _table(model, data, router_logits, logits)
     fit_rows, calibration_rows = split_rows(len(data), seed)
-    fit = fit_router(
-        model, data, fit_rows, calibration_rows, seed, batch_size=batch_size, pad_token_id=pad_token_id
-    )
-    table = held_out_table(model, data, batch_size, pad_token_id)
+    fit = fit_router(model, features, table, fit_rows, calibration_rows, seed)
+    with torch.no_grad():  # the fitted router's scores, from the same features
+        router = model.router.eval()
+        parameter = next(router.parameters())
+        scored = router(features.to(parameter).unsqueeze(1), torch.ones(len(features), 1).to(parameter))
+    table["router_score"] = torch.sigmoid(scored[:, 0].float()).cpu().tolist()
     table["calibration_rows"] = calibration_rows
     table["metric"] = metric
     best, points = choose_operating_point(table, budget, metric, calibration_rows)

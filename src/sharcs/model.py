@@ -339,7 +339,7 @@ def has_router(model: object) -> TypeGuard[SharcsModel]:
 def has_trained_router(model: object) -> TypeGuard[SharcsModel]:
     """Whether `model` has a trained router, whatever its routing rule now: routed SHARCS (the paper
     recipe), or the sandwich recipe, whose router is fitted on held-out data (`model.calibration`)."""
-    return has_router(model) or (isinstance(model, SharcsModel) and model.calibration is not None)
+    return has_router(model) or (isinstance(model, SharcsModel) and isinstance(model.calibration, dict))
 
 
 def is_cascade(model: object) -> TypeGuard[SharcsModel]:

@@ -21,11 +21,11 @@ from sharcs import distributed
 from sharcs.adaptive import AdaptiveModel, load_model
 from sharcs.backbone import build_model, pad_id, resolve_model_path
 from sharcs.calibration import calibrate, calibration_line
-from sharcs.checks import check_resumable
+from sharcs.checks import check_resumable, check_train
 from sharcs.data import log_truncation, tokenize_counted
 from sharcs.errors import SharcsError, first_line
 from sharcs.evaluation import evaluate_model, reduction_text, share_text
-from sharcs.files import atomic_write_text
+from sharcs.files import atomic_write_text, remove_versions
 from sharcs.lock import LOCK_NAME, OutputLock
 from sharcs.model import has_router, is_cascade
 from sharcs.options import (
@@ -38,11 +38,10 @@ from sharcs.options import (
 from sharcs.task_data import TaskInfo, label_range, prepare_data
 from sharcs.training import (
     BEST_DIR,
-    CHECKPOINT_DIR,
+    HISTORY_NAME,
     Trainer,
     TrainingArguments,
     find_checkpoint,
-    remove_checkpoints,
     remove_training_state,
 )
 
@@ -157,30 +156,13 @@ def _train(
     continue_run: bool,
 ) -> dict[str, Any]:
     """`train` once rank 0 holds the lock of an existing output folder (`lock.acquire` creates one)."""
-    source = Path(resolve_model_path(options.model)).expanduser()
-    if source.exists() and out.resolve() in (source.resolve(), *source.resolve().parents):
-        raise SharcsError(f"--model {options.model} is inside --output-dir {out}: the run would overwrite it")
     if continue_run and (out / RUN_CONFIG).is_file():
         check_resumable(load_train_options(out), options, continuing=True)
         if (out / RESULTS_NAME).is_file():
             return _finished_results(out)
         resume = find_checkpoint(out) is not None
         overwrite = not resume  # stopped before its first checkpoint: start it again
-    if resume:
-        if not (out / RUN_CONFIG).is_file():
-            raise SharcsError(f"nothing to resume: {out / RUN_CONFIG} does not exist")
-        check_resumable(load_train_options(out), options)
-        if find_checkpoint(out) is None and (out / RESULTS_NAME).is_file():
-            raise SharcsError(
-                f"nothing to resume: {out} holds a finished run, whose checkpoint was deleted at the end "
-                "(--keep-checkpoint keeps it); pass --overwrite to train it again"
-            )
-        if find_checkpoint(out) is None:
-            raise SharcsError(f"nothing to resume: {out / CHECKPOINT_DIR} does not exist")
-    elif (out / RUN_CONFIG).exists() and not overwrite:
-        raise SharcsError(
-            f"{out} already holds a run; continue it with --resume (or --continue), or pass --overwrite"
-        )
+    check_train(options, resume, overwrite)  # the folder checks the command line also makes early
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
     main = distributed.is_main()
 
@@ -265,7 +247,11 @@ def _train(
                 f"{out} was written by another process while this run loaded its data; run again"
             )
     if main and not resume:
-        remove_checkpoints(out)  # an --overwrite must never resume the old run's training state
+        # an --overwrite must never resume, report or serve the old run
+        remove_training_state(out)
+        remove_versions(out / MODEL_DIR)
+        for name in (RESULTS_NAME, HISTORY_NAME):
+            (out / name).unlink(missing_ok=True)
         run_config = {
             "options": options.to_dict(),
             "task_info": info.to_dict(),

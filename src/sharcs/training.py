@@ -225,6 +225,7 @@ class Trainer:
         self.epoch_sums = {"loss": 0.0, "steps": 0}
         self.best_value = -math.inf  # the best selection metric of any competing epoch
         self.kept = (-math.inf, math.inf)  # (metric, cost) of the epoch in best/
+        self.resumed = False  # load_checkpoint ran: train(resume=True) continues from there
 
     # ------------------------------------------------------------------------------- planning
     def plan_epoch(self, epoch: int) -> tuple[list[Step], torch.Tensor]:
@@ -262,9 +263,9 @@ class Trainer:
     # ------------------------------------------------------------------------------- training
     def train(self, resume: bool = False) -> list[dict]:
         """Run all epochs (continuing from the last checkpoint when `resume`); returns per-epoch records."""
-        if resume:
+        if resume and not self.resumed:
             self.load_checkpoint()
-        else:
+        elif not resume:
             torch.manual_seed(self.args.seed)
         model, args = self.model, self.args
         while self.epoch < args.epochs:
@@ -491,6 +492,7 @@ class Trainer:
         self.epoch_sums = {"loss": float(state["epoch_sums"]["loss"]), "steps": state["epoch_sums"]["steps"]}
         self.history, self.best_value = state["history"], float(state["best_value"])
         self.kept = (float(state["kept"][0]), float(state["kept"][1]))
+        self.resumed = True
 
     def _checked_optimizer_state(
         self, state: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Path

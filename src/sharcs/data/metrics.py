@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from sharcs.errors import SharcsError
 
@@ -46,6 +45,8 @@ def _pearson(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Pearson correlation; 0.0 when either side is constant (undefined)."""
     if _constant(predictions) or _constant(labels):
         return 0.0
+    from scipy import stats  # imported here: the command line checks options without scipy
+
     return float(stats.pearsonr(predictions.astype(np.float64), labels.astype(np.float64))[0])
 
 
@@ -53,6 +54,8 @@ def _spearman(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Spearman rank correlation; 0.0 when either side is constant (undefined)."""
     if _constant(predictions) or _constant(labels):
         return 0.0
+    from scipy import stats
+
     return float(stats.spearmanr(predictions, labels)[0])
 
 
