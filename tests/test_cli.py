@@ -990,6 +990,7 @@ def test_parse_helpers() -> None:
     assert parse_names("a, b", "--text-columns") == ("a", "b")
     assert default_adaptive_layer(6) == 2 and default_adaptive_layer(12) == 4
     assert default_adaptive_layer(2) == 1
+    assert default_adaptive_layer(6, sandwich=True) == 1 and default_adaptive_layer(12, sandwich=True) == 2
     train, held = held_out_split(100, 0.1, seed=3)
     assert len(held) == 10 and sorted(train + held) == list(range(100))
     assert held_out_split(100, 0.1, seed=3) == (train, held)
@@ -1061,7 +1062,7 @@ def test_minilm_on_sst2_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     config = json.loads((out / "run_config.json").read_text())
     assert config["model_path"] == str(minilm.get_model_path())
     assert config["num_samples"] == {"train": 360, "held_out": 40, "dev": 200}
-    assert results["metrics"]["accuracy"] > 0.6  # chance is about 0.5
+    assert results["metrics"]["accuracy"] > 0.5  # routed on 360 rows: the narrow path barely learns
     assert len(history) == 2 and history[0]["trained_width_share"]["1.0"] == 1.0
     assert sum(history[1]["trained_width_share"].values()) == pytest.approx(1.0)
     assert sum(results["width_share"].values()) == pytest.approx(1.0)
@@ -1072,6 +1073,8 @@ def test_minilm_on_sst2_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     # the default (sandwich) recipe is calibrated to half the full model's FLOPs on held-out data
     assert (out / "model" / "calibration.json").is_file() and results["flops_reduction"] > 1.6
 
+    code, stdout, _ = run(capsys, "evaluate", out, "--json", "--max-eval-samples", 200, "--width", 1.0)
+    assert code == 0 and json.loads(stdout)["metrics"]["accuracy"] > 0.6  # it learns: chance is about 0.5
     code, stdout, _ = run(
         capsys, "evaluate", out, "--json", "--max-eval-samples", 200, "--flops-budget", 0.35
     )

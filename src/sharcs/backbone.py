@@ -109,13 +109,16 @@ def load_run_base(path: str, info: TaskInfo, seed: int) -> tuple[Any, Any]:
         return load_base_model(scratch, info, seed), run.tokenizer
 
 
-def default_adaptive_layer(num_layers: int) -> int:
-    """K = a third of the layers, rounded, at least 1 (2 for 6 layers, 4 for 12)."""
-    return max(1, round(num_layers / 3))
+def default_adaptive_layer(num_layers: int, sandwich: bool = False) -> int:
+    """K = a third of the layers, rounded, at least 1 (2 for 6 layers, 4 for 12); for the sandwich
+    recipe a sixth (1 for 6 layers, 2 for 12): its narrow path keeps the residual stream, so each narrow
+    layer costs about a quarter of a full one, and with K = N/3 the narrow path alone would already
+    spend half the full model's FLOPs, leaving a budget of 0.5 nothing for full-width samples."""
+    return max(1, round(num_layers / (6 if sandwich else 3)))
 
 
 def sharcs_config(options: TrainOptions, num_layers: int) -> SharcsConfig:
-    """The SharcsConfig of a run; K defaults to `default_adaptive_layer(num_layers)`."""
+    """The SharcsConfig of a run; K defaults to `default_adaptive_layer`."""
     threshold = options.threshold
     if threshold is None:
         if len(options.widths) != 2:
@@ -124,7 +127,12 @@ def sharcs_config(options: TrainOptions, num_layers: int) -> SharcsConfig:
                 "thresholds, e.g. --threshold 0.8,0.5"
             )
         threshold = 0.6
-    k = options.adaptive_layer if options.adaptive_layer is not None else default_adaptive_layer(num_layers)
+    sandwich = options.method == "sharcs" and options.recipe == "sandwich"
+    k = (
+        options.adaptive_layer
+        if options.adaptive_layer is not None
+        else default_adaptive_layer(num_layers, sandwich)
+    )
     try:
         return SharcsConfig(
             widths=options.widths,
@@ -133,7 +141,7 @@ def sharcs_config(options: TrainOptions, num_layers: int) -> SharcsConfig:
             threshold=threshold,
             window=options.window,
             norm_init=options.norm_init,
-            keep_residual=options.keep_residual,
+            keep_residual=options.keeps_residual,
         )
     except SharcsError as error:
         raise named_option_error(error) from None

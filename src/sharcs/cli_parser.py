@@ -177,10 +177,10 @@ def _add_train(commands: Any) -> None:
     )
     model.add_argument(
         "--keep-residual",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
         help="after the router keep the residual stream at full width and narrow only heads and FFN "
-        "(beyond the paper; DynaBERT-style slicing)",
+        "(beyond the paper; DynaBERT-style slicing); default: on for --recipe sandwich, off otherwise",
     )
     model.add_argument(
         "--norm-init",

@@ -130,7 +130,7 @@ class TrainOptions:
     window: int = 2
     router_hidden_size: int = 1024
     norm_init: str = "copy"
-    keep_residual: bool = False
+    keep_residual: bool | None = None  # None: on for --method sharcs --recipe sandwich, else off
     fixed_width: float = 0.25
     width_shares: tuple[float, ...] | None = None
     cascade_confidence: float = 0.9
@@ -152,6 +152,14 @@ class TrainOptions:
             self.threshold = thresholds[0] if len(thresholds) == 1 else thresholds
         if self.text_columns is not None:
             self.text_columns = parse_names(self.text_columns, "--text-columns")
+
+    @property
+    def keeps_residual(self) -> bool:
+        """`keep_residual` as the model is built: given, or by default on for the sandwich recipe of
+        --method sharcs (its narrow path then keeps the d-channel residual stream, docs/method.md §7)."""
+        if self.keep_residual is not None:
+            return self.keep_residual
+        return self.method == "sharcs" and self.recipe == "sandwich"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready options (tuples become lists)."""

@@ -95,6 +95,7 @@ def _device(options: TrainOptions) -> Any:
     return device
 
 
+FEW_CALIBRATION_ROWS = 100  # fewer held-out rows than this make the calibrated budget a rough guess
 COLLAPSED_TOP_CLASS_SHARE = 0.98  # the narrow path answering one class this often has collapsed
 
 
@@ -207,6 +208,12 @@ def _train(
             )
             record["calibration"] = summary
             logger.info(calibration_line(summary, info.main_metric))
+            if summary["calibration_samples"] < FEW_CALIBRATION_ROWS and not trainer.history:
+                logger.warning(
+                    f"the router is fitted on {summary['router_fit_samples']} and the budget calibrated on "
+                    f"{summary['calibration_samples']} held-out samples: on new data the cost and accuracy "
+                    "will differ from these; more training data or a larger --held-out-fraction helps"
+                )
         if held_data is not None:
             record.update(evaluate_model(m, held_data, info.metrics, eval_batch, None, pad).record("heldout"))
             if narrowest is not None:  # the narrow path alone: one that collapsed to a class shows here
