@@ -187,7 +187,9 @@ def _speed_text(entry: dict[str, Any]) -> str:
     speed = entry.get("speed")
     if not speed:
         return "not measured"
-    return f"{speed['latency_speedup_bs1']['mean']:.2f}x / {speed['throughput_speedup']['mean']:.2f}x"
+    bs1, bs64 = speed["latency_speedup_bs1"]["mean"], speed["throughput_speedup"]["mean"]
+    predicted = speed["predicted_speedup"]["mean"]
+    return f"{bs1:.2f}x / {bs64:.2f}x ({bs1 / predicted:.2f} / {bs64 / predicted:.2f} of the FLOPs ratio)"
 
 
 def _row(cells: list[str]) -> str:

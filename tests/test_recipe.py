@@ -221,6 +221,7 @@ def test_recipe_option_errors(tiny_dir, tmp_path: Path, capsys) -> None:
         (["--widths", "0.25,0.5,1.0", "--threshold", "0.9,0.7"], "routes between two widths"),
         (["--distill-narrow"], "are for --recipe paper"),
         (["--held-out-fraction", "0"], "--held-out-fraction must be above 0"),
+        (["--data-dir", str(GLUE_DIR), "--max-train-samples", "20"], "it needs 4 or more"),
         (["--flops-budget", "0"], "--flops-budget: must lie in (0, 1]"),
     ]
     for extra, message in cases:

@@ -20,7 +20,7 @@ from datasets import Dataset
 from sharcs import distributed
 from sharcs.adaptive import AdaptiveModel, load_model
 from sharcs.backbone import build_model, pad_id, resolve_model_path
-from sharcs.calibration import calibrate, calibration_line
+from sharcs.calibration import MIN_FIT_ROWS, calibrate, calibration_line
 from sharcs.checks import check_resumable, check_train
 from sharcs.data import log_truncation, tokenize_counted
 from sharcs.errors import SharcsError, first_line
@@ -169,6 +169,14 @@ def _train(
 
     data = prepare_data(options)
     info = data.info
+    held_out = len(data.held_out) if data.held_out else 0
+    if options.method == "sharcs" and options.recipe == "sandwich" and held_out < 2 * MIN_FIT_ROWS:
+        raise SharcsError(
+            "--recipe sandwich fits its router on half of the held-out slice and calibrates the budget on "
+            f"the other half, but --held-out-fraction {options.held_out_fraction:g} of "
+            f"{len(data.train) + held_out} rows holds {held_out}; it needs {2 * MIN_FIT_ROWS} or more: "
+            "raise --held-out-fraction or add data"
+        )
     model, tokenizer = build_model(options, info)
     model.to(device)
     pad = pad_id(tokenizer)
