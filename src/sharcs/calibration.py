@@ -36,6 +36,7 @@ from sharcs.errors import SharcsError
 from sharcs.flops import sharcs_flops
 from sharcs.inference import MODEL_INPUTS
 from sharcs.model import SharcsModel
+from sharcs.options import check_budget
 from sharcs.router import Router, masked_mean
 
 RULES = ("tau", "cascade")
@@ -334,10 +335,7 @@ def choose_operating_point(
     table: dict[str, Any], budget: float, metric: str, rows: list[int] | None = None
 ) -> tuple[OperatingPoint, list[OperatingPoint]]:
     """The best rule at `budget` on the calibration rows (ties: the cheaper), and every rule's point."""
-    if not 0.0 < budget <= 1.0:
-        raise SharcsError(
-            f"--flops-budget: must lie in (0, 1] (a fraction of the full model's FLOPs), got {budget}"
-        )
+    check_budget(budget)
     rules = ("tau",) if table["regression"] else RULES
     points = [rule_point(table, rule, budget, metric, rows) for rule in rules]
     best = max(points, key=lambda p: (p.met, p.metric, -p.cost))

@@ -24,6 +24,7 @@ from sharcs.options import (
     FREE_ON_RESUME,
     RUN_CONFIG,
     TrainOptions,
+    check_budget,
     find_model_dir,
     load_train_options,
     option_name,
@@ -54,13 +55,6 @@ def check_width_value(value: float | None, option: str) -> None:
     """SharcsError unless `value` is None or a width in (0, 1] (whether the model has it is checked later)."""
     if value is not None and not 0.0 < value <= 1.0:
         raise SharcsError(f"{option}: a width must lie in (0, 1], got {value}")
-
-
-def check_budget(value: float | None) -> None:
-    if value is not None and not 0.0 < value <= 1.0:
-        raise SharcsError(
-            f"--flops-budget: must lie in (0, 1] (a fraction of the full model's FLOPs), got {value}"
-        )
 
 
 def check_data_file(path: str | Path, option: str) -> Path:

@@ -233,11 +233,7 @@ class TrainOptions:
             raise SharcsError(f"--recipe: must be sandwich or paper, got {self.recipe!r}")
         if not 0.0 <= self.narrow_label_weight <= 1.0:
             raise SharcsError(f"--narrow-label-weight: must lie in [0, 1], got {self.narrow_label_weight}")
-        if not 0.0 < self.flops_budget <= 1.0:
-            raise SharcsError(
-                "--flops-budget: must lie in (0, 1] (a fraction of the full model's FLOPs), "
-                f"got {self.flops_budget}"
-            )
+        check_budget(self.flops_budget)
         if self.method == "sharcs" and self.recipe == "sandwich":
             if self.distill_narrow or self.hardness_from != "routed":
                 raise SharcsError(
@@ -298,6 +294,14 @@ def resolve_model_path(name: str) -> str:
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
         raise SharcsError(f"--model {name}: model folder not found")
     return name
+
+
+def check_budget(value: float | None) -> None:
+    """A FLOPs budget (`--flops-budget`) is a fraction of the full model's FLOPs in (0, 1]."""
+    if value is not None and not 0.0 < value <= 1.0:
+        raise SharcsError(
+            f"--flops-budget: must lie in (0, 1] (a fraction of the full model's FLOPs), got {value}"
+        )
 
 
 def pick_device(name: str) -> torch.device:
