@@ -61,7 +61,7 @@ def equal_cost(table: dict[str, Any], budget: float, metric: str, seed: int = 0)
 def measure(run_dir: Path, budgets: list[float], speed: bool, threads: int) -> dict[str, Any]:
     from sharcs.backbone import pad_id
     from sharcs.bench import benchmark
-    from sharcs.calibration import held_out_table
+    from sharcs.calibration import held_out_table, recalibrate
     from sharcs.evaluation import evaluate_model
     from sharcs.files import atomic_write_text
     from sharcs.measure_runs import dev_data
@@ -82,6 +82,10 @@ def measure(run_dir: Path, budgets: list[float], speed: bool, threads: int) -> d
     data, _, info = dev_data(run, None)
     metric = info.main_metric
     if "dev" not in measured:
+        if getattr(model, "calibration", None) is not None:
+            # what `sharcs evaluate RUN --flops-budget B` gives: the operating point the current rule
+            # chooses from the run's saved held-out table (the same as the saved one unless the rule changed)
+            recalibrate(model, budgets[0])
         own = evaluate_model(model, data, info.metrics, 64, None, pad)
         measured = {"metric": metric, "dev": own.to_dict(), "samples": len(data), "budgets": budgets}
         measured["trained"] = (run_dir / "results.json").read_text()

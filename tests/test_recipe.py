@@ -227,3 +227,35 @@ def test_recipe_option_errors(tiny_dir, tmp_path: Path, capsys) -> None:
     for extra, message in cases:
         assert cli.main([*base, *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+def synthetic_table(router_score: list[float], narrow_confidence: list[float]) -> dict:
+    """Ten samples: the narrow path is wrong on the first four, full width always right; both paths
+    cost the same whatever the rule, so only the ranking decides."""
+    n = 10
+    return {
+        "version": 1,
+        "regression": False,
+        "labels": [1.0] * n,
+        "prediction_narrow": [0.0] * 4 + [1.0] * 6,
+        "prediction_full": [1.0] * n,
+        "full_model_flops": [10.0] * n,
+        "flops": {"tau_narrow": [3.0] * n, "tau_full": [10.0] * n, "cascade_narrow": [3.0] * n,
+                  "cascade_full": [10.0] * n},
+        "router_score": router_score,
+        "narrow_confidence": narrow_confidence,
+    }  # fmt: skip
+
+
+def test_the_cascade_is_kept_unless_the_router_is_clearly_better():
+    # budget 0.65: 5 of 10 samples can go to full width (3 + 5 * 7 / 10 per sample <= 6.5)
+    good = [0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.6, 0.95, 0.85]  # ranks the four wrong ones first
+    poor = [0.1, 0.9, 0.8, 0.7, 0.2, 0.3, 0.4, 0.6, 0.95, 0.85]  # finds one of them
+    confident_wrong = [0.1, 0.2, 0.3, 0.99, 0.4, 0.8, 0.7, 0.6, 0.95, 0.85]  # the cascade finds three
+    chosen, points = choose_operating_point(synthetic_table(good, confident_wrong), 0.65, "accuracy")
+    assert [p.metric for p in points] == [1.0, 0.9] and chosen.rule == "tau"  # better by 10 points
+    chosen, points = choose_operating_point(synthetic_table(poor, confident_wrong), 0.65, "accuracy")
+    assert points[0].metric < points[1].metric and chosen.rule == "cascade"
+    chosen, _ = choose_operating_point(synthetic_table(good, good), 0.65, "accuracy")
+    assert chosen.rule == "cascade"  # a tie keeps the cascade
+    assert all(p.cost <= 0.65 for p in points)
