@@ -234,8 +234,8 @@ def _train(
                             f"at width {narrowest} the model gives one class to "
                             f"{100 * narrow.top_class_share:.1f}% of held-out samples: the narrow path has "
                             "collapsed, so whatever routes samples there decides their class (it may recover "
-                            "in later epochs; else try --keep-residual or a wider narrowest width; see "
-                            "docs/notes/sst2-findings.md)"
+                            "in later epochs; else try more data or epochs, --keep-residual where it is off, "
+                            "or a wider narrowest width; see docs/notes/recipe-findings.md)"
                         )
         dev = evaluate_model(m, dev_data, info.metrics, eval_batch, None, pad)
         record.update(dev.record("dev"))
