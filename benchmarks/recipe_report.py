@@ -81,11 +81,11 @@ def measure(run_dir: Path, budgets: list[float], speed: bool, threads: int) -> d
     model, pad = run.model, pad_id(run.tokenizer)
     data, _, info = dev_data(run, None)
     metric = info.main_metric
+    if getattr(model, "calibration", None) is not None:
+        # what `sharcs evaluate/bench RUN --flops-budget B` give: the operating point the current rule
+        # chooses from the run's saved held-out table (the same as the saved one unless the rule changed)
+        recalibrate(model, budgets[0])
     if "dev" not in measured:
-        if getattr(model, "calibration", None) is not None:
-            # what `sharcs evaluate RUN --flops-budget B` gives: the operating point the current rule
-            # chooses from the run's saved held-out table (the same as the saved one unless the rule changed)
-            recalibrate(model, budgets[0])
         own = evaluate_model(model, data, info.metrics, 64, None, pad)
         measured = {"metric": metric, "dev": own.to_dict(), "samples": len(data), "budgets": budgets}
         measured["trained"] = (run_dir / "results.json").read_text()
@@ -269,6 +269,7 @@ def main() -> int:
     parser.add_argument("--measure", action="store_true", help="measure finished runs not yet measured")
     parser.add_argument("--speed", action="store_true", help="also time each sandwich run (idle machine!)")
     parser.add_argument("--speed-seeds", default="42", help="seeds to time (default: 42)")
+    parser.add_argument("--speed-runs", default="sandwich", help="runs to time (default: sandwich)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     args = parser.parse_args()
@@ -279,7 +280,7 @@ def main() -> int:
         for job in jobs(plan, args.runs):
             if not (job.out / "results.json").is_file():
                 continue
-            timed = args.speed and job.run != "full" and job.seed in speed_seeds
+            timed = args.speed and job.run in args.speed_runs.split(",") and job.seed in speed_seeds
             print(f"[report] measuring {job.label}{' (speed)' if timed else ''}", flush=True)
             measure(job.out, budgets, timed, args.threads)
     data = aggregate(plan, args.runs)
