@@ -313,10 +313,10 @@ def rule_point(
     # a threshold between the last score sent to full width and the next one (rule "tau" sends a
     # sample narrow when its score >= tau, the cascade re-runs it when its confidence < C)
     ranked = score[order]
-    if count == 0:
-        threshold = float(ranked[0]) - 1e-6
+    if count == 0:  # every sample on the cheap path, on these rows and on any others
+        threshold = 0.0
     elif count == len(order):
-        threshold = float(ranked[-1]) + 1e-6
+        threshold = 1.0
     else:
         threshold = float((ranked[count - 1] + ranked[count]) / 2)
     threshold = min(1.0, max(0.0, threshold))

@@ -9,6 +9,7 @@ FLOPs are analytic (`sharcs.flops`), per sample at its unpadded length and the w
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,12 @@ def with_routing(
     if budget is not None:
         if not isinstance(model, SharcsModel):
             raise SharcsError(f"--flops-budget: a {model.method} model has no calibrated routing")
-        recalibrate(model, budget)
+        point = recalibrate(model, budget)
+        if not point.met:
+            logging.getLogger("sharcs").warning(
+                f"--flops-budget {budget:g} cannot be met: the cheapest path alone costs {point.cost:.2f} of "
+                "the full model's FLOPs, so every sample runs it"
+            )
         return model
     if tau is not None:
         if not has_trained_router(model):
