@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import save_tiny_model_dir
 from safetensors.torch import load_file, save_file
+from test_cli import expect_error, run
 
 from sharcs import cli
 from sharcs.errors import SharcsError
@@ -64,23 +65,6 @@ def train_args(tiny_dir: Path, data_dir: Path, out: Path, *extra: object) -> lis
         "--validation-file", data_dir / "dev.csv", "--text-columns", "text", "--epochs", 2, "--window", 1,
         "--router-hidden-size", 16, "--max-seq-length", 32, "--batch-size", 16, "--threshold", 0.3, *extra,
     ]  # fmt: skip
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def expect_error(capsys: pytest.CaptureFixture[str], *args: object, needles: tuple[str, ...]) -> str:
-    """Exit code 2 and a single stderr line "sharcs: error: ..." holding every needle."""
-    code, _, err = run(capsys, *args)
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sharcs: error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def files_of(folder: Path) -> list[Path]:
