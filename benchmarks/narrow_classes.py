@@ -2,11 +2,11 @@
 
     python benchmarks/narrow_classes.py sst2 sharcs-k2 sharcs-k2-window2 sharcs-k1-t0.6
 
-For each finished run of `benchmarks/results.py` (runs/results/<task>/<run>): the class counts the
-narrowest width predicts when every dev sample is forced through it, and, per gold label, the share
-of dev samples the router sends to that width. A narrow path that predicts one class for every
-sample, fed by a router that sends mostly that class to it, is the degenerate loop described in
-docs/notes/sst2-findings.md. Writes docs/results/<task>/narrow_classes.json.
+For each finished run of the results study (benchmarks/plans/results.toml; runs/results/<task>/<run>):
+the class counts the narrowest width predicts when every dev sample is forced through it, and, per gold
+label, the share of dev samples the router sends to that width. A narrow path that predicts one class
+for every sample, fed by a router that sends mostly that class to it, is the degenerate loop described
+in docs/notes/sst2-findings.md. Writes docs/results/<task>/narrow_classes.json.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from sharcs.backbone import pad_id
-from sharcs.files import atomic_write_text
-from sharcs.inference import predict
-from sharcs.measure_runs import dev_data
-from sharcs.saved_run import load_run
+from sharcs.inference.predict import predict
+from sharcs.measure.run_dirs import dev_data
+from sharcs.modeling.pretrained import pad_id
+from sharcs.storage.files import atomic_write_text
+from sharcs.storage.saved_run import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ operating point, its FLOPs reduction and full-width share; the forced widths; an
 calibration table, routing rules compared at equal cost on dev (FLOPs budgets of the plan): the fitted
 router, random routing, oracle routing (full width exactly where the narrow path is wrong and full
 width right) and the cascade. `--speed` adds measured batch-1 latency and batch-64 throughput against
-the plain Hugging Face model, side by side in one process (sharcs.bench). The prose of the report is
+the plain Hugging Face model, side by side in one process (sharcs.measure.bench). The prose of the report is
 the template benchmarks/templates/<study>.md.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from recipe_train import REPO, jobs, load_plan
+from plan import REPO, jobs, load_plan
 
 BATCH = 64
 RANDOM_DRAWS = 50
@@ -32,7 +32,7 @@ RANDOM_DRAWS = 50
 
 def equal_cost(table: dict[str, Any], budget: float, metric: str, seed: int = 0) -> dict[str, Any]:
     """Router, random, oracle and cascade on the same samples at one FLOPs budget (routed costs)."""
-    from sharcs.calibration import narrow_targets, rule_point
+    from sharcs.methods.sharcs.calibration import narrow_targets, rule_point
 
     n = len(table["labels"])
     rng = np.random.default_rng(seed)
@@ -59,14 +59,14 @@ def equal_cost(table: dict[str, Any], budget: float, metric: str, seed: int = 0)
 
 
 def measure(run_dir: Path, budgets: list[float], speed: bool, threads: int) -> dict[str, Any]:
-    from sharcs.backbone import pad_id
-    from sharcs.bench import benchmark
-    from sharcs.calibration import held_out_table, recalibrate
-    from sharcs.evaluation import evaluate_model
-    from sharcs.files import atomic_write_text
-    from sharcs.measure_runs import dev_data
-    from sharcs.model import SharcsModel
-    from sharcs.saved_run import load_run
+    from sharcs.measure.bench import benchmark
+    from sharcs.measure.evaluation import evaluate_model
+    from sharcs.measure.run_dirs import dev_data
+    from sharcs.methods.sharcs.calibration import held_out_table, recalibrate
+    from sharcs.methods.sharcs.model import SharcsModel
+    from sharcs.modeling.pretrained import pad_id
+    from sharcs.storage.files import atomic_write_text
+    from sharcs.storage.saved_run import load_run
 
     cache = run_dir / "study_measure.json"
     measured = json.loads(cache.read_text()) if cache.is_file() else {}
@@ -287,7 +287,7 @@ def main() -> int:
     name = plan["study"]["name"]
     template = (REPO / "benchmarks" / "templates" / f"{name}.md").read_text()
     text = string.Template(template).substitute(**tables(data["summary"]))
-    from sharcs.files import atomic_write_text
+    from sharcs.storage.files import atomic_write_text
 
     atomic_write_text(args.out / f"{name}.json", json.dumps({"plan": plan, **data}, indent=1) + "\n")
     atomic_write_text(args.out / f"{name}.md", text)

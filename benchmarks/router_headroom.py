@@ -2,10 +2,11 @@
 
     python benchmarks/router_headroom.py sst2 sharcs-k2 sharcs-k1-narrowest
 
-For each finished two-width run of `benchmarks/results.py` (runs/results/<task>/<run>), every dev
-sample is run once at each width. Because a sample's prediction at a width does not depend on the
-other samples in its batch, any routing of the dev set can then be scored without running the model
-again. Three routings are compared at each share of samples sent to the narrow path:
+For each finished two-width run of the results study (benchmarks/plans/results.toml;
+runs/results/<task>/<run>), every dev sample is run once at each width. Because a sample's prediction
+at a width does not depend on the other samples in its batch, any routing of the dev set can then be
+scored without running the model again. Three routings are compared at each share of samples sent to
+the narrow path:
 
 - router: the run's own router, sending the samples it scores highest (a tau sweep);
 - oracle: the samples that gain most from the narrow path (correct there and wrong at full width
@@ -32,15 +33,15 @@ import matplotlib
 import numpy as np
 import torch
 
-from sharcs.backbone import pad_id
-from sharcs.curve import configured
 from sharcs.data.metrics import compute_metrics
-from sharcs.files import atomic_write_text
-from sharcs.flops import average_flops
-from sharcs.inference import predict
-from sharcs.measure_runs import dev_data
-from sharcs.model import has_router
-from sharcs.saved_run import load_run
+from sharcs.inference.predict import predict
+from sharcs.measure.curve import configured
+from sharcs.measure.run_dirs import dev_data
+from sharcs.methods.sharcs.model import has_router
+from sharcs.modeling.flops import average_flops
+from sharcs.modeling.pretrained import pad_id
+from sharcs.storage.files import atomic_write_text
+from sharcs.storage.saved_run import load_run
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

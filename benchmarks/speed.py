@@ -19,10 +19,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sharcs import SharcsConfig, SharcsModel, get_sharcs_model
-from sharcs.bench import benchmark, format_report
 from sharcs.data import load_glue, tokenize
-from sharcs.files import atomic_write_text
-from sharcs.measure_runs import bench_dir
+from sharcs.measure.bench import benchmark, format_report
+from sharcs.measure.run_dirs import bench_dir
+from sharcs.storage.files import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 

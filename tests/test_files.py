@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sharcs import files
-from sharcs.files import atomic_directory, latest_version, remove_versions, versioned_directory
+from sharcs.storage import files
+from sharcs.storage.files import atomic_directory, latest_version, remove_versions, versioned_directory
 
 
 def write(folder: Path, text: str) -> None:

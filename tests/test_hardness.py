@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharcs.config import SharcsConfig, intervals_from_thresholds
 from sharcs.errors import SharcsError
-from sharcs.hardness import HardnessLabeler, confidence
+from sharcs.methods.sharcs.config import SharcsConfig, intervals_from_thresholds
+from sharcs.methods.sharcs.hardness import HardnessLabeler, confidence
 
 TWO = intervals_from_thresholds((0.6,))  # 0.25 <- [0.6, 1], 1.0 <- [0, 0.6)
 

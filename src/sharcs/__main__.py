@@ -2,6 +2,6 @@
 
 import sys
 
-from sharcs.cli import main
+from sharcs.cli.main import main
 
 sys.exit(main())

@@ -1,0 +1,509 @@
+"""The argument parser of the `sharcs` command: train, evaluate, predict, bench and curve.
+
+Imports nothing heavy: `sharcs --help` and argument errors return at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from importlib import metadata
+from typing import Any
+
+from sharcs.errors import SharcsError
+from sharcs.methods.registry import METHODS
+from sharcs.training.options import TrainOptions
+
+
+class _UsageError(SharcsError):
+    """A command line argparse could not parse."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors become one-line SharcsErrors instead of usage dumps."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+_DEFAULTS = TrainOptions(output_dir="")
+
+
+def _default(name: str) -> str:
+    value = getattr(_DEFAULTS, name)
+    if isinstance(value, tuple):
+        value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return f"(default: {value})"
+
+
+def _add_train(commands: Any) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train a SHARCS model (or a baseline) on a GLUE task or your own data",
+        description=(
+            "Fine-tune an encoder with a SHARCS router after layer K. The epoch kept is the one with the\n"
+            "best score on a held-out slice of the training data (never on the dev set it reports).\n"
+            "Run it again with --resume to continue an interrupted run; with --continue the same command\n"
+            "starts, resumes or only reports the run, whichever the output folder needs."
+        ),
+        epilog=(
+            "examples:\n"
+            "  sharcs train --task sst2 --data-dir glue --output-dir runs/sst2\n"
+            "  sharcs train --task sst2 --data-dir glue --output-dir runs/sst2-pabee --method pabee\n"
+            "  sharcs train --train-file train.csv --validation-file dev.csv --text-columns text \\\n"
+            "      --label-column label --output-dir runs/mine --widths 0.25,0.5,1.0 --threshold 0.8,0.5\n"
+            "  sharcs train --output-dir runs/sst2 --resume\n"
+            "  sharcs train --task sst2 --data-dir glue --output-dir runs/sst2 --continue   # rerunnable"
+        ),
+        formatter_class=_FORMATTER,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--task", metavar="NAME", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte"
+    )
+    data.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="folder holding SST-2/, MRPC/, ... (default: $SHARCS_GLUE_DIR, else the Hugging Face hub)",
+    )
+    data.add_argument(
+        "--train-file", metavar="FILE", help="your training data: .csv, .tsv or .jsonl (instead of --task)"
+    )
+    data.add_argument(
+        "--validation-file", metavar="FILE", help="your dev data, same format; the metrics are reported on it"
+    )
+    data.add_argument(
+        "--text-columns", metavar="COL[,COL2]", help="text column, or two comma-separated for sentence pairs"
+    )
+    data.add_argument(
+        "--label-column", metavar="COL", help=f"label column of your files {_default('label_column')}"
+    )
+    data.add_argument("--regression", action="store_true", default=None, help="the labels are numbers")
+    data.add_argument(
+        "--encoding",
+        metavar="NAME",
+        help=f"text encoding of --train-file and --validation-file, e.g. latin-1 {_default('encoding')}",
+    )
+    data.add_argument(
+        "--max-train-samples", metavar="N", type=int, help="use only the first N training samples"
+    )
+    data.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N dev samples")
+    data.add_argument(
+        "--max-seq-length",
+        metavar="N",
+        type=int,
+        help=f"truncate inputs to N tokens {_default('max_seq_length')}",
+    )
+    data.add_argument(
+        "--held-out-fraction",
+        metavar="F",
+        type=float,
+        help="fraction of the training data held out to choose the best epoch; 0 keeps the last epoch "
+        + _default("held_out_fraction"),
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        metavar="NAME_OR_DIR",
+        help="'minilm-l6' (the packaged all-MiniLM-L6-v2), a model folder, a hub id, or a finished "
+        "sharcs run whose full width to start from (e.g. a --method full run, to train a cascade from it) "
+        + _default("model"),
+    )
+    model.add_argument(
+        "--method",
+        choices=METHODS,
+        help="sharcs; cascade (beyond the paper: no router, every sample trains at full width and, "
+        "distilled from it, at the narrower widths; inference re-runs at full width what the narrowest "
+        "width answers below --cascade-confidence); or a baseline: full (plain fine-tuning), "
+        "fixed (K full layers, then --fixed-width), "
+        "random (routed at random with --width-shares), dynabert (heads/FFN narrowed to each of --widths), "
+        "deebert (exit when entropy < --entropy-threshold), pabee (exit after --patience agreeing exits) "
+        + _default("method"),
+    )
+    model.add_argument(
+        "--widths", metavar="W1,W2,...", help=f"ascending widths ending at 1.0 {_default('widths')}"
+    )
+    model.add_argument(
+        "--adaptive-layer",
+        metavar="K",
+        type=int,
+        help="K: full-width layers before the router, 0 or more (default: a third of the layers, at least 1)",
+    )
+    model.add_argument(
+        "--threshold",
+        metavar="T[,T2,...]",
+        help="confidence threshold for the narrow width; with more widths one per boundary, descending "
+        "(default: 0.6 for two widths)",
+    )
+    model.add_argument(
+        "--window",
+        metavar="E",
+        type=int,
+        help=f"epochs of confidence history behind each label {_default('window')}",
+    )
+    model.add_argument(
+        "--router-hidden-size",
+        metavar="N",
+        type=int,
+        help=f"router MLP size {_default('router_hidden_size')}",
+    )
+    model.add_argument(
+        "--fixed-width", metavar="W", type=float, help=f"width of --method fixed {_default('fixed_width')}"
+    )
+    model.add_argument(
+        "--width-shares",
+        metavar="P1,P2,...",
+        help="--method random: the probability of each width, e.g. the shares a trained router gives "
+        "(default: equal)",
+    )
+    model.add_argument(
+        "--cascade-confidence",
+        metavar="C",
+        type=float,
+        help="--method cascade: re-run at full width the samples whose top class probability at the "
+        f"narrowest width is below C (evaluate --cascade changes it later) {_default('cascade_confidence')}",
+    )
+    model.add_argument(
+        "--entropy-threshold",
+        metavar="S",
+        type=float,
+        help=f"--method deebert: exit when the prediction entropy is below S {_default('entropy_threshold')}",
+    )
+    model.add_argument(
+        "--patience",
+        metavar="P",
+        type=int,
+        help=f"--method pabee: exit after P exits in a row agree {_default('patience')}",
+    )
+    model.add_argument(
+        "--keep-residual",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after the router keep the residual stream at full width and narrow only heads and FFN "
+        "(beyond the paper; DynaBERT-style slicing); default: on for --recipe sandwich, off otherwise",
+    )
+    model.add_argument(
+        "--norm-init",
+        choices=("copy", "scratch"),
+        help=f"per-width LayerNorms: copied from the model or fresh {_default('norm_init')}",
+    )
+
+    training = parser.add_argument_group("training")
+    training.add_argument(
+        "--recipe",
+        choices=("sandwich", "paper"),
+        help="--method sharcs: sandwich (every sample trains at full width every step, narrower widths "
+        "distilled from it, the router fitted afterwards on held-out data and routing calibrated to "
+        "--flops-budget) or paper (hardness labels, width buckets, router trained jointly) "
+        + _default("recipe"),
+    )
+    training.add_argument(
+        "--flops-budget",
+        metavar="B",
+        type=float,
+        help="--recipe sandwich: mean FLOPs per sample as a fraction of the full model's, e.g. 0.5 for 2x "
+        "fewer; calibrated on held-out training data (evaluate/predict --flops-budget changes it later) "
+        + _default("flops_budget"),
+    )
+    training.add_argument(
+        "--narrow-label-weight",
+        metavar="X",
+        type=float,
+        help="--recipe sandwich and --method cascade: a narrower width learns from (1 - X) x distillation "
+        "from the full width + X x the labels; 0: distillation only " + _default("narrow_label_weight"),
+    )
+    training.add_argument("--epochs", metavar="N", type=int, help=_default("epochs"))
+    training.add_argument(
+        "--batch-size", metavar="N", type=int, help=f"per width bucket {_default('batch_size')}"
+    )
+    training.add_argument("--lr", metavar="LR", type=float, help=f"peak learning rate {_default('lr')}")
+    training.add_argument(
+        "--router-lr",
+        metavar="LR",
+        type=float,
+        help="peak learning rate of the router, which starts from scratch (default: the same as --lr)",
+    )
+    training.add_argument(
+        "--router-loss-in-warmup",
+        action="store_true",
+        default=None,
+        help="also train the router during the warm-up epochs, towards full width for every sample "
+        "(the paper's recipe; off by default)",
+    )
+    training.add_argument(
+        "--distill-narrow",
+        action="store_true",
+        default=None,
+        help="also train every narrower width on each batch, distilled from the batch's own width "
+        "(beyond the paper: the narrow path then learns from every sample)",
+    )
+    training.add_argument(
+        "--distill-hidden",
+        action="store_true",
+        default=None,
+        help="with --distill-narrow or --method cascade: also match each narrower width's layer outputs "
+        "to the wider width's (MSE on the channels the narrow width keeps; beyond the paper)",
+    )
+    training.add_argument(
+        "--hardness-from",
+        choices=("routed", "narrowest"),
+        help="hardness labels from each sample's confidence at its trained width (the paper) or at the "
+        "narrowest width (needs --distill-narrow) " + _default("hardness_from"),
+    )
+    training.add_argument(
+        "--select-tolerance",
+        metavar="X",
+        type=float,
+        help="keep the cheapest epoch (held-out FLOPs) whose held-out metric is within X of the best, "
+        "e.g. 0.01 for one point " + _default("select_tolerance"),
+    )
+    training.add_argument("--seed", metavar="N", type=int, help=_default("seed"))
+    training.add_argument("--device", metavar="DEVICE", help=f"auto, cpu or cuda[:N] {_default('device')}")
+
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--output-dir", metavar="DIR", required=True, help="folder for the model, logs and checkpoints"
+    )
+    run.add_argument(
+        "--save-every-steps",
+        metavar="N",
+        type=int,
+        help="also checkpoint every N optimizer steps (default: 0, at epoch ends only)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --output-dir from its checkpoint, with its saved settings",
+    )
+    run.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run")
+    run.add_argument(
+        "--continue",
+        dest="continue_run",
+        action="store_true",
+        help="make the command rerunnable: start the run; or, when --output-dir holds a run with the same "
+        "options, resume it if it was interrupted, or only print its results if it finished (a run with "
+        "other options is an error)",
+    )
+    run.add_argument(
+        "--keep-checkpoint",
+        action="store_true",
+        default=None,
+        help="keep checkpoint/ and best/ (the optimizer and training state) when the run finishes "
+        "(default: a finished run keeps only model/ and its metrics)",
+    )
+
+
+def _add_evaluate(commands: Any) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="dev metrics, width shares and FLOPs of a trained model",
+        description=(
+            "Evaluate a trained model on the dev set of its task (or another task or file): task metrics,\n"
+            "the share of samples routed to each width and the average FLOPs per sample."
+        ),
+        epilog=(
+            "examples:\n"
+            "  sharcs evaluate runs/sst2\n"
+            "  sharcs evaluate runs/sst2 --tau 0.3 --json\n"
+            "  sharcs evaluate runs/sst2 --width 1.0"
+        ),
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("dir", metavar="DIR", help="a train output folder, or its model/ subfolder")
+    parser.add_argument("--task", metavar="NAME", help="evaluate on this GLUE task (default: the run's task)")
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="GLUE folder (default: the run's, $SHARCS_GLUE_DIR, the hub)"
+    )
+    parser.add_argument(
+        "--split", metavar="SPLIT", help="GLUE split (default: dev; for MNLI dev_matched or dev_mismatched)"
+    )
+    parser.add_argument(
+        "--validation-file", metavar="FILE", help="evaluate on this .csv/.tsv/.jsonl file instead"
+    )
+    parser.add_argument(
+        "--text-columns",
+        metavar="COL[,COL2]",
+        help="text column(s) of --validation-file (default: the run's)",
+    )
+    parser.add_argument(
+        "--label-column", metavar="COL", help="label column of --validation-file (default: the run's)"
+    )
+    parser.add_argument(
+        "--encoding",
+        metavar="NAME",
+        help="text encoding of --validation-file, e.g. latin-1 (default: the run's, else utf-8)",
+    )
+    parser.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N samples")
+    parser.add_argument(
+        "--max-seq-length", metavar="N", type=int, help="truncate inputs to N tokens (default: the run's)"
+    )
+    _add_inference_options(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def _add_predict(commands: Any) -> None:
+    parser = commands.add_parser(
+        "predict",
+        help="label new texts with a trained model (JSON lines)",
+        description=(
+            "Predict labels for texts given as arguments, in a file (one per line) or on stdin.\n"
+            "For sentence-pair models separate the two texts with a tab. Prints one JSON object per\n"
+            'text: {"text", "label", "probability", "width"} ("score" instead of label for regression);\n'
+            '"text" echoes at most 200 characters (then "text_truncated": true). A file or stdin is read\n'
+            "as it comes: each --batch-size lines are answered as soon as they have arrived."
+        ),
+        epilog=(
+            "examples:\n"
+            '  sharcs predict runs/sst2 "a gripping, funny film" "dull and overlong"\n'
+            "  sharcs predict runs/sst2 --file reviews.txt\n"
+            "  cat reviews.txt | sharcs predict runs/sst2"
+        ),
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("dir", metavar="DIR", help="a train output folder, or its model/ subfolder")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label; '-' or none: read stdin")
+    parser.add_argument("--file", metavar="FILE", help="read texts from this file, one per line")
+    parser.add_argument(
+        "--encoding",
+        metavar="NAME",
+        default="utf-8",
+        help="text encoding of --file or stdin, e.g. latin-1 (default: utf-8)",
+    )
+    _add_inference_options(parser)
+
+
+def _add_bench(commands: Any) -> None:
+    parser = commands.add_parser(
+        "bench",
+        help="CPU latency and throughput of a trained model against the full-width model",
+        description=(
+            "Measure a trained model on its dev set against the full-width model (the wrapped Hugging Face\n"
+            "model), side by side in one run, with pinned threads, a warm-up and medians: FLOPs per sample,\n"
+            "batch-1 latency (p50, p90), batched throughput, speed-ups and efficiency = measured speed-up /\n"
+            "FLOPs-predicted speed-up, each timing with its spread over repeats; the speed-ups also against\n"
+            "the model's own full width (same sharcs code, width 1): the width's share of the gain, without\n"
+            "the code's. Routed always (or the --cascade); --widths adds forced-width modes."
+        ),
+        epilog=(
+            "examples:\n  sharcs bench runs/sst2 --threads 2\n  sharcs bench runs/sst2 --widths 0.25 --json\n"
+            "  sharcs bench runs/sst2 --cascade 0.9"
+        ),
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("dir", metavar="DIR", help="a train output folder")
+    parser.add_argument("--threads", metavar="N", type=int, default=0, help="torch threads (default: all)")
+    parser.add_argument("--latency-samples", metavar="N", type=int, default=200, help="(default: 200)")
+    parser.add_argument("--batch-sizes", metavar="B[,B]", default="32,128", help="(default: 32,128)")
+    parser.add_argument("--repeats", metavar="N", type=int, default=3, help="(default: 3)")
+    parser.add_argument("--widths", metavar="W[,W]", default="", help="also force every sample to each width")
+    parser.add_argument(
+        "--cascade", metavar="C", type=float, help="time the cascade at confidence C (see evaluate --cascade)"
+    )
+    parser.add_argument(
+        "--flops-budget",
+        metavar="B",
+        type=float,
+        help="time the operating point at budget B (evaluate --flops-budget)",
+    )
+    parser.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N dev samples")
+    parser.add_argument("--out", metavar="FILE", help="also write the report as JSON to FILE")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+
+
+def _add_curve(commands: Any) -> None:
+    parser = commands.add_parser(
+        "curve",
+        help="accuracy vs FLOPs and vs latency, sweeping each model's trade-off knob",
+        description=(
+            "Evaluate every inference setting of one or more trained models and write curve.csv,\n"
+            "curve.json, accuracy_vs_flops.png and accuracy_vs_latency.png into --out. The settings: for\n"
+            "SHARCS the argmax rule, each --taus threshold, each forced width and any --cascade-shares;\n"
+            "for DynaBERT each width; for DeeBERT entropy thresholds and for PABEE patiences; full, fixed\n"
+            "and random give one point. The plots show the settings as dots, each model's Pareto front as a\n"
+            "step line and the full model as a star; timings come with their spread over repeats."
+        ),
+        epilog=(
+            "examples:\n  sharcs curve runs/sst2 --out runs/sst2/curve\n"
+            "  sharcs curve runs/sst2 runs/sst2-pabee runs/sst2-full --out cmp\n"
+            "  sharcs curve runs/sst2 --cascade-shares 0.1,0.2,0.3 --out runs/sst2/cascade"
+        ),
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="train output folders (same task)")
+    parser.add_argument("--out", metavar="DIR", required=True, help="folder for the CSV, JSON and plots")
+    parser.add_argument(
+        "--taus",
+        metavar="X[,X]",
+        help="SHARCS tau values to sweep (default: the taus that send 10%%, 20%%, ..., 90%% of the samples "
+        "below full width, read from the router's scores)",
+    )
+    parser.add_argument(
+        "--cascade-shares",
+        metavar="S[,S]",
+        help="also sweep SHARCS classifiers as a cascade (see evaluate --cascade) at the confidences that "
+        "re-run these shares of the samples at full width, e.g. 0.1,0.2,0.3",
+    )
+    parser.add_argument("--no-latency", action="store_true", help="skip the timing passes (FLOPs only)")
+    parser.add_argument("--batch-size", metavar="N", type=int, default=64, help="(default: 64)")
+    parser.add_argument("--repeats", metavar="N", type=int, default=3, help="timing repeats (default: 3)")
+    parser.add_argument("--threads", metavar="N", type=int, default=0, help="torch threads (default: all)")
+    parser.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N dev samples")
+
+
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tau",
+        metavar="X",
+        type=float,
+        help="route with rule tau: the narrowest width whose router probability >= X (default: argmax)",
+    )
+    parser.add_argument(
+        "--cascade",
+        metavar="C",
+        type=float,
+        help="instead of the router (beyond the paper; classifiers): every sample runs the narrowest "
+        "width, and those whose top class probability is below C run again at full width",
+    )
+    parser.add_argument(
+        "--flops-budget",
+        metavar="B",
+        type=float,
+        help="a model trained with the sandwich recipe: the best operating point (router or cascade) whose "
+        "mean FLOPs are at most B of the full model's, from its held-out calibration table",
+    )
+    parser.add_argument(
+        "--width", metavar="W", type=float, help="run every sample at this width instead of routing"
+    )
+    parser.add_argument("--batch-size", metavar="N", type=int, default=64, help="(default: 64)")
+    parser.add_argument(
+        "--device", metavar="DEVICE", default="auto", help="auto, cpu or cuda[:N] (default: auto)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `sharcs` argument parser with its train, evaluate and predict subcommands."""
+    parser = _Parser(
+        prog="sharcs",
+        description=(
+            "SHARCS: give each input only the encoder width it needs (arXiv 2310.12126).\n"
+            "A router after layer K sends easy inputs through the remaining layers at a reduced width."
+        ),
+        epilog="Run 'sharcs COMMAND --help' for the options of each command.",
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("--version", action="version", version=f"sharcs {_version()}")
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_predict(commands)
+    _add_bench(commands)
+    _add_curve(commands)
+    return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sharcs")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,112 @@
+"""Every training method, registered once: its `--method` name, what it is, and where it lives.
+
+A method is a module (or folder) under `sharcs.methods` with a model class (an `AdaptiveModel`) and a
+preset: `preset(options, base, num_layers) -> AdaptiveModel` wraps a Hugging Face classifier as
+`sharcs train --method NAME` asks. Registering it is one entry in `METHODS` below; the command line's
+choices, saving and loading and the parametrized tests are driven from it. The table names the homes
+as strings, so reading it (the command line's option checks) imports no torch.
+
+Several methods may share one model class: SHARCS, the cascade and the router-free baselines are all
+`SharcsModel`s with different configs, and a saved folder names the model class (`AdaptiveModel.method`,
+e.g. "sharcs" or "early_exit"), not the preset that built it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sharcs.errors import SharcsError
+
+
+@dataclass(frozen=True)
+class Method:
+    """One `--method`: its name, a one-line summary (for --help and docs), its model class and its preset,
+    each as "module:attribute"."""
+
+    name: str
+    summary: str
+    model: str
+    preset: str
+    uses_widths: bool = True  # a width-sliced model: --widths, --keep-residual, `--width` at inference
+
+    def model_class(self) -> type:
+        return _attribute(self.model)
+
+    def build(self, options: Any, base: Any, num_layers: int) -> Any:
+        """The model `sharcs train` trains: `base` wrapped as `options` ask."""
+        return _attribute(self.preset)(options, base, num_layers)
+
+
+_SHARCS = "sharcs.methods.sharcs.model:SharcsModel"
+_PRESETS = "sharcs.methods.sharcs.presets"
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "sharcs",
+            "SHARCS: a router after layer K sends each sample on at the width it needs",
+            _SHARCS,
+            f"{_PRESETS}:sharcs",
+        ),
+        Method(
+            "cascade",
+            "SHARCS's widths without a router: the narrowest width first, full width for the "
+            "samples it is unsure of",
+            _SHARCS,
+            f"{_PRESETS}:cascade",
+        ),
+        Method("full", "plain fine-tuning of the full model (the reference)", _SHARCS, f"{_PRESETS}:full"),
+        Method("fixed", "K full layers, then every sample at --fixed-width", _SHARCS, f"{_PRESETS}:fixed"),
+        Method(
+            "random",
+            "SHARCS's architecture routed at random with --width-shares",
+            _SHARCS,
+            f"{_PRESETS}:random",
+        ),
+        Method(
+            "dynabert",
+            "DynaBERT-style width: heads and FFN narrowed to each of --widths",
+            "sharcs.methods.dynabert:DynaBertModel",
+            "sharcs.methods.dynabert:preset",
+        ),
+        Method(
+            "deebert",
+            "DeeBERT: an exit after every layer, taken when its entropy is low",
+            "sharcs.methods.early_exit:EarlyExitModel",
+            "sharcs.methods.early_exit:deebert",
+            uses_widths=False,
+        ),
+        Method(
+            "pabee",
+            "PABEE: exit once --patience layers in a row agree",
+            "sharcs.methods.early_exit:EarlyExitModel",
+            "sharcs.methods.early_exit:pabee",
+            uses_widths=False,
+        ),
+    )
+}
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(METHODS)
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise SharcsError(f"--method: must be one of {', '.join(METHODS)}, got {name!r}")
+    return METHODS[name]
+
+
+def _attribute(home: str) -> Any:
+    module, _, name = home.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def model_classes() -> dict[str, Callable[..., Any]]:
+    """Every registered model class by the name a saved folder gives it (`AdaptiveModel.method`)."""
+    classes = [_attribute(home) for home in dict.fromkeys(m.model for m in METHODS.values())]
+    return {cls.method: cls for cls in classes}

@@ -1,0 +1,427 @@
+"""Budget calibration for the sandwich recipe (docs/method.md §7): fit the router on
+held-out data and choose the operating point that meets a FLOPs budget.
+
+    table = held_out_table(model, held_data)          # per-sample costs, scores and outcomes per width
+    choice, points = choose_operating_point(table, budget=0.5, metric="accuracy")
+    apply_choice(model, choice)                        # routing "tau" or "cascade" at the chosen threshold
+    summary = calibrate(model, held_data, 0.5, "accuracy", seed=0)   # all of it: fit, choose, apply
+
+Everything here reads held-out *training* data (never the dev set): a seeded half of the held-out slice
+fits the router, the other half chooses the rule and its threshold. The table is saved with the model
+(`calibration.json`, plain JSON), so `--flops-budget` at evaluate/predict time picks a new operating
+point without data.
+
+Two rules compete at a budget B (mean FLOPs per sample <= B x the full model's):
+- "tau": the fitted router reads layer K's states; the samples it scores least likely to be fine at the
+  narrowest width run at full width, as many as the budget allows.
+- "cascade" (classification): every sample runs the narrowest width; the least confident ones run again
+  at full width from layer K, as many as the budget allows.
+The cascade is kept unless the router is better on the calibration rows by more than ROUTER_MARGIN.
+For regression only "tau" applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from sharcs.data import compute_metrics
+from sharcs.data.collate import pad_batch
+from sharcs.errors import SharcsError
+from sharcs.inference.predict import MODEL_INPUTS
+from sharcs.methods.sharcs.config import check_budget
+from sharcs.methods.sharcs.model import SharcsModel
+from sharcs.methods.sharcs.router import Router, masked_mean
+from sharcs.modeling.flops import sharcs_flops
+
+RULES = ("tau", "cascade")
+ROUTER_MARGIN = 0.01  # the router is kept over the cascade only when better by more than this
+TABLE_VERSION = 1
+
+
+@dataclass
+class OperatingPoint:
+    """A rule and threshold, with what it does on the calibration rows: the metric, the share of samples
+    answered at full width and the mean FLOPs as a fraction of the full model's."""
+
+    rule: str
+    threshold: float
+    metric: float
+    full_share: float
+    cost: float  # mean FLOPs / mean full-model FLOPs
+    budget: float
+    met: bool  # False: even every sample on the cheapest path costs more than the budget
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _batches(data: Dataset, batch_size: int, pad_token_id: int):
+    inputs = data.select_columns([c for c in MODEL_INPUTS if c in data.column_names])
+    for start in range(0, len(data), batch_size):
+        rows = list(range(start, min(start + batch_size, len(data))))
+        yield pad_batch(inputs[rows], pad_token_id)
+
+
+@torch.inference_mode()
+def _features_and_logits(
+    model: SharcsModel, data: Dataset, batch_size: int, pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Layer K's masked-mean states, router logits, and the logits at each width, in data order."""
+    model.eval()
+    device = next(model.parameters()).device
+    features, router_logits, logits = [], [], [[] for _ in model.config.widths]
+    for batch in _batches(data, batch_size, pad_token_id):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        hidden = model.encode_prefix(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        features.append(masked_mean(hidden, batch["attention_mask"]).float().cpu())
+        router_logits.append(model.router(hidden, batch["attention_mask"]).float().cpu())
+        choice = torch.zeros(len(hidden), dtype=torch.long, device=device)
+        for i in range(len(model.config.widths)):
+            logits[i].append(model.run_routed(hidden, batch["attention_mask"], choice + i).float().cpu())
+    return torch.cat(features), torch.cat(router_logits), [torch.cat(w) for w in logits]
+
+
+def held_out_table(
+    model: SharcsModel, data: Dataset, batch_size: int = 64, pad_token_id: int = 0
+) -> dict[str, Any]:
+    """Per-sample facts of labeled `data` that every operating point is computed from (JSON-ready):
+    lengths, FLOPs of each path, the router's narrowest-width score, the narrowest width's top class
+    probability, the predictions at the narrowest and full widths, and the labels."""
+    _, router_logits, logits = _passes(model, data, batch_size, pad_token_id)
+    return _table(model, data, router_logits, logits)
+
+
+def _passes(
+    model: SharcsModel, data: Dataset, batch_size: int, pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    if len(data) == 0:
+        raise SharcsError("calibration needs held-out samples (--held-out-fraction > 0)")
+    if len(model.config.widths) != 2:
+        raise SharcsError(
+            "calibration routes between two widths (narrowest and full); this model has "
+            f"{list(model.config.widths)}"
+        )
+    return _features_and_logits(model, data, batch_size, pad_token_id)
+
+
+def _table(
+    model: SharcsModel, data: Dataset, router_logits: torch.Tensor, logits: list[torch.Tensor]
+) -> dict[str, Any]:
+    narrow, full = logits[0], logits[-1]
+    regression = model.num_labels == 1
+    lengths = [len(ids) for ids in data["input_ids"]]
+    config = model.config
+    w0, w1 = config.widths[0], config.widths[-1]
+    routed = dataclasses.replace(config, routing="tau")
+    cascade = dataclasses.replace(config, routing="cascade")
+    return {
+        "version": TABLE_VERSION,
+        "regression": regression,
+        "widths": [w0, w1],
+        "labels": [float(v) for v in data["labels"]],
+        "full_model_flops": [model.full_flops(n) for n in lengths],
+        "flops": {
+            "tau_narrow": [sharcs_flops(model, w0, n, config=routed) for n in lengths],
+            "tau_full": [sharcs_flops(model, w1, n, config=routed) for n in lengths],
+            "cascade_narrow": [sharcs_flops(model, w0, n, config=cascade) for n in lengths],
+            "cascade_full": [sharcs_flops(model, w1, n, config=cascade) for n in lengths],
+        },
+        "router_score": torch.sigmoid(router_logits[:, 0]).tolist(),
+        "narrow_confidence": None if regression else torch.softmax(narrow, -1).amax(-1).tolist(),
+        "prediction_narrow": _predictions(narrow),
+        "prediction_full": _predictions(full),
+    }
+
+
+def check_table(table: Any) -> dict[str, Any]:
+    """The table if it has every field `held_out_table` and `calibrate` write, of consistent lengths,
+    else a SharcsError (a damaged or foreign calibration.json)."""
+    keys = ("labels", "full_model_flops", "router_score", "prediction_narrow", "prediction_full")
+    flops = ("tau_narrow", "tau_full", "cascade_narrow", "cascade_full")
+    if (
+        not isinstance(table, dict)
+        or table.get("version") != TABLE_VERSION
+        or not isinstance(table.get("regression"), bool)
+        or any(k not in table for k in keys)
+        or not isinstance(table.get("flops"), dict)
+        or any(k not in table["flops"] for k in flops)
+    ):
+        raise SharcsError("calibration.json is not a sharcs calibration table (version 1)")
+    n = len(table["labels"]) if isinstance(table["labels"], list) else 0
+    columns = [table[k] for k in keys] + [table["flops"][k] for k in flops]
+    if not table["regression"]:
+        columns.append(table.get("narrow_confidence"))
+    if n == 0 or any(not isinstance(c, list) or len(c) != n for c in columns):
+        raise SharcsError("calibration.json: its per-sample columns are missing or of different lengths")
+    rows = table.get("calibration_rows", list(range(n)))
+    if not rows or not isinstance(rows, list) or any(not isinstance(r, int) or not 0 <= r < n for r in rows):
+        raise SharcsError("calibration.json: calibration_rows must be row numbers of the table")
+    return table
+
+
+def narrow_targets(table: dict[str, Any]) -> np.ndarray:
+    """What the router learns per sample: 1 where the narrowest width is good enough.
+
+    Classification: 1 unless the narrow path is wrong where full width is right (a sample both widths
+    get wrong costs nothing narrow). Regression: the narrow path's extra absolute error, as a rank in
+    [0, 1] reversed (1: the narrow path loses least); only the order of router scores matters.
+    """
+    labels = np.asarray(table["labels"])
+    narrow, full = np.asarray(table["prediction_narrow"]), np.asarray(table["prediction_full"])
+    if not table["regression"]:
+        return (~((narrow != labels) & (full == labels))).astype(np.float64)
+    extra = np.abs(narrow - labels) - np.abs(full - labels)
+    ranks = extra.argsort().argsort().astype(np.float64)
+    return 1.0 - ranks / max(1, len(ranks) - 1)
+
+
+MIN_FIT_ROWS = 2
+
+
+def fit_router(
+    model: SharcsModel,
+    features: torch.Tensor,
+    table: dict[str, Any],
+    fit_rows: list[int],
+    check_rows: list[int],
+    seed: int = 0,
+    steps: int = 300,
+) -> dict[str, float]:
+    """Refit `model.router` (from a seeded initialisation) on the rows `fit_rows` of layer K's
+    masked-mean `features` to predict `narrow_targets(table)`; the step with the lowest loss on
+    `check_rows` is kept. The backbone is untouched (the features are detached)."""
+    if len(fit_rows) < MIN_FIT_ROWS:
+        raise SharcsError(
+            f"fitting the router needs at least {MIN_FIT_ROWS} rows to fit on (a held-out slice of "
+            f"{2 * MIN_FIT_ROWS} or more samples), got {len(fit_rows)}; use more training data or a larger "
+            "--held-out-fraction"
+        )
+    target = torch.tensor(narrow_targets(table), dtype=torch.float32)
+    targets = torch.stack([target, torch.ones_like(target)], 1)  # the full width always fits
+    fit, check = torch.tensor(fit_rows), torch.tensor(check_rows or fit_rows)
+    mean, std = features[fit].mean(0), features[fit].std(0, unbiased=False).clamp(min=1e-6)
+    x = (features - mean) / std
+    generator = torch.Generator().manual_seed(seed)
+    router = Router(model.dims.hidden, model.config.router_hidden_size, len(model.config.widths))
+    with torch.no_grad():
+        for p in router.parameters():  # a seeded initialisation, independent of the global RNG
+            bound = 1.0 / math.sqrt(p.shape[-1])
+            p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=generator))
+    optimizer = torch.optim.AdamW(router.parameters(), lr=1e-3, weight_decay=0.05)
+    loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
+    mask = torch.ones(len(x), 1)
+    best = (math.inf, 0, {k: v.clone() for k, v in router.state_dict().items()})
+    for step in range(1, steps + 1):
+        router.train()
+        optimizer.zero_grad()
+        loss = loss_fn(router(x[fit].unsqueeze(1), mask[fit]), targets[fit])
+        loss.backward()
+        optimizer.step()
+        if step % 10 == 0:
+            with torch.no_grad():
+                router.eval()
+                check_loss = float(loss_fn(router(x[check].unsqueeze(1), mask[check]), targets[check]))
+            if check_loss < best[0]:
+                best = (check_loss, step, {k: v.clone() for k, v in router.state_dict().items()})
+    router.load_state_dict(best[2])
+    _fold_normalisation(router, mean, std)
+    device = next(model.router.parameters()).device
+    model.router.load_state_dict({k: v.to(device) for k, v in router.state_dict().items()})
+    return {"router_fit_step": best[1], "router_check_loss": best[0], "router_fit_samples": len(fit_rows)}
+
+
+def _predictions(logits: torch.Tensor) -> list[float]:
+    return (logits[:, 0] if logits.shape[-1] == 1 else logits.argmax(-1).float()).tolist()
+
+
+@torch.no_grad()
+def _fold_normalisation(router: Router, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Fold the feature standardisation (x - mean) / std into the router's first layer."""
+    first = router.mlp[0]
+    weight = first.weight / std
+    first.bias.sub_(weight @ mean)
+    first.weight.copy_(weight)
+
+
+def split_rows(count: int, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded split of the held-out rows into (router fitting, calibration) halves."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed + 7919)).tolist()
+    half = max(1, count // 2)
+    return sorted(order[:half]), sorted(order[half:] or order[:half])
+
+
+def _metric(table: dict[str, Any], rows: np.ndarray, full_mask: np.ndarray, metric: str) -> float:
+    narrow = np.asarray(table["prediction_narrow"])[rows]
+    full = np.asarray(table["prediction_full"])[rows]
+    labels = np.asarray(table["labels"])[rows]
+    predictions = np.where(full_mask, full, narrow)
+    if not table["regression"]:
+        predictions, labels = predictions.astype(np.int64), labels.astype(np.int64)
+    return compute_metrics([metric], predictions, labels)[metric]
+
+
+def path_costs(table: dict[str, Any], rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample FLOPs of the cheap and the full-width answer under `rule` ("tau": routed once;
+    "cascade": a full-width answer also paid for the narrow pass)."""
+    flops = table["flops"]
+    cheap, dear = (
+        (flops["tau_narrow"], flops["tau_full"])
+        if rule == "tau"
+        else (flops["cascade_narrow"], flops["cascade_full"])
+    )
+    return np.asarray(cheap, dtype=np.float64), np.asarray(dear, dtype=np.float64)
+
+
+def rule_scores(table: dict[str, Any], rule: str) -> np.ndarray:
+    """What `rule` ranks samples by (lowest first to full width): the router's score, or the narrowest
+    width's top class probability."""
+    if rule not in RULES:
+        raise SharcsError(f"unknown rule {rule!r}; rules: {', '.join(RULES)}")
+    if rule == "cascade" and table["regression"]:
+        raise SharcsError("the cascade rule needs class probabilities; a regression model has none")
+    return np.asarray(table["router_score" if rule == "tau" else "narrow_confidence"], dtype=np.float64)
+
+
+def rule_point(
+    table: dict[str, Any],
+    rule: str,
+    budget: float,
+    metric: str,
+    rows: list[int] | None = None,
+    score: np.ndarray | None = None,
+) -> OperatingPoint:
+    """The operating point of `rule` within `budget`: samples go to full width in ascending order of
+    `score` (default: the rule's own, `rule_scores`), paying `rule`'s costs, as far as a threshold
+    between scores allows (tied scores go together, so the budget is never exceeded)."""
+    score = rule_scores(table, rule) if score is None else np.asarray(score, dtype=np.float64)
+    index = np.arange(len(table["labels"])) if rows is None else np.asarray(rows)
+    cheap, dear = (c[index] for c in path_costs(table, rule))
+    score = score[index]
+    reference = float(np.asarray(table["full_model_flops"], dtype=np.float64)[index].sum())
+    order = np.argsort(score, kind="stable")
+    extra = np.concatenate([[0.0], np.cumsum((dear - cheap)[order])])  # cost of the first r at full
+    count = int(np.searchsorted(extra, budget * reference - cheap.sum(), side="right")) - 1
+    met = count >= 0
+    count = max(0, min(count, len(order)))
+    # a threshold between the last score sent to full width and the next one (rule "tau" sends a
+    # sample narrow when its score >= tau, the cascade re-runs it when its confidence < C)
+    ranked = score[order]
+    if count == 0:  # every sample on the cheap path, on these rows and on any others
+        threshold = 0.0
+    elif count == len(order):
+        threshold = 1.0
+    else:
+        threshold = float((ranked[count - 1] + ranked[count]) / 2)
+    threshold = min(1.0, max(0.0, threshold))
+    full_mask = score < threshold  # what the model does at this threshold (tied scores go together)
+    cost = float(np.where(full_mask, dear, cheap).sum() / reference)
+    return OperatingPoint(
+        rule,
+        threshold,
+        _metric(table, index, full_mask, metric),
+        float(full_mask.mean()),
+        cost,
+        budget,
+        met,
+    )
+
+
+def choose_operating_point(
+    table: dict[str, Any], budget: float, metric: str, rows: list[int] | None = None
+) -> tuple[OperatingPoint, list[OperatingPoint]]:
+    """The rule kept at `budget` on the calibration rows, and every rule's point. A classifier keeps the
+    cascade unless the router beats it there by more than ROUTER_MARGIN: a few hundred calibration rows
+    cannot tell smaller differences from noise, and across seeds on SST-2 the cascade was the better
+    rule at equal cost (docs/recipe.md)."""
+    check_budget(budget)
+    tau = rule_point(table, "tau", budget, metric, rows)
+    if table["regression"]:
+        return tau, [tau]
+    cascade = rule_point(table, "cascade", budget, metric, rows)
+    router_wins = tau.met and (not cascade.met or tau.metric > cascade.metric + ROUTER_MARGIN)
+    return (tau if router_wins else cascade), [tau, cascade]
+
+
+def apply_choice(model: SharcsModel, point: OperatingPoint) -> None:
+    """Set the model's routing rule to the chosen point (routing "tau" at tau, or "cascade")."""
+    if point.rule == "tau":
+        # rule tau sends a sample narrow when its score >= tau: the full-width ones are those below it
+        model.config = dataclasses.replace(model.config, routing="tau", tau=point.threshold)
+    else:
+        model.config = dataclasses.replace(
+            model.config, routing="cascade", cascade_confidence=point.threshold
+        )
+
+
+def calibrate(
+    model: SharcsModel,
+    data: Dataset,
+    budget: float,
+    metric: str,
+    seed: int,
+    batch_size: int = 64,
+    pad_token_id: int = 0,
+) -> dict[str, Any]:
+    """Fit the router on one half of the held-out `data`, choose the rule at `budget` on the other,
+    apply it to `model` and store the table on the model (`model.calibration`). Returns a summary."""
+    features, router_logits, logits = _passes(model, data, batch_size, pad_token_id)
+    table = _table(model, data, router_logits, logits)
+    fit_rows, calibration_rows = split_rows(len(data), seed)
+    fit = fit_router(model, features, table, fit_rows, calibration_rows, seed)
+    with torch.no_grad():  # the fitted router's scores, from the same features
+        router = model.router.eval()
+        parameter = next(router.parameters())
+        scored = router(features.to(parameter).unsqueeze(1), torch.ones(len(features), 1).to(parameter))
+    table["router_score"] = torch.sigmoid(scored[:, 0].float()).cpu().tolist()
+    table["calibration_rows"] = calibration_rows
+    table["metric"] = metric
+    best, points = choose_operating_point(table, budget, metric, calibration_rows)
+    apply_choice(model, best)
+    model.calibration = table
+    return {
+        **fit,
+        "calibration_samples": len(calibration_rows),
+        "chosen": best.to_dict(),
+        "points": [p.to_dict() for p in points],
+    }
+
+
+def recalibrate(model: SharcsModel, budget: float, rule: str | None = None) -> OperatingPoint:
+    """A new operating point for `budget` from the table saved with the model (no data needed)."""
+    table = getattr(model, "calibration", None)
+    if table is None:
+        raise SharcsError(
+            "--flops-budget: this model has no calibration table (it was not trained with the sandwich "
+            "recipe); use --tau or --cascade instead"
+        )
+    table = check_table(table)
+    rows, metric = table.get("calibration_rows"), table.get("metric", "accuracy")
+    if rule is None:
+        point, _ = choose_operating_point(table, budget, metric, rows)
+    else:
+        point = rule_point(table, rule, budget, metric, rows)
+    apply_choice(model, point)
+    return point
+
+
+def calibration_line(summary: dict[str, Any], metric: str) -> str:
+    """One log line: the chosen rule at the budget and what every rule scored on the calibration rows."""
+    chosen = summary["chosen"]
+    parts = [
+        f"{p['rule']} {metric} {p['metric']:.4f} at {100 * p['full_share']:.0f}% full width, "
+        f"{p['cost']:.2f} of full FLOPs"
+        for p in summary["points"]
+    ]
+    met = "" if chosen["met"] else " (not met: even the cheapest path costs more)"
+    return (
+        f"calibrated to --flops-budget {chosen['budget']:g}{met} on {summary['calibration_samples']} "
+        f"held-out samples: kept rule {chosen['rule']} (threshold {chosen['threshold']:.4g}); "
+        + "; ".join(parts)
+    )

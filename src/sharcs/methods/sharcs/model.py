@@ -1,0 +1,371 @@
+"""SharcsModel: a Hugging Face sequence classifier made width-adaptive (docs/method.md §1 and §4).
+
+    model = get_sharcs_model(AutoModelForSequenceClassification.from_pretrained(path), SharcsConfig())
+    out = model(**batch)               # routed: each sample at the width the router picks
+    out = model(**batch, width=0.25)   # every sample forced to one width
+
+Layers 1..K run at full width on the wrapped model's weights and norms; the router reads layer K's
+output; layers K+1..N run width-sliced from the same weights with per-width norms; the head's first
+dense layer reads the first w*d channels. With `keep_residual` the residual stream stays d wide after
+the router (only heads and FFN units narrow), so there is no down- or up-projection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeGuard
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from sharcs.errors import SharcsError
+from sharcs.methods.sharcs.config import DEFAULT_TAUS, SharcsConfig, width_key
+from sharcs.methods.sharcs.router import Router, choose_widths
+from sharcs.modeling.adaptive import (
+    AdaptiveModel,
+    HeadParts,
+    RoutedOutput,
+    Setting,
+    embed,
+    sdpa_mask,
+    task_loss,
+    trim_padding,
+)
+from sharcs.modeling.architectures import get_module
+from sharcs.modeling.layers import (
+    AdaptiveLayer,
+    LayerParts,
+    SliceCache,
+    SlicedWeights,
+    layer_forward,
+    make_norm,
+)
+
+
+@dataclass
+class SharcsOutput(RoutedOutput):
+    """loss: task loss + lambda * router loss (when labels / router_targets are given).
+    routes (also `widths`): the width each sample ran at, shape (batch,)."""
+
+    router_logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # each adaptive layer's output (forced width)
+
+    @property
+    def widths(self) -> torch.Tensor | None:
+        return self.routes
+
+
+@dataclass
+class _WidthWeights:
+    layers: list[SlicedWeights]
+    head: torch.Tensor  # the head's dense weight, first w*d input columns
+
+    def contiguous(self) -> _WidthWeights:
+        return _WidthWeights([w.contiguous() for w in self.layers], self.head.detach().contiguous())
+
+
+def hidden_distillation_loss(
+    student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean over layers of the mean squared difference between each student layer output and the
+    teacher's, over real tokens. The student keeps w*d channels when it narrows the residual stream:
+    it is compared with the teacher's first w*d channels, those that the shared sliced weights read.
+    The states are trimmed as `SharcsModel.forward(output_hidden_states=True)` returns them."""
+    mask = attention_mask[:, attention_mask.bool().any(0)].unsqueeze(-1).to(student[0].dtype)
+    losses = [
+        ((s - t[..., : s.shape[-1]]) ** 2 * mask).sum() / (mask.sum() * s.shape[-1])
+        for s, t in zip(student, teacher, strict=True)
+    ]
+    return torch.stack(losses).mean()
+
+
+class SharcsModel(AdaptiveModel):
+    """A width-adaptive wrapper of a `*ForSequenceClassification` model; build it with `get_sharcs_model`."""
+
+    method = "sharcs"
+    config_class = SharcsConfig
+
+    def __init__(self, base: PreTrainedModel, config: SharcsConfig):
+        super().__init__(base, config)
+        config.check_against(self.dims.layers, self.dims.heads)
+        lay = self.layout
+        k = config.adaptive_layer
+        layers = get_module(base.base_model, lay.layers)
+        self.router = Router(self.dims.hidden, config.router_hidden_size, len(config.widths))
+        # the norm that produced layer K's output (K=0: the embeddings'), copied into each entry norm
+        last_full_norm = (
+            get_module(layers[k - 1], lay.ffn_norm) if k else get_module(base.base_model, lay.embedding_norm)
+        )
+        self.entry_norms = nn.ModuleDict(
+            {
+                width_key(w): make_norm(last_full_norm, self.dims.at(w)[0], config.norm_init)
+                for w in config.widths
+                if w < 1.0 and not config.keep_residual
+            }
+        )
+        self.adaptive_layers = nn.ModuleList(
+            AdaptiveLayer(layers[i], lay, self.dims, config.widths, config.norm_init, config.keep_residual)
+            for i in range(k, self.dims.layers)
+        )
+        self.router.to(device=last_full_norm.weight.device, dtype=last_full_norm.weight.dtype)
+        self.full_parts = [LayerParts.find(layers[i], lay) for i in range(k)]  # layers 1..K
+        self.head_parts = HeadParts.find(base, lay)
+        self._sliced = SliceCache(
+            [
+                *(t for parts in self.full_parts for t in parts.sources),
+                *(t for layer in self.adaptive_layers for t in layer.parts.sources),
+                self.head_parts.dense.weight,
+            ]
+        )
+
+    # ----------------------------------------------------------------- pieces of the forward pass
+    @property
+    def full_layers(self) -> nn.ModuleList:
+        """The Hugging Face modules of layers 1..K (they hold the weights the prefix runs with)."""
+        return get_module(self.base.base_model, self.layout.layers)[: self.config.adaptive_layer]
+
+    def encode_prefix(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The wrapped model's embeddings, then layers 1..K at full width with their pretrained norms.
+
+        The layers run through the same fused-QKV code as the adaptive layers (`layer_forward`); at full
+        width it computes exactly what the Hugging Face layer computes, with less overhead.
+        """
+        hidden = embed(self, input_ids, token_type_ids)
+        attn_mask = sdpa_mask(attention_mask)
+        weights = self._sliced(None, lambda: [parts.slice(self.dims, 1.0) for parts in self.full_parts])
+        for parts, layer_weights in zip(self.full_parts, weights, strict=True):
+            hidden = layer_forward(
+                hidden, attn_mask, parts, layer_weights, parts.attn_norm, parts.ffn_norm, self.dims.head_size
+            )
+        return hidden
+
+    def width_weights(self, width: float) -> _WidthWeights:
+        """Layers K+1..N and the head's dense weight sliced to `width`."""
+        keep = self.config.keep_residual
+        size = self.dims.hidden if keep else self.dims.at(width)[0]
+        return self._sliced(
+            width,
+            lambda: _WidthWeights(
+                [layer.parts.slice(self.dims, width, keep) for layer in self.adaptive_layers],
+                self.head_parts.dense.weight[:, :size],
+            ),
+        )
+
+    def width_pass(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, width: float
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Layers K+1..N and the head at one width, for a group of samples: the logits and the output
+        of each of those layers."""
+        if width < 1.0 and not self.config.keep_residual:  # down-projection: slice, then the entry norm
+            hidden = self.entry_norms[width_key(width)](hidden[..., : self.dims.at(width)[0]])
+        attn_mask = sdpa_mask(attention_mask)
+        weights = self.width_weights(width)
+        states = []
+        for layer, layer_weights in zip(self.adaptive_layers, weights.layers, strict=True):
+            hidden = layer(hidden, attn_mask, width, layer_weights)
+            states.append(hidden)
+        return self.head_parts(hidden[:, 0], weights.head), states  # the up-projection reads w*d channels
+
+    def run_width(self, hidden: torch.Tensor, attention_mask: torch.Tensor, width: float) -> torch.Tensor:
+        """Layers K+1..N and the head at one width, for a group of samples; returns logits."""
+        return self.width_pass(hidden, attention_mask, width)[0]
+
+    def full_width_base(self) -> PreTrainedModel:
+        """A copy of the wrapped model with the full-width norms of layers K+1..N (trained in place of
+        the pretrained ones) copied in, so that it computes this model's full width on its own."""
+        base = super().full_width_base()
+        layers = get_module(base.base_model, self.layout.layers)[self.config.adaptive_layer :]
+        key = width_key(1.0)
+        for layer, adaptive in zip(layers, self.adaptive_layers, strict=True):
+            parts = LayerParts.find(layer, self.layout)
+            parts.attn_norm.load_state_dict(adaptive.attn_norms[key].state_dict())
+            parts.ffn_norm.load_state_dict(adaptive.ffn_norms[key].state_dict())
+        return base
+
+    # ------------------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        width: float | None = None,
+        router_targets: torch.Tensor | None = None,
+        tau: float | None = None,
+        output_hidden_states: bool = False,
+    ) -> SharcsOutput:
+        """Route each sample by the config's rule (or by `tau`), or force all to `width`; run each
+        width group and scatter the logits back into input order (rule "cascade": see `run_cascade`).
+
+        `output_hidden_states` (needs `width`): also return each of layers K+1..N's outputs, with the
+        positions that are padding in every row dropped (as `trim_padding` drops them)."""
+        if output_hidden_states and width is None:
+            raise SharcsError("output_hidden_states needs a forced width: pass width=...")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden = self.encode_prefix(input_ids, attention_mask, token_type_ids)
+        config = self.config
+        needs_router = config.uses_router or tau is not None or router_targets is not None
+        router_logits = self.router(hidden, attention_mask) if needs_router else None
+        if width is None and tau is None and config.routing == "fixed":
+            width = config.fixed_width
+        states = None
+        if width is None and tau is None and config.routing == "cascade":
+            logits, widths = self.run_cascade(hidden, attention_mask)
+        else:
+            if width is not None:
+                choice = torch.full((len(input_ids),), self.width_index(width), device=input_ids.device)
+            elif tau is not None:
+                choice = choose_widths(router_logits.detach(), "tau", tau)
+            elif config.routing == "random":
+                choice = random_widths(input_ids, attention_mask, config.shares)
+            else:
+                choice = choose_widths(router_logits.detach(), config.routing, config.tau)
+            if output_hidden_states:  # one forced width: a single group
+                forced = config.widths[int(choice[0])]
+                logits, layer_outputs = self.width_pass(*trim_padding(hidden, attention_mask), forced)
+                states = tuple(layer_outputs)
+            else:
+                logits = self.run_routed(hidden, attention_mask, choice)
+            widths = torch.tensor(config.widths, device=choice.device)[choice]
+        return SharcsOutput(
+            loss=self.loss(logits, router_logits, labels, router_targets),
+            logits=logits,
+            router_logits=router_logits,
+            routes=widths,
+            hidden_states=states,
+        )
+
+    # ------------------------------------------------------------------ the AdaptiveModel interface
+    @property
+    def route_values(self) -> tuple[float, ...]:
+        return self.config.widths
+
+    def sample_flops(self, route: float, length: int, forced: bool = False) -> int:
+        from sharcs.modeling.flops import sharcs_flops
+
+        return sharcs_flops(self, route, length, forced)
+
+    def curve_settings(self, taus: tuple[float, ...] = DEFAULT_TAUS) -> list[Setting]:
+        """A routed model: its own rule, each tau and each forced width; a cascade: its rule and each
+        forced width; fixed and random: their one rule."""
+        config = self.config
+        if config.routing == "fixed":
+            return [Setting(f"width={config.fixed_width:g}", {})]
+        if config.routing == "random":
+            return [Setting("random", {})]
+        widths = [Setting(f"width={w:g}", {"width": w}) for w in config.widths]
+        if config.routing == "cascade":
+            own = Setting(f"cascade={config.cascade_confidence:g}", {})
+            if self.calibration is None:
+                return [own, *widths]
+            # the sandwich recipe calibrated to the cascade still has a fitted router to sweep
+            return [own, *(Setting(f"tau={t:g}", {"tau": t}, {"routing": "tau"}) for t in taus), *widths]
+        settings = [Setting(config.routing if config.routing == "argmax" else f"tau={config.tau:g}", {})]
+        settings += [Setting(f"tau={t:g}", {"tau": t}) for t in taus]
+        return settings + widths
+
+    def run_routed(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, choice: torch.Tensor
+    ) -> torch.Tensor:
+        """Run each width group through the adaptive layers and put the logits back in input order."""
+        groups = choice.unique().tolist()
+        if len(groups) == 1:
+            return self.run_width(*trim_padding(hidden, attention_mask), self.config.widths[groups[0]])
+        logits = hidden.new_empty(len(hidden), self.num_labels)
+        for index in groups:
+            rows = (choice == index).nonzero().squeeze(1)
+            group_hidden, group_mask = trim_padding(hidden[rows], attention_mask[rows])
+            logits[rows] = self.run_width(group_hidden, group_mask, self.config.widths[index])
+        return logits
+
+    def run_cascade(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every sample at the narrowest width; those whose top class probability is below
+        `cascade_confidence` again at full width from the same layer-K states. Returns the logits and the
+        width each sample was answered at."""
+        if self.num_labels < 2:
+            raise SharcsError("routing 'cascade' needs class probabilities; a regression head has none")
+        narrowest, full = self.config.widths[0], self.config.widths[-1]
+        logits = self.run_width(*trim_padding(hidden, attention_mask), narrowest)
+        confidence = torch.softmax(logits.float(), -1).amax(-1)
+        rerun = (confidence < self.config.cascade_confidence).nonzero().squeeze(1)
+        widths = torch.full((len(hidden),), narrowest, device=hidden.device)
+        if len(rerun):
+            logits = logits.clone()  # autograd-safe in-place update
+            logits[rerun] = self.run_width(*trim_padding(hidden[rerun], attention_mask[rerun]), full)
+            widths[rerun] = full
+        return logits, widths
+
+    def loss(
+        self,
+        logits: torch.Tensor,
+        router_logits: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        router_targets: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """Task loss (cross-entropy, MSE for one label) + lambda * BCE(router logits, multi-hot targets)."""
+        total = None if labels is None else task_loss(logits, labels)
+        if router_targets is not None and router_logits is not None:
+            router_loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                router_logits, router_targets.to(router_logits.dtype)
+            )
+            router_loss = self.config.router_loss_weight * router_loss
+            total = router_loss if total is None else total + router_loss
+        return total
+
+
+def random_widths(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, shares: tuple[float, ...]
+) -> torch.Tensor:
+    """A width index per sample, drawn with probabilities `shares` from a hash of its tokens.
+
+    The draw depends only on the sample's real tokens, so batched and per-sample routing agree and a
+    sample always takes the same width.
+    """
+    positions = torch.arange(1, input_ids.shape[1] + 1, device=input_ids.device)
+    key = (input_ids * positions * attention_mask).sum(1) % 2**31
+    uniform = ((key * 2654435761 + 12345) % 2**32).double() / 2**32
+    bounds = torch.tensor(shares, dtype=torch.float64, device=input_ids.device).cumsum(0)
+    return torch.searchsorted(bounds[:-1].contiguous(), uniform, right=True)
+
+
+def has_router(model: object) -> TypeGuard[SharcsModel]:
+    """Whether `model` is a SHARCS model that routes with its trained router (not fixed or random)."""
+    return isinstance(model, SharcsModel) and model.config.uses_router
+
+
+def has_trained_router(model: object) -> TypeGuard[SharcsModel]:
+    """Whether `model` has a trained router, whatever its routing rule now: routed SHARCS (the paper
+    recipe), or the sandwich recipe, whose router is fitted on held-out data (`model.calibration`)."""
+    return has_router(model) or (isinstance(model, SharcsModel) and isinstance(model.calibration, dict))
+
+
+def is_cascade(model: object) -> TypeGuard[SharcsModel]:
+    """Whether `model` is a SHARCS model with routing "cascade" (trained or switched to it)."""
+    return isinstance(model, SharcsModel) and model.config.routing == "cascade"
+
+
+def cascade_problem(model: object) -> str | None:
+    """Why `model` cannot run as a cascade, or None when it can: a SHARCS classifier whose narrowest
+    and full widths were both trained (routed, random or cascade-trained; not a fixed-width model)."""
+    if not isinstance(model, SharcsModel) or len(model.config.widths) < 2:
+        return "only a SHARCS model with two or more widths can cascade"
+    if model.config.routing == "fixed":
+        return "a fixed-width model trained only one width past layer K, so it cannot cascade"
+    if model.num_labels < 2:
+        return "needs class probabilities, which a regression model has not"
+    return None
+
+
+def get_sharcs_model(base: PreTrainedModel, config: SharcsConfig | None = None) -> SharcsModel:
+    """Wrap a Hugging Face `*ForSequenceClassification` model (bert, roberta, distilbert, ...) with SHARCS."""
+    return SharcsModel(base, config or SharcsConfig())

@@ -1,0 +1,50 @@
+"""The model and tokenizer a run trains: the `--model` (a Hugging Face model or a finished sharcs run),
+wrapped by the `--method`'s preset (sharcs.methods.registry)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sharcs.data.prepare import TaskInfo
+from sharcs.errors import SharcsError
+from sharcs.methods.registry import get_method
+from sharcs.modeling.adaptive import CONFIG_NAME, AdaptiveModel
+from sharcs.modeling.architectures import find_layout
+from sharcs.modeling.packaged import resolve_model_path
+from sharcs.modeling.pretrained import check_max_length, load_base_model, load_tokenizer
+from sharcs.storage.run_folder import RUN_CONFIG
+from sharcs.storage.saved_run import load_run
+from sharcs.training.options import TrainOptions
+
+
+def is_sharcs_folder(path: str) -> bool:
+    """Whether `path` is a sharcs output folder or saved model folder rather than a Hugging Face model."""
+    return any((Path(path) / name).is_file() for name in (RUN_CONFIG, CONFIG_NAME))
+
+
+def load_run_base(path: str, info: TaskInfo, seed: int) -> tuple[Any, Any]:
+    """The full width of a finished sharcs run as a plain Hugging Face classifier for `info`'s labels
+    (a new head if they differ), and the run's tokenizer: a fine-tuned run becomes a starting point."""
+    run = load_run(path, device="cpu")
+    with tempfile.TemporaryDirectory() as scratch:
+        run.model.full_width_base().save_pretrained(scratch)
+        return load_base_model(scratch, info, seed), run.tokenizer
+
+
+def build_model(options: TrainOptions, info: TaskInfo) -> tuple[AdaptiveModel, Any]:
+    """The model (of `options.method`) and tokenizer of a run, built the same way on every call (seeded)."""
+    path = resolve_model_path(options.model)
+    if is_sharcs_folder(path):
+        base, tokenizer = load_run_base(path, info, options.seed)
+    else:
+        tokenizer = load_tokenizer(path)
+        base = load_base_model(path, info, options.seed)
+    try:
+        layout = find_layout(base)
+    except SharcsError as error:
+        raise SharcsError(f"--model {options.model}: {error}") from None
+    check_max_length(options.max_seq_length, base.config, tokenizer)
+    model = get_method(options.method).build(options, base, getattr(base.config, layout.num_layers))
+    return model, tokenizer
