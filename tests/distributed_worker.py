@@ -33,7 +33,7 @@ def make_trainer(out: Path, batch_size: int, epochs: int) -> Trainer:
     base = AutoModelForSequenceClassification.from_config(config)
     model = get_sharcs_model(base, SharcsConfig(adaptive_layer=2, window=1, threshold=0.5))
     args = TrainingArguments(
-        epochs=epochs, batch_size=batch_size, learning_rate=1e-3, seed=0, save_every_steps=3, recipe="paper"
+        epochs=epochs, batch_size=batch_size, lr=1e-3, seed=0, save_every_steps=3, recipe="paper"
     )
     return Trainer(model, random_dataset(45), args, output_dir=out / "run")
 
@@ -61,7 +61,7 @@ def main() -> None:
 
     def finish_epoch(assignment):  # type: ignore[no-untyped-def]
         epoch_fn(assignment)
-        labels.append(trainer.labeler.eligible.clone())
+        labels.append(trainer.hooks.labeler.eligible.clone())
 
     trainer.train_step, trainer.finish_epoch = train_step, finish_epoch
     trainer.train()

@@ -126,7 +126,7 @@ def test_cascade_errors():
 
 def test_cascade_training_runs_every_sample_at_full_width_and_distils_the_narrow_path():
     model = cascade_model(confidence=0.9)
-    args = TrainingArguments(epochs=1, batch_size=8, learning_rate=1e-3)
+    args = TrainingArguments(epochs=1, batch_size=8, lr=1e-3)
     trainer = Trainer(model, random_dataset(24), args)
     steps, assignment = trainer.plan_epoch(0)
     assert bool((assignment == 1).all()) and [w for w, _ in steps[0].batches] == [1]

@@ -31,6 +31,7 @@ from sharcs.methods.sharcs.presets import default_adaptive_layer
 from sharcs.storage.saved_run import load_run
 from sharcs.training import run as runs
 from sharcs.training.build import load_run_base
+from sharcs.training.checkpoints import find_checkpoint
 from sharcs.training.options import parse_floats, parse_names
 from sharcs.training.trainer import TrainingArguments
 
@@ -935,7 +936,7 @@ def test_check_constants_match_the_heavy_modules() -> None:
     """`sharcs.cli.checks` and `sharcs.storage.run_folder` spell file names without importing the modules
     that own them."""
     from sharcs.cli import checks
-    from sharcs.data import loading
+    from sharcs.data import glue as loading
     from sharcs.modeling import adaptive
     from sharcs.storage import run_folder
     from sharcs.training import trainer as training
@@ -950,12 +951,13 @@ def test_router_options_reach_the_trainer_and_the_run_config(
     tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[TrainingArguments] = []
+    real = runs.training_arguments
 
-    def capture(**kwargs: object) -> TrainingArguments:
-        seen.append(TrainingArguments(**kwargs))  # type: ignore[arg-type]
+    def capture(options: object, label_range: float | None) -> TrainingArguments:
+        seen.append(real(options, label_range))  # type: ignore[arg-type]
         return seen[-1]
 
-    monkeypatch.setattr(runs, "TrainingArguments", capture)
+    monkeypatch.setattr(runs, "training_arguments", capture)
     rows = ["text,label", *(f'"{t}",{lab}' for t, lab in sentiment_rows(16))]
     data = write_lines(tmp_path / "data.csv", rows)
     out = tmp_path / "run"
@@ -971,7 +973,7 @@ def test_router_options_reach_the_trainer_and_the_run_config(
     )  # fmt: skip
     code, _, err = run(capsys, *args, "--router-lr", 3e-3, "--router-loss-in-warmup", *beyond_paper)
     assert code == 0, err
-    assert seen[-1].router_learning_rate == 3e-3 and seen[-1].router_loss_in_warmup is True
+    assert seen[-1].router_lr == 3e-3 and seen[-1].router_loss_in_warmup is True
     assert seen[-1].select_tolerance == 0.01
     assert seen[-1].distill_narrow is True and seen[-1].hardness_from == "narrowest"
     assert seen[-1].distill_hidden is True
@@ -984,7 +986,7 @@ def test_router_options_reach_the_trainer_and_the_run_config(
 
     code, _, err = run(capsys, *args, "--overwrite")  # the defaults: the trainer's own
     assert code == 0, err
-    assert seen[-1].router_learning_rate is None and seen[-1].router_loss_in_warmup is False
+    assert seen[-1].router_lr is None and seen[-1].router_loss_in_warmup is False
     options = json.loads((out / "run_config.json").read_text())["options"]
     assert options["router_lr"] is None and options["router_loss_in_warmup"] is False
 
@@ -1022,14 +1024,14 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    state = b / "checkpoint" / "trainer_state.json"
     deadline = time.monotonic() + 240
-    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while find_checkpoint(b) is None and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.2)  # a few more steps, then a hard kill somewhere mid-epoch
     proc.kill()
     proc.wait()
-    assert state.exists(), "the run never wrote a checkpoint"
+    assert find_checkpoint(b) is not None, "the run never wrote a checkpoint"
+    state = find_checkpoint(b) / "trainer_state.json"
     assert not (b / "model").exists(), "the run finished before it could be killed"
     saved = json.loads(state.read_text())
     assert (saved["epoch"], saved["step_in_epoch"]) < (2, 0)

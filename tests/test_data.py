@@ -25,7 +25,7 @@ from sharcs.data import (
     tokenize,
     validate_texts,
 )
-from sharcs.data.loading import examples_from_hub
+from sharcs.data.glue import examples_from_hub
 from sharcs.errors import SharcsError
 
 GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "glue"
@@ -459,7 +459,7 @@ def test_encodings_and_undecodable_lines(tmp_path: Path) -> None:
 
 
 def test_decode_lines() -> None:
-    from sharcs.data.loading import decode_lines
+    from sharcs.data.examples import decode_lines
 
     chunks = [b"one\r\ntw", b"o\rthree\r", b"\nfour\x0cstill four\n", b"five"]
     assert list(decode_lines(chunks, "utf-8", "x")) == [

@@ -38,9 +38,7 @@ def test_sharcs_on_minilm_and_sst2_learns_to_route(tmp_path):
     base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     config = SharcsConfig(widths=(0.25, 1.0), adaptive_layer=2, window=1, threshold=0.8)
     model = get_sharcs_model(base, config)
-    args = TrainingArguments(
-        epochs=3, batch_size=32, learning_rate=1e-4, router_learning_rate=1e-3, seed=0, recipe="paper"
-    )
+    args = TrainingArguments(epochs=3, batch_size=32, lr=1e-4, router_lr=1e-3, seed=0, recipe="paper")
     history = Trainer(
         model, train_data, args, output_dir=tmp_path, pad_token_id=tokenizer.pad_token_id
     ).train()

@@ -1,4 +1,5 @@
-"""Atomic folders and versioned checkpoint folders: a crash at any step never loses the last good copy."""
+"""One atomic-save scheme (temporary sibling, fsync, os.replace): a crash at any step never loses the last
+good copy, and numbered checkpoint folders resume from the newest complete one."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from sharcs.storage import files
-from sharcs.storage.files import atomic_directory, latest_version, remove_versions, versioned_directory
+from sharcs.storage.files import (
+    atomic_directory,
+    atomic_write_text,
+    newest_numbered,
+    numbered_directory,
+    remove_numbered,
+    remove_tree,
+)
 
 
 def write(folder: Path, text: str) -> None:
@@ -19,10 +26,7 @@ def names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two-renames"])
-def test_atomic_directory_replaces_and_keeps_the_old_copy_on_failure(tmp_path, monkeypatch, exchange):
-    if not exchange:
-        monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+def test_atomic_directory_replaces_and_keeps_the_old_copy_on_failure(tmp_path: Path) -> None:
     with atomic_directory(tmp_path / "m") as scratch:
         write(scratch, "one")
     with atomic_directory(tmp_path / "m") as scratch:
@@ -33,10 +37,11 @@ def test_atomic_directory_replaces_and_keeps_the_old_copy_on_failure(tmp_path, m
         raise RuntimeError("killed")
     assert (tmp_path / "m" / "data.txt").read_text() == "two"
     assert names(tmp_path) == ["m"]
+    remove_tree(tmp_path / "m")
+    assert names(tmp_path) == []
 
 
-def test_atomic_directory_puts_back_an_old_copy_parked_by_a_crash(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "_exchange", lambda a, b: False)  # the two-rename fallback
+def test_atomic_directory_puts_back_an_old_copy_parked_by_a_crash(tmp_path: Path, monkeypatch) -> None:
     with atomic_directory(tmp_path / "m") as scratch:
         write(scratch, "old")
     real_replace, calls = os.replace, []
@@ -60,51 +65,48 @@ def test_atomic_directory_puts_back_an_old_copy_parked_by_a_crash(tmp_path, monk
     assert names(tmp_path) == ["m", "other"]
 
 
-def test_versioned_directory_points_at_the_newest_and_deletes_the_rest(tmp_path):
-    link = tmp_path / "checkpoint"
-    assert latest_version(link) is None
-    for version in ((0, 2), (0, 4), (1, 0)):
-        with versioned_directory(link, version) as scratch:
-            write(scratch, str(version))
-    assert link.is_symlink() and (link / "data.txt").read_text() == "(1, 0)"
-    assert latest_version(link) == tmp_path / "checkpoint-1-0"
-    assert names(tmp_path) == ["checkpoint", "checkpoint-1-0"]
+def test_atomic_write_text_leaves_the_old_file_when_killed(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "results.json"
+    atomic_write_text(path, "old")
 
-    with pytest.raises(RuntimeError), versioned_directory(link, (1, 2)) as scratch:
+    def killed(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(path, "new")
+    monkeypatch.undo()
+    assert path.read_text() == "old" and names(tmp_path) == ["results.json"]
+
+
+def test_numbered_directory_keeps_the_newest_and_deletes_the_rest(tmp_path: Path) -> None:
+    stem = tmp_path / "checkpoint"
+    assert newest_numbered(stem) is None
+    for number in ((0, 2), (0, 10), (1, 0)):
+        with numbered_directory(stem, number) as scratch:
+            write(scratch, str(number))
+    assert newest_numbered(stem) == tmp_path / "checkpoint-1-0"  # (1, 0) > (0, 10): numbers, not text
+    assert names(tmp_path) == ["checkpoint-1-0"]
+
+    with pytest.raises(RuntimeError), numbered_directory(stem, (1, 2)) as scratch:
         write(scratch, "half")
         raise RuntimeError("killed while writing")
-    assert latest_version(link) == tmp_path / "checkpoint-1-0"
-    assert names(tmp_path) == ["checkpoint", "checkpoint-1-0"]
+    assert newest_numbered(stem) == tmp_path / "checkpoint-1-0"
+    assert names(tmp_path) == ["checkpoint-1-0"]
 
-    remove_versions(link)
-    assert names(tmp_path) == [] and latest_version(link) is None
+    remove_numbered(stem)
+    assert names(tmp_path) == [] and newest_numbered(stem) is None
 
 
-def test_versioned_directory_without_a_live_link_falls_back_to_the_newest_complete_folder(tmp_path):
-    link = tmp_path / "checkpoint"
-    for version in ((0, 2), (0, 10)):
-        with versioned_directory(link, version) as scratch:
-            write(scratch, str(version))
-    os.mkdir(tmp_path / "checkpoint-0-3")  # an older complete version (0, 3) < (0, 10)
-    os.mkdir(tmp_path / ".checkpoint-0-12.abcd1234.tmp")  # a killed save: never a candidate
-    os.symlink("checkpoint-9-9", tmp_path / ".checkpoint.abcd1234.tmp")  # a link never swapped in
-    link.unlink()
-    assert latest_version(link) == tmp_path / "checkpoint-0-10"
-    os.symlink("checkpoint-7-7", link)  # dangling
-    assert latest_version(link) == tmp_path / "checkpoint-0-10"
-
-    with versioned_directory(link, (0, 10)) as scratch:  # the same position again: a suffix
+def test_a_crash_after_the_rename_keeps_both_and_the_next_save_cleans_up(tmp_path: Path) -> None:
+    stem = tmp_path / "checkpoint"
+    with numbered_directory(stem, (0, 2)) as scratch:
+        write(scratch, "a")
+    os.mkdir(tmp_path / "checkpoint-0-4")  # renamed in, then killed before the old ones were deleted
+    os.mkdir(tmp_path / ".checkpoint-0-6.abcd1234.tmp")  # a killed save: never a candidate
+    os.symlink("checkpoint-0-2", tmp_path / "checkpoint")  # the pointer earlier versions kept
+    assert newest_numbered(stem) == tmp_path / "checkpoint-0-4"
+    with numbered_directory(stem, (0, 4)) as scratch:  # the same position again: a suffix
         write(scratch, "again")
-    assert latest_version(link) == tmp_path / "checkpoint-0-10-1"
-    assert names(tmp_path) == ["checkpoint", "checkpoint-0-10-1"], "stale scratch and old versions gone"
-
-
-def test_a_plain_checkpoint_folder_is_current_and_gets_replaced(tmp_path):
-    link = tmp_path / "checkpoint"
-    link.mkdir()
-    write(link, "plain")
-    with versioned_directory(link, (3, 0)) as scratch:
-        assert latest_version(link) == link
-        write(scratch, "versioned")
-    assert link.is_symlink() and (link / "data.txt").read_text() == "versioned"
-    assert names(tmp_path) == ["checkpoint", "checkpoint-3-0"]
+    assert newest_numbered(stem) == tmp_path / "checkpoint-0-4-1"
+    assert names(tmp_path) == ["checkpoint-0-4-1"], "stale scratch, the old pointer and older folders gone"

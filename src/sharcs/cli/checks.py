@@ -21,7 +21,7 @@ from typing import Any
 from sharcs.errors import SharcsError
 from sharcs.methods.sharcs.config import check_budget
 from sharcs.modeling.packaged import resolve_model_path
-from sharcs.storage.files import latest_version
+from sharcs.storage.files import newest_numbered
 from sharcs.storage.run_folder import RUN_CONFIG, find_model_dir, read_run_config
 from sharcs.training.options import (
     FREE_ON_RESUME,
@@ -31,9 +31,9 @@ from sharcs.training.options import (
     parse_floats,
 )
 
-CHECKPOINT_DIR = "checkpoint"  # = sharcs.training.trainer.CHECKPOINT_DIR
+CHECKPOINT_DIR = "checkpoint"  # = sharcs.training.checkpoints.CHECKPOINT_DIR
 MODEL_FILES = ("config.json", "model.safetensors")  # besides sharcs_config.json (sharcs.modeling.adaptive)
-GLUE_DIR_ENV = "SHARCS_GLUE_DIR"  # = sharcs.data.loading.GLUE_DIR_ENV
+GLUE_DIR_ENV = "SHARCS_GLUE_DIR"  # = sharcs.data.glue.GLUE_DIR_ENV
 
 
 # ---------------------------------------------------------------------------------------- pieces
@@ -170,12 +170,12 @@ def check_train(options: TrainOptions, resume: bool = False, overwrite: bool = F
         if not (out / RUN_CONFIG).is_file():
             raise SharcsError(f"nothing to resume: {out / RUN_CONFIG} does not exist")
         check_resumable(load_train_options(out), options)
-        if latest_version(out / CHECKPOINT_DIR) is None and (out / "results.json").is_file():
+        if newest_numbered(out / CHECKPOINT_DIR) is None and (out / "results.json").is_file():
             raise SharcsError(
                 f"nothing to resume: {out} holds a finished run, whose checkpoint was deleted at the end "
                 "(--keep-checkpoint keeps it); pass --overwrite to train it again"
             )
-        if latest_version(out / CHECKPOINT_DIR) is None:
+        if newest_numbered(out / CHECKPOINT_DIR) is None:
             raise SharcsError(f"nothing to resume: {out / CHECKPOINT_DIR} does not exist")
     elif (out / RUN_CONFIG).exists() and not overwrite:
         raise SharcsError(f"{out} already holds a run; continue it with --resume, or pass --overwrite")

@@ -6,9 +6,10 @@
     sharcs bench runs/sst2 --threads 2
     sharcs curve runs/sst2 --out runs/sst2/curve
 
-The work is done in `sharcs.training.run`, `sharcs.measure.evaluation` and `sharcs.inference.stream`, imported inside the
-command functions so that `--help` and argument errors come back at once (no torch import); the
-options, files and folders of every command are checked (`sharcs.cli.checks`) before those imports too.
+The work is done in `sharcs.training.run`, `sharcs.measure.evaluation` and `sharcs.inference.stream`,
+imported inside the command functions so that `--help` and argument errors come back at once (no torch
+import); the options, files and folders of every command are checked (`sharcs.cli.checks`) before those
+imports too.
 Every user error ends as one line "sharcs: error: <message>" on stderr and exit code 2.
 """
 
@@ -124,7 +125,7 @@ def _info_on_stderr() -> Iterator[None]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from sharcs.data.loading import check_encoding
+    from sharcs.data.examples import check_encoding
     from sharcs.measure.evaluation import evaluate_dir, reduction_text
 
     if args.encoding is not None:
@@ -182,7 +183,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from sharcs.data import truncation_line
-    from sharcs.data.loading import check_encoding
+    from sharcs.data.examples import check_encoding
 
     check_encoding(args.encoding)
     if args.file is not None and args.texts:

@@ -6,11 +6,11 @@ Imports nothing heavy: `sharcs --help` and argument errors return at once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from importlib import metadata
 from typing import Any
 
 from sharcs.errors import SharcsError
-from sharcs.methods.registry import METHODS
 from sharcs.training.options import TrainOptions
 
 
@@ -26,14 +26,50 @@ class _Parser(argparse.ArgumentParser):
 
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
-_DEFAULTS = TrainOptions(output_dir="")
+GROUPS = ("data", "model", "training", "run")
 
 
-def _default(name: str) -> str:
-    value = getattr(_DEFAULTS, name)
+def _type_of(field: dataclasses.Field) -> Any:
+    """The argparse type of a declared option, from its annotation (comma lists stay strings and are
+    parsed by the dataclass)."""
+    annotation = str(field.type)
+    if "tuple" in annotation or annotation.startswith("str"):
+        return None
+    if annotation.startswith("int"):
+        return int
+    if annotation.startswith("float"):
+        return float
+    return None
+
+
+def _default_text(value: Any) -> str:
     if isinstance(value, tuple):
         value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
     return f"(default: {value})"
+
+
+def add_declared_options(parser: argparse.ArgumentParser, cls: type) -> dict[str, Any]:
+    """One argument per field of the dataclass `cls` declared with `sharcs.training.arguments.option`,
+    in argument groups; every default is None, so a caller sees which options were given."""
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    for field in dataclasses.fields(cls):
+        meta = field.metadata
+        if not meta.get("cli"):
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        required = field.default is dataclasses.MISSING
+        text = meta["help"]
+        if meta["show_default"] and not required and field.default is not None:
+            text = f"{text} {_default_text(field.default)}"
+        kwargs: dict[str, Any] = {"help": text, "default": None}
+        if str(field.type).startswith("bool"):
+            kwargs["action"] = argparse.BooleanOptionalAction if field.default is None else "store_true"
+        else:
+            kwargs.update(type=_type_of(field), choices=meta["choices"], metavar=meta["metavar"])
+        if required:
+            kwargs["required"] = True
+        groups[meta["group"]].add_argument(flag, **kwargs)
+    return groups
 
 
 def _add_train(commands: Any) -> None:
@@ -57,220 +93,7 @@ def _add_train(commands: Any) -> None:
         ),
         formatter_class=_FORMATTER,
     )
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--task", metavar="NAME", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte"
-    )
-    data.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="folder holding SST-2/, MRPC/, ... (default: $SHARCS_GLUE_DIR, else the Hugging Face hub)",
-    )
-    data.add_argument(
-        "--train-file", metavar="FILE", help="your training data: .csv, .tsv or .jsonl (instead of --task)"
-    )
-    data.add_argument(
-        "--validation-file", metavar="FILE", help="your dev data, same format; the metrics are reported on it"
-    )
-    data.add_argument(
-        "--text-columns", metavar="COL[,COL2]", help="text column, or two comma-separated for sentence pairs"
-    )
-    data.add_argument(
-        "--label-column", metavar="COL", help=f"label column of your files {_default('label_column')}"
-    )
-    data.add_argument("--regression", action="store_true", default=None, help="the labels are numbers")
-    data.add_argument(
-        "--encoding",
-        metavar="NAME",
-        help=f"text encoding of --train-file and --validation-file, e.g. latin-1 {_default('encoding')}",
-    )
-    data.add_argument(
-        "--max-train-samples", metavar="N", type=int, help="use only the first N training samples"
-    )
-    data.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N dev samples")
-    data.add_argument(
-        "--max-seq-length",
-        metavar="N",
-        type=int,
-        help=f"truncate inputs to N tokens {_default('max_seq_length')}",
-    )
-    data.add_argument(
-        "--held-out-fraction",
-        metavar="F",
-        type=float,
-        help="fraction of the training data held out to choose the best epoch; 0 keeps the last epoch "
-        + _default("held_out_fraction"),
-    )
-
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        metavar="NAME_OR_DIR",
-        help="'minilm-l6' (the packaged all-MiniLM-L6-v2), a model folder, a hub id, or a finished "
-        "sharcs run whose full width to start from (e.g. a --method full run, to train a cascade from it) "
-        + _default("model"),
-    )
-    model.add_argument(
-        "--method",
-        choices=METHODS,
-        help="sharcs; cascade (beyond the paper: no router, every sample trains at full width and, "
-        "distilled from it, at the narrower widths; inference re-runs at full width what the narrowest "
-        "width answers below --cascade-confidence); or a baseline: full (plain fine-tuning), "
-        "fixed (K full layers, then --fixed-width), "
-        "random (routed at random with --width-shares), dynabert (heads/FFN narrowed to each of --widths), "
-        "deebert (exit when entropy < --entropy-threshold), pabee (exit after --patience agreeing exits) "
-        + _default("method"),
-    )
-    model.add_argument(
-        "--widths", metavar="W1,W2,...", help=f"ascending widths ending at 1.0 {_default('widths')}"
-    )
-    model.add_argument(
-        "--adaptive-layer",
-        metavar="K",
-        type=int,
-        help="K: full-width layers before the router, 0 or more (default: a third of the layers, at least 1)",
-    )
-    model.add_argument(
-        "--threshold",
-        metavar="T[,T2,...]",
-        help="confidence threshold for the narrow width; with more widths one per boundary, descending "
-        "(default: 0.6 for two widths)",
-    )
-    model.add_argument(
-        "--window",
-        metavar="E",
-        type=int,
-        help=f"epochs of confidence history behind each label {_default('window')}",
-    )
-    model.add_argument(
-        "--router-hidden-size",
-        metavar="N",
-        type=int,
-        help=f"router MLP size {_default('router_hidden_size')}",
-    )
-    model.add_argument(
-        "--fixed-width", metavar="W", type=float, help=f"width of --method fixed {_default('fixed_width')}"
-    )
-    model.add_argument(
-        "--width-shares",
-        metavar="P1,P2,...",
-        help="--method random: the probability of each width, e.g. the shares a trained router gives "
-        "(default: equal)",
-    )
-    model.add_argument(
-        "--cascade-confidence",
-        metavar="C",
-        type=float,
-        help="--method cascade: re-run at full width the samples whose top class probability at the "
-        f"narrowest width is below C (evaluate --cascade changes it later) {_default('cascade_confidence')}",
-    )
-    model.add_argument(
-        "--entropy-threshold",
-        metavar="S",
-        type=float,
-        help=f"--method deebert: exit when the prediction entropy is below S {_default('entropy_threshold')}",
-    )
-    model.add_argument(
-        "--patience",
-        metavar="P",
-        type=int,
-        help=f"--method pabee: exit after P exits in a row agree {_default('patience')}",
-    )
-    model.add_argument(
-        "--keep-residual",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="after the router keep the residual stream at full width and narrow only heads and FFN "
-        "(beyond the paper; DynaBERT-style slicing); default: on for --recipe sandwich, off otherwise",
-    )
-    model.add_argument(
-        "--norm-init",
-        choices=("copy", "scratch"),
-        help=f"per-width LayerNorms: copied from the model or fresh {_default('norm_init')}",
-    )
-
-    training = parser.add_argument_group("training")
-    training.add_argument(
-        "--recipe",
-        choices=("sandwich", "paper"),
-        help="--method sharcs: sandwich (every sample trains at full width every step, narrower widths "
-        "distilled from it, the router fitted afterwards on held-out data and routing calibrated to "
-        "--flops-budget) or paper (hardness labels, width buckets, router trained jointly) "
-        + _default("recipe"),
-    )
-    training.add_argument(
-        "--flops-budget",
-        metavar="B",
-        type=float,
-        help="--recipe sandwich: mean FLOPs per sample as a fraction of the full model's, e.g. 0.5 for 2x "
-        "fewer; calibrated on held-out training data (evaluate/predict --flops-budget changes it later) "
-        + _default("flops_budget"),
-    )
-    training.add_argument(
-        "--narrow-label-weight",
-        metavar="X",
-        type=float,
-        help="--recipe sandwich and --method cascade: a narrower width learns from (1 - X) x distillation "
-        "from the full width + X x the labels; 0: distillation only " + _default("narrow_label_weight"),
-    )
-    training.add_argument("--epochs", metavar="N", type=int, help=_default("epochs"))
-    training.add_argument(
-        "--batch-size", metavar="N", type=int, help=f"per width bucket {_default('batch_size')}"
-    )
-    training.add_argument("--lr", metavar="LR", type=float, help=f"peak learning rate {_default('lr')}")
-    training.add_argument(
-        "--router-lr",
-        metavar="LR",
-        type=float,
-        help="peak learning rate of the router, which starts from scratch (default: the same as --lr)",
-    )
-    training.add_argument(
-        "--router-loss-in-warmup",
-        action="store_true",
-        default=None,
-        help="also train the router during the warm-up epochs, towards full width for every sample "
-        "(the paper's recipe; off by default)",
-    )
-    training.add_argument(
-        "--distill-narrow",
-        action="store_true",
-        default=None,
-        help="also train every narrower width on each batch, distilled from the batch's own width "
-        "(beyond the paper: the narrow path then learns from every sample)",
-    )
-    training.add_argument(
-        "--distill-hidden",
-        action="store_true",
-        default=None,
-        help="with --distill-narrow or --method cascade: also match each narrower width's layer outputs "
-        "to the wider width's (MSE on the channels the narrow width keeps; beyond the paper)",
-    )
-    training.add_argument(
-        "--hardness-from",
-        choices=("routed", "narrowest"),
-        help="hardness labels from each sample's confidence at its trained width (the paper) or at the "
-        "narrowest width (needs --distill-narrow) " + _default("hardness_from"),
-    )
-    training.add_argument(
-        "--select-tolerance",
-        metavar="X",
-        type=float,
-        help="keep the cheapest epoch (held-out FLOPs) whose held-out metric is within X of the best, "
-        "e.g. 0.01 for one point " + _default("select_tolerance"),
-    )
-    training.add_argument("--seed", metavar="N", type=int, help=_default("seed"))
-    training.add_argument("--device", metavar="DEVICE", help=f"auto, cpu or cuda[:N] {_default('device')}")
-
-    run = parser.add_argument_group("run")
-    run.add_argument(
-        "--output-dir", metavar="DIR", required=True, help="folder for the model, logs and checkpoints"
-    )
-    run.add_argument(
-        "--save-every-steps",
-        metavar="N",
-        type=int,
-        help="also checkpoint every N optimizer steps (default: 0, at epoch ends only)",
-    )
+    run = add_declared_options(parser, TrainOptions)["run"]
     run.add_argument(
         "--resume",
         action="store_true",
@@ -284,13 +107,6 @@ def _add_train(commands: Any) -> None:
         help="make the command rerunnable: start the run; or, when --output-dir holds a run with the same "
         "options, resume it if it was interrupted, or only print its results if it finished (a run with "
         "other options is an error)",
-    )
-    run.add_argument(
-        "--keep-checkpoint",
-        action="store_true",
-        default=None,
-        help="keep checkpoint/ and best/ (the optimizer and training state) when the run finishes "
-        "(default: a finished run keeps only model/ and its metrics)",
     )
 
 

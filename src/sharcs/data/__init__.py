@@ -1,6 +1,8 @@
 """Data: the GLUE task table, loading GLUE and user files, tokenization and metrics."""
 
-from sharcs.data.loading import Examples, load_file, load_glue, validate_texts
+from sharcs.data.examples import Examples, validate_texts
+from sharcs.data.files import load_file
+from sharcs.data.glue import load_glue
 from sharcs.data.metrics import METRIC_NAMES, compute_metrics, default_metrics
 from sharcs.data.tasks import GLUE_TASKS, TaskSpec, get_task
 from sharcs.data.tokenize import log_truncation, tokenize, tokenize_counted, truncation_line

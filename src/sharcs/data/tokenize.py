@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sharcs.data.loading import Examples
+from sharcs.data.examples import Examples
 from sharcs.errors import SharcsError
 
 if TYPE_CHECKING:

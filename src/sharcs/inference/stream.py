@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any, TypeVar
 
 from sharcs.data import Examples, tokenize_counted, validate_texts
-from sharcs.data.loading import decode_lines
+from sharcs.data.examples import decode_lines
 from sharcs.errors import SharcsError
 from sharcs.inference.predict import predict
 from sharcs.measure.evaluation import check_width, with_routing

@@ -33,15 +33,14 @@ from sharcs.modeling.adaptive import (
     RoutedOutput,
     Setting,
     config_from_dict,
-    distillation_loss,
     embed,
     sdpa_mask,
-    task_loss,
     trim_padding,
 )
 from sharcs.modeling.architectures import get_module
 from sharcs.modeling.flops import head_flops, layer_flops
 from sharcs.modeling.layers import LayerParts, SliceCache, layer_forward
+from sharcs.modeling.losses import distillation_loss, task_loss
 
 if TYPE_CHECKING:
     from sharcs.training.options import TrainOptions

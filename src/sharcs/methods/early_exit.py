@@ -30,12 +30,12 @@ from sharcs.modeling.adaptive import (
     config_from_dict,
     embed,
     sdpa_mask,
-    task_loss,
     trim_padding,
 )
 from sharcs.modeling.architectures import get_module
 from sharcs.modeling.flops import head_flops, layer_flops
 from sharcs.modeling.layers import LayerParts, SliceCache, SlicedWeights, layer_forward
+from sharcs.modeling.losses import task_loss
 
 if TYPE_CHECKING:
     from sharcs.training.options import TrainOptions

@@ -30,7 +30,9 @@ class Method:
     summary: str
     model: str
     preset: str
-    uses_widths: bool = True  # a width-sliced model: --widths, --keep-residual, `--width` at inference
+    keeps_residual: bool = (
+        False  # it can narrow heads and FFN only, keeping the residual stream (--keep-residual)
+    )
 
     def model_class(self) -> type:
         return _attribute(self.model)
@@ -48,44 +50,57 @@ METHODS: dict[str, Method] = {
     for m in (
         Method(
             "sharcs",
-            "SHARCS: a router after layer K sends each sample on at the width it needs",
+            "a router after layer K sends each sample on at the width it needs (the paper's method)",
             _SHARCS,
             f"{_PRESETS}:sharcs",
+            keeps_residual=True,
         ),
         Method(
             "cascade",
-            "SHARCS's widths without a router: the narrowest width first, full width for the "
-            "samples it is unsure of",
+            "no router: the narrowest width first, full width again for the samples it is unsure of "
+            "(beyond the paper)",
             _SHARCS,
             f"{_PRESETS}:cascade",
+            keeps_residual=True,
         ),
-        Method("full", "plain fine-tuning of the full model (the reference)", _SHARCS, f"{_PRESETS}:full"),
-        Method("fixed", "K full layers, then every sample at --fixed-width", _SHARCS, f"{_PRESETS}:fixed"),
+        Method(
+            "full",
+            "plain fine-tuning of the full model (the reference)",
+            _SHARCS,
+            f"{_PRESETS}:full",
+            keeps_residual=True,
+        ),
+        Method(
+            "fixed",
+            "K full layers, then every sample at --fixed-width",
+            _SHARCS,
+            f"{_PRESETS}:fixed",
+            keeps_residual=True,
+        ),
         Method(
             "random",
             "SHARCS's architecture routed at random with --width-shares",
             _SHARCS,
             f"{_PRESETS}:random",
+            keeps_residual=True,
         ),
         Method(
             "dynabert",
-            "DynaBERT-style width: heads and FFN narrowed to each of --widths",
+            "heads and FFN of every layer narrowed to each of --widths (DynaBERT)",
             "sharcs.methods.dynabert:DynaBertModel",
             "sharcs.methods.dynabert:preset",
         ),
         Method(
             "deebert",
-            "DeeBERT: an exit after every layer, taken when its entropy is low",
+            "an exit after every layer, taken when its entropy is below --entropy-threshold (DeeBERT)",
             "sharcs.methods.early_exit:EarlyExitModel",
             "sharcs.methods.early_exit:deebert",
-            uses_widths=False,
         ),
         Method(
             "pabee",
-            "PABEE: exit once --patience layers in a row agree",
+            "exit once --patience exits in a row agree (PABEE)",
             "sharcs.methods.early_exit:EarlyExitModel",
             "sharcs.methods.early_exit:pabee",
-            uses_widths=False,
         ),
     )
 }

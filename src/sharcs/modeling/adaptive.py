@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,10 @@ from sharcs.errors import SharcsError, first_line
 from sharcs.modeling.architectures import Layout, find_layout, get_module
 from sharcs.modeling.layers import Dims
 from sharcs.storage.files import atomic_directory
+from sharcs.training.hooks import TrainingHooks
+
+if TYPE_CHECKING:
+    from sharcs.training.arguments import TrainingArguments
 
 CONFIG_NAME = "sharcs_config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -151,6 +155,15 @@ class AdaptiveModel(nn.Module):
 
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Called by the trainer before each epoch (DeeBERT freezes its backbone for its second stage)."""
+
+    def training_hooks(self, args: TrainingArguments, num_samples: int) -> TrainingHooks:
+        """What this method adds to the shared training loop (sharcs.training.hooks): by default plain
+        shuffled batches on the loss the model returns."""
+        return TrainingHooks(self, args, num_samples)
+
+    def same_structure(self, config: Any) -> bool:
+        """Whether a saved `config` describes this trainable model (a checkpoint of it can be resumed)."""
+        return type(config) is type(self.config) and config == self.config
 
     def schedule_starts(self, epochs: int) -> tuple[int, ...]:
         """Epochs at which the learning-rate schedule restarts (warm-up and decay); (0,) for one schedule."""
@@ -279,19 +292,3 @@ def embed(model: AdaptiveModel, input_ids: torch.Tensor, token_type_ids: torch.T
     if model.layout.uses_token_types:
         return embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
     return embeddings(input_ids)
-
-
-def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy, or MSE for a one-output (regression) head."""
-    if logits.shape[-1] == 1:
-        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-    return F.cross_entropy(logits, labels)
-
-
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student) over the classes, or MSE for a one-output (regression) head."""
-    if student.shape[-1] == 1:
-        return F.mse_loss(student, teacher)
-    return F.kl_div(
-        F.log_softmax(student, -1), F.log_softmax(teacher, -1), reduction="batchmean", log_target=True
-    )

@@ -1,54 +1,27 @@
-"""Atomic writes: a folder or file appears complete, or not at all, so a crash never leaves half a save.
+"""Atomic saves, one scheme for everything: write into a temporary sibling, fsync, then `os.replace` it
+into place, so a crash never leaves half a file or folder under the real name.
 
-Scratch entries are named `.<name>.<random>.tmp` beside their target; ones left by a killed save are
-removed by the next save of the same target.
+- A file (`atomic_write_text`) is replaced in one rename.
+- A folder that already exists (`atomic_directory`, e.g. model/ or best/) cannot be renamed over, so
+  its old copy is first renamed aside (`.<name>.<random>.old`), the new one renamed in, and the old one
+  deleted; an old copy left aside by a crash between those two renames is put back by the next save.
+- Checkpoints are numbered folders (`numbered_directory`): each save gets a new name `<stem>-<n>[-<n>]`,
+  so its one rename is atomic; the newest complete one is current (`newest_numbered`), and the older
+  ones are deleted only once the new one is in place.
+
+Scratch entries are named `.<name>.<random>.tmp`; ones left by a killed save are removed by the next save
+of the same target.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import functools
 import os
 import re
 import shutil
-import sys
 import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-
-
-@functools.cache
-def _renameat2() -> Any:
-    """libc's renameat2 on Linux, else None."""
-    if sys.platform != "linux":
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one atomic rename (RENAME_EXCHANGE); False where the system cannot."""
-    function = _renameat2()
-    if function is None:
-        return False
-    if function(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), str(b))
 
 
 def _remove(path: Path) -> None:
@@ -57,13 +30,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def _discard(path: Path) -> None:
-    """Delete a folder by first renaming it to a scratch name, so it never lies half-deleted."""
-    doomed = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    os.replace(path, doomed)
-    _remove(doomed)
 
 
 def remove_scratch(folder: Path, name_pattern: str, suffix: str = "tmp") -> list[Path]:
@@ -75,117 +41,139 @@ def remove_scratch(folder: Path, name_pattern: str, suffix: str = "tmp") -> list
     return found
 
 
-@contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Yield a scratch folder beside `target`; on success it takes `target`'s place atomically.
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk (where the system allows it)."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass  # some systems cannot fsync a folder
+    finally:
+        os.close(handle)
 
-    The swap is one rename exchanging the two folders where the system allows it (Linux), else two
-    renames; an old copy parked by a crash between those is put back by the next save. Any failure in
-    the block keeps an existing `target` untouched and removes the scratch folder.
-    """
-    target = Path(target)
-    parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    name = re.escape(target.name)
-    backups = sorted(p for p in parent.iterdir() if re.fullmatch(rf"\.{name}\.[^.]+\.old", p.name))
-    if backups and not target.exists():
-        os.replace(backups.pop(), target)
-    for backup in backups:
-        _remove(backup)
-    remove_scratch(parent, name)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):
+        _fsync(path)
+    _fsync(folder)
+
+
+@contextmanager
+def _scratch_for(target: Path) -> Iterator[Path]:
+    """A fresh scratch folder beside `target`, removed afterwards unless it was renamed away."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield scratch
-        if not target.exists():
-            os.replace(scratch, target)
-        elif not _exchange(scratch, target):  # after an exchange, scratch holds the old copy
-            backup = scratch.with_suffix(".old")
-            os.replace(target, backup)
-            os.replace(scratch, target)
-            shutil.rmtree(backup)
     finally:
         _remove(scratch)
 
 
+@contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Yield a scratch folder beside `target`; when the block succeeds it takes `target`'s place.
+
+    Any failure in the block keeps an existing `target` untouched and removes the scratch folder.
+    """
+    target = Path(target)
+    parent, name = target.parent, re.escape(target.name)
+    parent.mkdir(parents=True, exist_ok=True)
+    parked = sorted(p for p in parent.iterdir() if re.fullmatch(rf"\.{name}\.[^.]+\.old", p.name))
+    if parked and not target.exists():
+        os.replace(parked.pop(), target)  # a crash parked the old copy and never put the new one in
+    for old in parked:
+        _remove(old)
+    remove_scratch(parent, name)
+    with _scratch_for(target) as scratch:
+        yield scratch
+        _fsync_tree(scratch)
+        if target.exists():
+            old = scratch.with_suffix(".old")
+            os.replace(target, old)
+            os.replace(scratch, target)
+            _remove(old)
+        else:
+            os.replace(scratch, target)
+        _fsync(parent)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file through a temporary file and a rename."""
+    """Write a text file through a temporary sibling, fsync and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "w") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync(path.parent)
 
 
-# ------------------------------------------------------------------------------- versioned folders
-def _versions(link: Path) -> list[tuple[tuple[int, ...], Path]]:
-    """The `<link>-<n>[-<n>...]` folders beside `link`, oldest first."""
-    pattern = re.compile(rf"{re.escape(link.name)}-(\d+(?:-\d+)*)")
+# -------------------------------------------------------------------------------- numbered folders
+def _numbered(stem: Path) -> list[tuple[tuple[int, ...], Path]]:
+    """The `<stem>-<n>[-<n>...]` folders beside `stem`, oldest first."""
+    pattern = re.compile(rf"{re.escape(stem.name)}-(\d+(?:-\d+)*)")
     found = []
-    for path in link.parent.iterdir() if link.parent.is_dir() else []:
+    for path in stem.parent.iterdir() if stem.parent.is_dir() else []:
         match = pattern.fullmatch(path.name)
         if match and path.is_dir() and not path.is_symlink():
             found.append((tuple(int(n) for n in match[1].split("-")), path))
     return sorted(found)
 
 
-def latest_version(link: str | Path) -> Path | None:
-    """The folder `link` points to; without a live link, the newest `<link>-<version>` folder, or None.
-
-    A plain folder at `link` (written before versions existed, or a copy of a run) counts as current.
-    """
-    link = Path(link)
-    if link.is_dir():
-        return link.parent / os.readlink(link) if link.is_symlink() else link
-    versions = _versions(link)
-    return versions[-1][1] if versions else None
+def newest_numbered(stem: str | Path) -> Path | None:
+    """The newest `<stem>-<number>` folder (every one is complete: it got its name last), or None."""
+    found = _numbered(Path(stem))
+    return found[-1][1] if found else None
 
 
 @contextmanager
-def versioned_directory(link: str | Path, version: Sequence[int]) -> Iterator[Path]:
-    """Yield a scratch folder that becomes `<link>-<version>`, with the symlink `link` pointing to it.
-
-    Steps: stale scratch is removed; the block fills the scratch folder; one rename gives it its final
-    name; one rename swaps a new symlink over `link`; only then are older versions deleted. A crash at
-    any step leaves `link` on a complete version, or no live link and complete versions to fall back on
-    (`latest_version`). A version name already taken (saved before a crash) gets a `-1`, `-2` suffix.
-    """
-    link = Path(link)
-    parent = link.parent
+def numbered_directory(stem: str | Path, number: Sequence[int]) -> Iterator[Path]:
+    """Yield a scratch folder that becomes `<stem>-<number>`; then the older numbered folders (and a
+    leftover `stem` entry of earlier versions of sharcs) are deleted. A number already taken (saved
+    before a crash) gets a `-1`, `-2` suffix, so a save never renames over a complete folder."""
+    stem = Path(stem)
+    parent = stem.parent
     parent.mkdir(parents=True, exist_ok=True)
-    remove_scratch(parent, rf"{re.escape(link.name)}(?:-\d+)*")
-    name = f"{link.name}-" + "-".join(str(int(n)) for n in version)
+    remove_scratch(parent, rf"{re.escape(stem.name)}(?:-\d+)*")
+    name = f"{stem.name}-" + "-".join(str(int(n)) for n in number)
     final, taken = parent / name, 0
     while final.exists() or final.is_symlink():
         taken += 1
         final = parent / f"{name}-{taken}"
-    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent))
-    try:
+    with _scratch_for(final) as scratch:
         yield scratch
+        _fsync_tree(scratch)
         os.replace(scratch, final)
-    finally:
-        _remove(scratch)
-    pointer = parent / f".{link.name}.{uuid.uuid4().hex[:8]}.tmp"
-    os.symlink(final.name, pointer, target_is_directory=True)
-    if link.is_dir() and not link.is_symlink():
-        _discard(link)  # a plain folder cannot be replaced by a rename; the new version is complete
-    os.replace(pointer, link)
-    for _, old in _versions(link):
+        _fsync(parent)
+    for _, old in _numbered(stem):
         if old != final:
-            _discard(old)
+            _remove(old)
+    if stem.is_symlink() or stem.exists():
+        _remove(stem)
 
 
-def remove_versions(link: str | Path) -> None:
-    """Delete `link`, every `<link>-<version>` folder and their scratch entries."""
-    link = Path(link)
-    if link.is_dir() and not link.is_symlink():
-        _discard(link)
-    elif link.is_symlink() or link.exists():
-        link.unlink()
-    for _, old in _versions(link):
-        _discard(old)
-    remove_scratch(link.parent, rf"{re.escape(link.name)}(?:-\d+)*")
+def remove_numbered(stem: str | Path) -> None:
+    """Delete every `<stem>-<number>` folder, `stem` itself and their scratch entries."""
+    stem = Path(stem)
+    for _, old in _numbered(stem):
+        _remove(old)
+    if stem.is_symlink() or stem.exists():
+        _remove(stem)
+    remove_scratch(stem.parent, rf"{re.escape(stem.name)}(?:-\d+)*")
+
+
+def remove_tree(path: str | Path) -> None:
+    """Delete a folder saved by `atomic_directory`, with its scratch and parked copies."""
+    path = Path(path)
+    _remove(path)
+    remove_scratch(path.parent, re.escape(path.name))
+    remove_scratch(path.parent, re.escape(path.name), suffix="old")

@@ -37,7 +37,7 @@ def option(
         "show_default": show_default,
         "cli": cli,
     }
-    return dataclasses.field(default=default, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)  # default MISSING: a required option
 
 
 @dataclass
@@ -62,7 +62,9 @@ class TrainingArguments:
         show_default=False,
     )
     weight_decay: float = option(0.01, "AdamW weight decay", metavar="X")
-    warmup_ratio: float = option(0.1, "share of each schedule spent warming the learning rate up", metavar="X")
+    warmup_ratio: float = option(
+        0.1, "share of each schedule spent warming the learning rate up", metavar="X"
+    )
     max_grad_norm: float = option(1.0, "clip the gradient norm to this; 0: no clipping", metavar="X")
     seed: int = option(42, "seed of the data order, the new head and the held-out split", metavar="N")
     label_range: float | None = option(None, "max - min label, for regression confidences", cli=False)
@@ -81,7 +83,7 @@ class TrainingArguments:
     )
     distill_hidden: bool = option(
         False,
-        "with --distill-narrow, --recipe sandwich or --method cascade: also match each narrower width's "
+        "with --distill-narrow or --method cascade: also match each narrower width's "
         "layer outputs to the wider width's (MSE on the channels the narrow width keeps; beyond the paper)",
         show_default=False,
     )
@@ -126,18 +128,27 @@ class TrainingArguments:
         if self.weight_decay < 0:
             raise SharcsError(f"must be >= 0, got {self.weight_decay}", option="weight_decay")
         if self.max_grad_norm < 0:
-            raise SharcsError(f"must be >= 0 (0: no clipping), got {self.max_grad_norm}", option="max_grad_norm")
+            raise SharcsError(
+                f"must be >= 0 (0: no clipping), got {self.max_grad_norm}", option="max_grad_norm"
+            )
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise SharcsError(f"must lie in [0, 1), got {self.warmup_ratio}", option="warmup_ratio")
         if not 0.0 <= self.narrow_label_weight <= 1.0:
-            raise SharcsError(f"must lie in [0, 1], got {self.narrow_label_weight}", option="narrow_label_weight")
+            raise SharcsError(
+                f"must lie in [0, 1], got {self.narrow_label_weight}", option="narrow_label_weight"
+            )
         if self.recipe not in RECIPES:
             raise SharcsError(f"must be sandwich or paper, got {self.recipe!r}", option="recipe")
         if self.hardness_from not in HARDNESS_SOURCES:
-            raise SharcsError(f"must be routed or narrowest, got {self.hardness_from!r}", option="hardness_from")
+            raise SharcsError(
+                f"must be routed or narrowest, got {self.hardness_from!r}", option="hardness_from"
+            )
         if not 0.0 <= self.select_tolerance < 1.0:
             raise SharcsError(f"must lie in [0, 1), got {self.select_tolerance}", option="select_tolerance")
         if self.save_every_steps < 0:
             raise SharcsError(f"must be >= 0, got {self.save_every_steps}", option="save_every_steps")
         if self.hardness_from == "narrowest" and not self.distill_narrow:
-            raise SharcsError("--hardness-from narrowest needs --distill-narrow")
+            raise SharcsError(
+                "narrowest needs distill_narrow (it runs the narrowest width on every batch)",
+                option="hardness_from",
+            )

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 class TrainingHooks:
     """The default: every sample in one bucket, the model's own loss, no state of its own."""
 
+    records_steps = False  # whether `batch_loss` returns values to `record` (then gathered every step)
+
     def __init__(self, model: AdaptiveModel, args: TrainingArguments, num_samples: int) -> None:
         self.model = model
         self.args = args

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sharcs.errors import SharcsError
-from sharcs.methods.registry import get_method
-from sharcs.methods.sharcs.config import check_budget
+from sharcs.methods.registry import METHODS, get_method
+from sharcs.methods.sharcs.config import NORM_INITS, check_budget
 from sharcs.modeling.packaged import MINILM
 from sharcs.storage.run_folder import RUN_CONFIG, read_run_config
+from sharcs.training.arguments import TrainingArguments, option
 
 if TYPE_CHECKING:
     import torch
@@ -54,69 +55,143 @@ def parse_names(text: str | Sequence[str], option: str) -> tuple[str, ...]:
     return names
 
 
-@dataclass
-class TrainOptions:
-    """Everything `sharcs train` accepts; the field names are the option names (lr -> --lr).
+@dataclass(kw_only=True)
+class TrainOptions(TrainingArguments):
+    """Everything `sharcs train` accepts: the training loop's options (TrainingArguments) and the data,
+    model and method of the run. Each field is declared once, with its help text (`option`); the
+    command line's option is the field name spelled with dashes (held_out_fraction -> --held-out-fraction).
 
-    Give either `task` (a GLUE name) or `train_file` + `validation_file` (+ `text_columns`).
-    `method`: "sharcs"; "cascade" (beyond the paper: SHARCS's widths without a router; every sample
-    trains at full width and, distilled from it, at each narrower width; inference runs the narrowest
-    width and re-runs at full width the samples less confident than `cascade_confidence`); or a
-    baseline on the same harness: "full" (plain fine-tuning), "fixed" (K full
-    layers, then every sample at `fixed_width`), "random" (SHARCS's architecture routed at random with
-    `width_shares`), "dynabert" (heads and FFN narrowed to each of `widths`), "deebert" (entropy exit at
-    `entropy_threshold`) or "pabee" (patience exit at `patience`).
-    `adaptive_layer` None: a third of the model's layers, rounded, at least 1. `threshold` None: 0.6
-    for two widths (more widths need one descending threshold per width boundary). `router_lr` None:
-    the router trains at `lr`. `keep_checkpoint`: keep checkpoint/ and best/ (the training state) when
-    the run finishes; by default a finished run keeps only its model and metrics.
+    Give either `task` (a GLUE name) or `train_file` + `validation_file` (+ `text_columns`). The methods
+    are those of sharcs.methods.registry.
     """
 
-    output_dir: str
-    task: str | None = None
-    train_file: str | None = None
-    validation_file: str | None = None
-    text_columns: tuple[str, ...] | None = None
-    label_column: str = "label"
-    regression: bool = False
-    encoding: str = "utf-8"
-    data_dir: str | None = None
-    model: str = MINILM
-    method: str = "sharcs"
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 5e-5
-    router_lr: float | None = None
-    router_loss_in_warmup: bool = False
-    distill_narrow: bool = False
-    distill_hidden: bool = False
-    hardness_from: str = "routed"
-    select_tolerance: float = 0.0
-    recipe: str = "sandwich"
-    flops_budget: float = 0.5
-    narrow_label_weight: float = 0.5
-    max_seq_length: int = 128
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    widths: tuple[float, ...] = (0.25, 1.0)
-    adaptive_layer: int | None = None
-    threshold: float | tuple[float, ...] | None = None
-    window: int = 2
-    router_hidden_size: int = 1024
-    norm_init: str = "copy"
-    keep_residual: bool | None = None  # None: on for --method sharcs --recipe sandwich, else off
-    fixed_width: float = 0.25
-    width_shares: tuple[float, ...] | None = None
-    cascade_confidence: float = 0.9
-    entropy_threshold: float = 0.3
-    patience: int = 2
-    held_out_fraction: float = 0.1
-    seed: int = 42
-    save_every_steps: int = 0
-    keep_checkpoint: bool = False
-    device: str = "auto"
+    output_dir: str = option(
+        dataclasses.MISSING, "folder for the model, logs and checkpoints", metavar="DIR", group="run"
+    )
+    task: str | None = option(
+        None, "GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte", metavar="NAME", group="data"
+    )
+    data_dir: str | None = option(
+        None,
+        "folder holding SST-2/, MRPC/, ... (default: $SHARCS_GLUE_DIR, else the Hugging Face hub)",
+        metavar="DIR",
+        group="data",
+        show_default=False,
+    )
+    train_file: str | None = option(
+        None, "your training data: .csv, .tsv or .jsonl (instead of --task)", metavar="FILE", group="data"
+    )
+    validation_file: str | None = option(
+        None, "your dev data, same format; the metrics are reported on it", metavar="FILE", group="data"
+    )
+    text_columns: tuple[str, ...] | None = option(
+        None, "text column, or two comma-separated for sentence pairs", metavar="COL[,COL2]", group="data"
+    )
+    label_column: str = option("label", "label column of your files", metavar="COL", group="data")
+    regression: bool = option(False, "the labels are numbers", group="data", show_default=False)
+    encoding: str = option(
+        "utf-8",
+        "text encoding of --train-file and --validation-file, e.g. latin-1",
+        metavar="NAME",
+        group="data",
+    )
+    max_train_samples: int | None = option(
+        None, "use only the first N training samples", metavar="N", group="data", show_default=False
+    )
+    max_eval_samples: int | None = option(
+        None, "use only the first N dev samples", metavar="N", group="data", show_default=False
+    )
+    max_seq_length: int = option(128, "truncate inputs to N tokens", metavar="N", group="data")
+    held_out_fraction: float = option(
+        0.1,
+        "fraction of the training data held out to choose the best epoch (and, for --recipe sandwich, to "
+        "fit the router and the budget); 0 keeps the last epoch",
+        metavar="F",
+        group="data",
+    )
+    model: str = option(
+        MINILM,
+        "'minilm-l6' (the packaged all-MiniLM-L6-v2), a model folder, a hub id, or a finished sharcs run "
+        "whose full width to start from (e.g. a --method full run, to train a cascade from it)",
+        metavar="NAME_OR_DIR",
+        group="model",
+    )
+    method: str = option(
+        "sharcs",
+        "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()),
+        choices=tuple(METHODS),
+        group="model",
+    )
+    widths: tuple[float, ...] = option(
+        (0.25, 1.0), "ascending widths ending at 1.0", metavar="W1,W2,...", group="model"
+    )
+    adaptive_layer: int | None = option(
+        None,
+        "K: full-width layers before the router, 0 or more (default: a sixth of the layers for --recipe "
+        "sandwich, a third otherwise, at least 1)",
+        metavar="K",
+        group="model",
+        show_default=False,
+    )
+    threshold: float | tuple[float, ...] | None = option(
+        None,
+        "--recipe paper: confidence threshold for the narrow width; with more widths one per boundary, "
+        "descending (default: 0.6 for two widths)",
+        metavar="T[,T2,...]",
+        group="model",
+        show_default=False,
+    )
+    window: int = option(
+        2, "--recipe paper: epochs of confidence history behind each label", metavar="E", group="model"
+    )
+    router_hidden_size: int = option(1024, "router MLP size", metavar="N", group="model")
+    norm_init: str = option(
+        "copy", "per-width LayerNorms: copied from the model or fresh", choices=NORM_INITS, group="model"
+    )
+    keep_residual: bool | None = option(
+        None,
+        "after the router keep the residual stream at full width and narrow only heads and FFN (beyond "
+        "the paper; DynaBERT-style slicing); default: on for --recipe sandwich, off otherwise",
+        group="model",
+        show_default=False,
+    )
+    fixed_width: float = option(0.25, "width of --method fixed", metavar="W", group="model")
+    width_shares: tuple[float, ...] | None = option(
+        None,
+        "--method random: the probability of each width, e.g. the shares a trained router gives "
+        "(default: equal)",
+        metavar="P1,P2,...",
+        group="model",
+        show_default=False,
+    )
+    cascade_confidence: float = option(
+        0.9,
+        "--method cascade: re-run at full width the samples whose top class probability at the narrowest "
+        "width is below C (evaluate --cascade changes it later)",
+        metavar="C",
+        group="model",
+    )
+    entropy_threshold: float = option(
+        0.3, "--method deebert: exit when the prediction entropy is below S", metavar="S", group="model"
+    )
+    patience: int = option(2, "--method pabee: exit after P exits in a row agree", metavar="P", group="model")
+    flops_budget: float = option(
+        0.5,
+        "--recipe sandwich: mean FLOPs per sample as a fraction of the full model's, e.g. 0.5 for 2x "
+        "fewer; calibrated on held-out training data (evaluate/predict --flops-budget changes it later)",
+        metavar="B",
+    )
+    device: str = option("auto", "auto, cpu or cuda[:N]", metavar="DEVICE")
+    keep_checkpoint: bool = option(
+        False,
+        "keep checkpoint/ and best/ (the optimizer and training state) when the run finishes (default: a "
+        "finished run keeps only model/ and its metrics)",
+        group="run",
+        show_default=False,
+    )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.output_dir = str(self.output_dir)
         self.widths = parse_floats(self.widths, "--widths")
         if self.width_shares is not None:
@@ -177,11 +252,12 @@ class TrainOptions:
                 )
             if self.encoding != "utf-8":
                 raise SharcsError("--encoding is for --train-file runs; the GLUE TSV files are UTF-8")
-        from sharcs.data.loading import check_encoding  # no torch, transformers or datasets
+        from sharcs.data.examples import check_encoding  # no torch, transformers or datasets
 
         check_encoding(self.encoding)
         get_method(self.method)
-        for name in ("epochs", "batch_size", "max_seq_length", "window", "router_hidden_size"):
+        self.check_training()
+        for name in ("max_seq_length", "window", "router_hidden_size"):
             if getattr(self, name) < 1:
                 raise SharcsError(f"{option_name(name)}: must be at least 1, got {getattr(self, name)}")
         for name in ("max_train_samples", "max_eval_samples"):
@@ -190,22 +266,10 @@ class TrainOptions:
                 raise SharcsError(f"{option_name(name)}: must be at least 1, got {value}")
         if self.adaptive_layer is not None and self.adaptive_layer < 0:
             raise SharcsError(f"--adaptive-layer: must be at least 0, got {self.adaptive_layer}")
-        for name in ("lr", "router_lr"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise SharcsError(f"{option_name(name)}: must be positive, got {value}")
         if not 0.0 <= self.held_out_fraction < 1.0:
             raise SharcsError(f"--held-out-fraction: must lie in [0, 1), got {self.held_out_fraction}")
-        if not 0.0 <= self.select_tolerance < 1.0:
-            raise SharcsError(f"--select-tolerance: must lie in [0, 1), got {self.select_tolerance}")
-        if self.hardness_from not in ("routed", "narrowest"):
-            raise SharcsError(f"--hardness-from: must be routed or narrowest, got {self.hardness_from!r}")
         if self.method != "sharcs" and (self.distill_narrow or self.hardness_from != "routed"):
             raise SharcsError("--distill-narrow and --hardness-from are for --method sharcs")
-        if self.recipe not in ("sandwich", "paper"):
-            raise SharcsError(f"--recipe: must be sandwich or paper, got {self.recipe!r}")
-        if not 0.0 <= self.narrow_label_weight <= 1.0:
-            raise SharcsError(f"--narrow-label-weight: must lie in [0, 1], got {self.narrow_label_weight}")
         check_budget(self.flops_budget)
         if self.method == "sharcs" and self.recipe == "sandwich":
             if self.distill_narrow or self.hardness_from != "routed":
@@ -229,18 +293,15 @@ class TrainOptions:
                 "trains once the confidence window is full, so it would never train; use more epochs, "
                 "a smaller --window, or --recipe sandwich"
             )
-        if self.keep_residual and self.method not in ("sharcs", "cascade", "fixed", "random"):
-            raise SharcsError("--keep-residual is for --method sharcs, cascade, fixed or random")
+        if self.keep_residual and not get_method(self.method).keeps_residual:
+            names = ", ".join(m.name for m in METHODS.values() if m.keeps_residual)
+            raise SharcsError(f"--keep-residual is for --method {names}")
         if not 0.0 <= self.cascade_confidence <= 1.0:
             raise SharcsError(f"--cascade-confidence: must lie in [0, 1], got {self.cascade_confidence}")
-        if self.hardness_from == "narrowest" and not self.distill_narrow:
-            raise SharcsError("--hardness-from narrowest needs --distill-narrow")
         if self.distill_hidden and not (self.distill_narrow or self.method == "cascade"):
             raise SharcsError(
                 "--distill-hidden needs --method cascade, or --method sharcs with --distill-narrow"
             )
-        if self.save_every_steps < 0:
-            raise SharcsError(f"--save-every-steps: must be >= 0, got {self.save_every_steps}")
         if check_device:
             pick_device(self.device)
 
@@ -266,3 +327,9 @@ def load_train_options(run_dir: str | Path) -> TrainOptions:
         return TrainOptions.from_dict(read_run_config(run_dir)["options"])
     except TypeError as error:
         raise SharcsError(f"{Path(run_dir) / RUN_CONFIG}: bad options ({error})") from None
+
+
+def training_arguments(options: TrainOptions, label_range: float | None) -> TrainingArguments:
+    """The training loop's share of `options` (the fields TrainingArguments declares)."""
+    values = {f.name: getattr(options, f.name) for f in dataclasses.fields(TrainingArguments)}
+    return TrainingArguments(**{**values, "label_range": label_range})

@@ -28,20 +28,14 @@ from sharcs.methods.sharcs.model import has_router, is_cascade
 from sharcs.modeling.adaptive import AdaptiveModel
 from sharcs.modeling.packaged import resolve_model_path
 from sharcs.modeling.pretrained import pad_id
-from sharcs.storage.files import atomic_write_text, remove_versions
+from sharcs.storage.files import atomic_write_text, remove_tree
 from sharcs.storage.lock import LOCK_NAME, OutputLock
 from sharcs.storage.run_folder import MODEL_DIR, RUN_CONFIG
 from sharcs.training import distributed
 from sharcs.training.build import build_model
-from sharcs.training.options import TrainOptions, load_train_options, pick_device
-from sharcs.training.trainer import (
-    BEST_DIR,
-    HISTORY_NAME,
-    Trainer,
-    TrainingArguments,
-    find_checkpoint,
-    remove_training_state,
-)
+from sharcs.training.checkpoints import BEST_DIR, find_checkpoint, remove_training_state
+from sharcs.training.options import TrainOptions, load_train_options, pick_device, training_arguments
+from sharcs.training.trainer import HISTORY_NAME, Trainer
 
 RESULTS_NAME = "results.json"
 LOG_NAME = "train.log"
@@ -183,22 +177,7 @@ def _train(
         tokenize_counted(data.held_out, tokenizer, options.max_seq_length) if data.held_out else (None, 0)
     )
     dev_data, dev_cut = tokenize_counted(data.dev, tokenizer, options.max_seq_length)
-    args = TrainingArguments(
-        epochs=options.epochs,
-        batch_size=options.batch_size,
-        learning_rate=options.lr,
-        router_learning_rate=options.router_lr,
-        router_loss_in_warmup=options.router_loss_in_warmup,
-        distill_narrow=options.distill_narrow,
-        distill_hidden=options.distill_hidden,
-        hardness_from=options.hardness_from,
-        recipe=options.recipe,
-        narrow_label_weight=options.narrow_label_weight,
-        select_tolerance=options.select_tolerance,
-        seed=options.seed,
-        label_range=label_range(data.train) if info.is_regression else None,
-        save_every_steps=options.save_every_steps,
-    )
+    args = training_arguments(options, label_range(data.train) if info.is_regression else None)
     eval_batch = max(64, options.batch_size)
     narrowest = min(model.config.widths) if has_router(model) or is_cascade(model) else None
 
@@ -262,7 +241,7 @@ def _train(
     if main and not resume:
         # an --overwrite must never resume, report or serve the old run
         remove_training_state(out)
-        remove_versions(out / MODEL_DIR)
+        remove_tree(out / MODEL_DIR)
         for name in (RESULTS_NAME, HISTORY_NAME):
             (out / name).unlink(missing_ok=True)
         run_config = {

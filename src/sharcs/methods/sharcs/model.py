@@ -12,9 +12,9 @@ the router (only heads and FFN units narrow), so there is no down- or up-project
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 
 from sharcs.errors import SharcsError
 from sharcs.methods.sharcs.config import DEFAULT_TAUS, SharcsConfig, width_key
+from sharcs.methods.sharcs.recipes import SharcsTraining
 from sharcs.methods.sharcs.router import Router, choose_widths
 from sharcs.modeling.adaptive import (
     AdaptiveModel,
@@ -30,7 +31,6 @@ from sharcs.modeling.adaptive import (
     Setting,
     embed,
     sdpa_mask,
-    task_loss,
     trim_padding,
 )
 from sharcs.modeling.architectures import get_module
@@ -42,6 +42,10 @@ from sharcs.modeling.layers import (
     layer_forward,
     make_norm,
 )
+from sharcs.modeling.losses import task_loss
+
+if TYPE_CHECKING:
+    from sharcs.training.arguments import TrainingArguments
 
 
 @dataclass
@@ -57,6 +61,9 @@ class SharcsOutput(RoutedOutput):
         return self.routes
 
 
+INFERENCE_FIELDS = ("routing", "tau", "cascade_confidence")  # what calibration may change
+
+
 @dataclass
 class _WidthWeights:
     layers: list[SlicedWeights]
@@ -64,21 +71,6 @@ class _WidthWeights:
 
     def contiguous(self) -> _WidthWeights:
         return _WidthWeights([w.contiguous() for w in self.layers], self.head.detach().contiguous())
-
-
-def hidden_distillation_loss(
-    student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], attention_mask: torch.Tensor
-) -> torch.Tensor:
-    """Mean over layers of the mean squared difference between each student layer output and the
-    teacher's, over real tokens. The student keeps w*d channels when it narrows the residual stream:
-    it is compared with the teacher's first w*d channels, those that the shared sliced weights read.
-    The states are trimmed as `SharcsModel.forward(output_hidden_states=True)` returns them."""
-    mask = attention_mask[:, attention_mask.bool().any(0)].unsqueeze(-1).to(student[0].dtype)
-    losses = [
-        ((s - t[..., : s.shape[-1]]) ** 2 * mask).sum() / (mask.sum() * s.shape[-1])
-        for s, t in zip(student, teacher, strict=True)
-    ]
-    return torch.stack(losses).mean()
 
 
 class SharcsModel(AdaptiveModel):
@@ -252,6 +244,17 @@ class SharcsModel(AdaptiveModel):
         from sharcs.modeling.flops import sharcs_flops
 
         return sharcs_flops(self, route, length, forced)
+
+    def training_hooks(self, args: TrainingArguments, num_samples: int) -> SharcsTraining:
+        """SHARCS's recipes: width buckets, narrower widths distilled, hardness labels (recipes.py)."""
+        return SharcsTraining(self, args, num_samples)
+
+    def same_structure(self, config: Any) -> bool:
+        """Equal but for the inference rule, which the sandwich recipe calibrates after each epoch."""
+        if not isinstance(config, SharcsConfig):
+            return False
+        keep = {name: getattr(self.config, name) for name in INFERENCE_FIELDS}
+        return dataclasses.replace(config, **keep) == self.config
 
     def curve_settings(self, taus: tuple[float, ...] = DEFAULT_TAUS) -> list[Setting]:
         """A routed model: its own rule, each tau and each forced width; a cascade: its rule and each

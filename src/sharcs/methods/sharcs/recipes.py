@@ -13,16 +13,18 @@ its router-free baselines.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sharcs.errors import SharcsError
 from sharcs.methods.sharcs.hardness import HardnessLabeler, confidence
-from sharcs.methods.sharcs.model import SharcsModel, hidden_distillation_loss
-from sharcs.modeling.adaptive import distillation_loss, task_loss
+from sharcs.modeling.losses import distillation_loss, hidden_distillation_loss, task_loss
 from sharcs.training.arguments import TrainingArguments
 from sharcs.training.hooks import TrainingHooks
+
+if TYPE_CHECKING:
+    from sharcs.methods.sharcs.model import SharcsModel
 
 
 class SharcsTraining(TrainingHooks):
@@ -34,6 +36,7 @@ class SharcsTraining(TrainingHooks):
         self.labeler: HardnessLabeler | None = None  # hardness labels: the paper recipe with a router
         if config.uses_router and args.recipe == "paper":
             self.labeler = HardnessLabeler(num_samples, config.confidence_intervals, config.window)
+            self.records_steps = True
         elif args.distill_narrow:
             raise SharcsError(
                 "distill_narrow is for the paper recipe of SHARCS models with a router (routing argmax or "
