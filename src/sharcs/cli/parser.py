@@ -58,14 +58,15 @@ def add_declared_options(parser: argparse.ArgumentParser, cls: type) -> dict[str
             continue
         flag = "--" + field.name.replace("_", "-")
         required = field.default is dataclasses.MISSING
-        text = meta["help"]
+        text = meta["help"]() if callable(meta["help"]) else meta["help"]
         if meta["show_default"] and not required and field.default is not None:
             text = f"{text} {_default_text(field.default)}"
         kwargs: dict[str, Any] = {"help": text, "default": None}
         if str(field.type).startswith("bool"):
             kwargs["action"] = argparse.BooleanOptionalAction if field.default is None else "store_true"
         else:
-            kwargs.update(type=_type_of(field), choices=meta["choices"], metavar=meta["metavar"])
+            choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+            kwargs.update(type=_type_of(field), choices=choices, metavar=meta["metavar"])
         if required:
             kwargs["required"] = True
         groups[meta["group"]].add_argument(flag, **kwargs)

@@ -2,8 +2,9 @@
 
 A method is a module (or folder) under `sharcs.methods` with a model class (an `AdaptiveModel`) and a
 preset: `preset(options, base, num_layers) -> AdaptiveModel` wraps a Hugging Face classifier as
-`sharcs train --method NAME` asks. Registering it is one entry in `METHODS` below; the command line's
-choices, saving and loading and the parametrized tests are driven from it. The table names the homes
+`sharcs train --method NAME` asks. Registering it is one entry in `METHODS` below (or, for a method of
+your own, one `register_method` call); the command line's choices, saving and loading and the
+parametrized tests are driven from it. The table names the homes
 as strings, so reading it (the command line's option checks) imports no torch.
 
 Several methods may share one model class: SHARCS, the cascade and the router-free baselines are all
@@ -106,8 +107,21 @@ METHODS: dict[str, Method] = {
 }
 
 
+def register_method(method: Method) -> None:
+    """Add a method (e.g. from your own module, as examples/shallow_method.py does): it becomes a
+    `--method` choice of a parser built afterwards, and `sharcs.load_model` loads its folders."""
+    if method.name in METHODS:
+        raise SharcsError(f"method {method.name!r} is already registered")
+    METHODS[method.name] = method
+
+
 def method_names() -> tuple[str, ...]:
     return tuple(METHODS)
+
+
+def methods_help() -> str:
+    """The `--method` help: every registered method with its summary."""
+    return "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
 
 
 def get_method(name: str) -> Method:

@@ -1,11 +1,16 @@
 """Where each supported Hugging Face encoder keeps its layers, norms and task head.
 
 One small table per layout, keyed by `model_type` (as peft does), instead of branches spread through
-the code. A model whose type is not listed but whose modules have one of these layouts is accepted too.
+the code. Only the registered types are accepted: a model whose type is not in `LAYOUTS` is refused,
+even when its modules look like a registered layout's, since a look-alike may compute another function
+(relative positions, a projected embedding, ...). Each registered layout is checked by the tests to
+reproduce its Hugging Face model exactly at full width; `register_layout` adds one (see
+examples/electra_backbone.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
@@ -44,6 +49,18 @@ class Layout:
     num_heads: str = "num_attention_heads"
     ffn_size: str = "intermediate_size"
     num_layers: str = "num_hidden_layers"
+    # what this layout cannot run exactly for a given model (e.g. a config option it does not
+    # implement): a reason to refuse the model, or None
+    problem: Callable[[nn.Module], str | None] | None = None
+
+
+def absolute_positions_only(model: nn.Module) -> str | None:
+    """BERT-family models may use relative position embeddings inside attention, which the width-sliced
+    attention does not compute."""
+    kind = getattr(model.config, "position_embedding_type", "absolute")
+    if kind not in (None, "absolute"):
+        return f"position_embedding_type {kind!r} is not supported (only 'absolute')"
+    return None
 
 
 _BERT_LAYER = dict(
@@ -64,6 +81,7 @@ _BERT_LAYER = dict(
 
 BERT = Layout(
     **_BERT_LAYER,
+    problem=absolute_positions_only,
     head_dense="{base}.pooler.dense",
     head_act="tanh",
     head_dropout="dropout",
@@ -74,6 +92,7 @@ BERT = Layout(
 
 ROBERTA = Layout(
     **_BERT_LAYER,
+    problem=absolute_positions_only,
     head_dense="classifier.dense",
     head_act="tanh",
     head_dropout="classifier.dropout",
@@ -125,6 +144,31 @@ def get_module(root: nn.Module, path: str) -> nn.Module:
     return module
 
 
+def register_layout(model_type: str, layout: Layout) -> None:
+    """Accept models of `model_type` with `layout` (an error if the type has one already)."""
+    if model_type in LAYOUTS:
+        raise SharcsError(f"model type {model_type!r} already has a layout")
+    LAYOUTS[model_type] = layout
+
+
+def find_layout(model: nn.Module) -> Layout:
+    """The registered layout of a sequence-classification model's type; a SharcsError names the supported
+    types for any other, and the reason for a registered type this model's config cannot run exactly."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    layout = LAYOUTS.get(model_type) if isinstance(model_type, str) else None
+    if layout is None or not _fits(model, layout):
+        supported = ", ".join(sorted(LAYOUTS))
+        what = "has an unexpected module structure" if layout is not None else "is not supported"
+        raise SharcsError(
+            f"model type {model_type!r} ({type(model).__name__}) {what}: sharcs wraps "
+            f"*ForSequenceClassification models of type {supported}"
+        )
+    problem = layout.problem(model) if layout.problem is not None else None
+    if problem is not None:
+        raise SharcsError(f"model type {model_type!r}: {problem}")
+    return layout
+
+
 def _fits(model: nn.Module, layout: Layout) -> bool:
     try:
         first = get_module(model.base_model, layout.layers)[0]
@@ -139,18 +183,3 @@ def _fits(model: nn.Module, layout: Layout) -> bool:
         )
     except (AttributeError, IndexError, TypeError):
         return False
-
-
-def find_layout(model: nn.Module) -> Layout:
-    """The layout of a sequence-classification model: by model_type, else by its module structure."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    candidates = [LAYOUTS[model_type]] if model_type in LAYOUTS else []
-    candidates += [layout for layout in (BERT, ROBERTA, DISTILBERT) if layout not in candidates]
-    for layout in candidates:
-        if _fits(model, layout):
-            return layout
-    supported = ", ".join(sorted(LAYOUTS))
-    raise SharcsError(
-        f"model type {model_type!r} ({type(model).__name__}) is not supported: sharcs wraps "
-        f"*ForSequenceClassification models of type {supported}, or encoders with the same layer structure"
-    )

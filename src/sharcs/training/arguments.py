@@ -8,6 +8,7 @@ is their `asdict`, and the library takes the dataclasses as they are. Imports no
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,16 +20,17 @@ HARDNESS_SOURCES = ("routed", "narrowest")
 
 def option(
     default: Any,
-    help: str,
+    help: str | Callable[[], str],
     *,
     metavar: str | None = None,
-    choices: tuple[str, ...] | None = None,
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
     group: str = "training",
     show_default: bool = True,
     cli: bool = True,
 ) -> Any:
-    """A dataclass field that is also a command-line option (`--name-with-dashes`). `show_default`
-    False: the help text says the default itself; `cli` False: a field the command line does not set."""
+    """A dataclass field that is also a command-line option (`--name-with-dashes`). `help` and `choices`
+    may be functions, read when a parser is built (e.g. the registered methods); `show_default` False:
+    the help text says the default itself; `cli` False: a field the command line does not set."""
     metadata = {
         "help": help,
         "metavar": metavar,

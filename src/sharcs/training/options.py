@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sharcs.errors import SharcsError
-from sharcs.methods.registry import METHODS, get_method
+from sharcs.methods.registry import METHODS, get_method, method_names, methods_help
 from sharcs.methods.sharcs.config import NORM_INITS, check_budget
 from sharcs.modeling.packaged import MINILM
 from sharcs.storage.run_folder import RUN_CONFIG, read_run_config
@@ -118,8 +118,8 @@ class TrainOptions(TrainingArguments):
     )
     method: str = option(
         "sharcs",
-        "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()),
-        choices=tuple(METHODS),
+        methods_help,
+        choices=method_names,
         group="model",
     )
     widths: tuple[float, ...] = option(
