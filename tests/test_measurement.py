@@ -13,7 +13,8 @@ from sharcs.inference.predict import predict
 from sharcs.measure.bench import benchmark, format_report, own_full_setting, spread
 from sharcs.measure.curve import pareto_front, plot_curves, share_taus, sweep, write_curves
 from sharcs.measure.evaluation import evaluate_model
-from sharcs.modeling.flops import measure_flops, predicted_speedup, sharcs_flops
+from sharcs.methods.sharcs.flops import predicted_speedup, sharcs_flops
+from sharcs.modeling.flops import measure_flops
 
 
 @pytest.mark.parametrize("widths", [(0.25, 1.0), (0.25, 0.5, 0.75, 1.0)])

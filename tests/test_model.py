@@ -9,7 +9,8 @@ from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from sharcs import SharcsConfig, SharcsError, SharcsModel, get_sharcs_model
 from sharcs.methods.sharcs.config import width_key
-from sharcs.modeling.flops import layer_flops, measure_flops, sharcs_flops
+from sharcs.methods.sharcs.flops import sharcs_flops
+from sharcs.modeling.flops import layer_flops, measure_flops
 from sharcs.modeling.losses import hidden_distillation_loss
 
 

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 
 class SharcsError(ValueError):
     """A problem with the user's input (config, data, files or checkpoints), not a bug in sharcs.
 
     `option`: the config field or option the problem is about (e.g. "widths"). The message then reads
     "widths: ..." in the library and `command_line()` reads "--widths: ..." on the command line, where
-    every field of a config is spelled as an option.
+    every field of a config is spelled as an option. Other fields such a message names are written
+    `{field_name}`: "distill_narrow" in the library, "--distill-narrow" on the command line.
     """
 
     def __init__(self, message: str, option: str | None = None):
-        super().__init__(f"{option}: {message}" if option else message)
         self.option = option
         self.detail = message
+        super().__init__(self._spelled(lambda name: name))
 
     def command_line(self) -> str:
-        """The message with its field spelled as the command-line option that sets it."""
+        """The message with its fields spelled as the command-line options that set them."""
+        return self._spelled(lambda name: "--" + name.replace("_", "-"))
+
+    def _spelled(self, spell: Callable[[str], str]) -> str:
         if self.option is None:
-            return str(self)
-        return f"--{self.option.replace('_', '-')}: {self.detail}"
+            return self.detail
+        detail = re.sub(r"\{([a-z_]+)\}", lambda m: spell(m.group(1)), self.detail)
+        return f"{spell(self.option)}: {detail}"
 
 
 def first_line(error: BaseException) -> str:

@@ -190,12 +190,12 @@ def _predict(args: argparse.Namespace) -> int:
         raise SharcsError("give texts as arguments or --file FILE, not both")
 
     from sharcs.inference.stream import batched, input_lines, parse_lines, predict_batch
-    from sharcs.measure.evaluation import check_width, with_routing
+    from sharcs.measure.evaluation import check_width, routing_arguments
     from sharcs.storage.saved_run import load_run
 
     run = load_run(args.dir, args.device)
     check_width(run.model, args.width, args.cascade)  # fail before waiting for stdin
-    with_routing(run.model, args.tau, args.cascade, args.flops_budget)
+    setting = routing_arguments(run.model, args.tau, args.cascade, args.flops_budget)
     pairs = len(run.info.text_columns) if run.info is not None else None
     size = args.batch_size
     with contextlib.ExitStack() as stack:
@@ -218,7 +218,7 @@ def _predict(args: argparse.Namespace) -> int:
         answered = truncated = 0
         try:
             for batch in batched(texts, size):  # each batch is answered as soon as it is read
-                rows, cut = predict_batch(run, batch, args.width, source)
+                rows, cut = predict_batch(run, batch, args.width, source, setting=setting)
                 sys.stdout.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
                 sys.stdout.flush()
                 answered, truncated = answered + len(rows), truncated + cut

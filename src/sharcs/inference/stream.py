@@ -21,7 +21,7 @@ from sharcs.data import Examples, tokenize_counted, validate_texts
 from sharcs.data.examples import decode_lines
 from sharcs.errors import SharcsError
 from sharcs.inference.predict import predict
-from sharcs.measure.evaluation import check_width, with_routing
+from sharcs.measure.evaluation import check_width, routing_arguments
 from sharcs.modeling.pretrained import pad_id
 from sharcs.storage.saved_run import Run
 
@@ -135,9 +135,11 @@ def predict_batch(
     source: str = "input",
     batch_size: int | None = None,
     echo_chars: int | None = ECHO_CHARS,
+    setting: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """The rows of `predict_texts` for some texts (routed as set on `run.model`), and how many of the
-    texts were longer than the run's max_seq_length tokens (and truncated)."""
+    """The rows of `predict_texts` for some texts (routed by the model's rule, or by the inference
+    keywords `setting`, see `routing_arguments`), and how many of the texts were longer than the run's
+    max_seq_length tokens (and truncated)."""
     label_list = run.label_list
     examples = Examples([tuple(t) for t in texts], None, label_list, source)
     if len(examples) == 0:
@@ -150,6 +152,7 @@ def predict_batch(
         batch_size=batch_size or len(examples),
         width=width,
         pad_token_id=pad_id(run.tokenizer),
+        setting=setting,
     )
     rows = []
     for i, text in enumerate(examples.texts):
@@ -183,5 +186,5 @@ def predict_texts(
     if batch_size < 1:
         raise SharcsError(f"--batch-size: must be at least 1, got {batch_size}")
     check_width(run.model, width)
-    with_routing(run.model, tau)
-    return predict_batch(run, texts, width, source, batch_size, echo_chars)[0]
+    setting = routing_arguments(run.model, tau)
+    return predict_batch(run, texts, width, source, batch_size, echo_chars, setting)[0]

@@ -105,14 +105,14 @@ def full_model_pass(
     return run
 
 
-def _runners(model: AdaptiveModel, width: float | None) -> dict[str, Callable[[dict], Any]]:
-    """ "full" (the Hugging Face model), "own_full" (when `own_full_setting` has one) and "sharcs"."""
-    forced = {} if width is None else {"width": width}
+def _runners(model: AdaptiveModel, kwargs: dict[str, Any]) -> dict[str, Callable[[dict], Any]]:
+    """ "full" (the Hugging Face model), "own_full" (when `own_full_setting` has one) and "sharcs" (the
+    model under the inference keywords `kwargs`: a forced width, a tau, a cascade, or {} for its rule)."""
     runners: dict[str, Callable[[dict], Any]] = {"full": lambda batch: model.base(**batch)}
     own = own_full_setting(model)
     if own is not None:
         runners["own_full"] = lambda batch, kwargs=own[1]: model(**batch, **kwargs)
-    runners["sharcs"] = lambda batch: model(**batch, **forced)
+    runners["sharcs"] = lambda batch: model(**batch, **kwargs)
     return runners
 
 
@@ -128,11 +128,11 @@ def machine_info() -> dict:
 
 
 def _latency_timings(
-    model: AdaptiveModel, data: Dataset, width: float | None, samples: int, repeats: int, pad_token_id: int
+    model: AdaptiveModel, data: Dataset, kwargs: dict, samples: int, repeats: int, pad_token_id: int
 ) -> dict[str, list[list[float]]]:
     """Batch-size-1 seconds per runner, per sample, per repeat: times[name][sample][repeat]."""
     batches = _batches(data.select(range(min(samples, len(data)))), 1, pad_token_id)
-    runners = _runners(model, width)
+    runners = _runners(model, kwargs)
     times: dict[str, list[list[float]]] = {name: [] for name in runners}
     with torch.inference_mode():
         for batch in batches[: min(10, len(batches))]:  # warm-up (and the pre-sliced weight cache)
@@ -170,20 +170,20 @@ def _ratio_by_repeat(numerator: list[list[float]], denominator: list[list[float]
 
 
 def latency(
-    model: AdaptiveModel, data: Dataset, width: float | None, samples: int, repeats: int, pad_token_id: int
+    model: AdaptiveModel, data: Dataset, kwargs: dict, samples: int, repeats: int, pad_token_id: int
 ) -> dict[str, dict[str, Any]]:
     """Batch-size-1 latency (seconds) per sample for the full model, the model's own full width (when it
     has one) and SHARCS: mean, p50 and p90 (each sample's best of `repeats`), with their spread."""
-    times = _latency_timings(model, data, width, samples, repeats, pad_token_id)
+    times = _latency_timings(model, data, kwargs, samples, repeats, pad_token_id)
     return {name: _latency_stats(values) for name, values in times.items()}
 
 
 def _throughput_seconds(
-    model: AdaptiveModel, data: Dataset, width: float | None, batch_size: int, repeats: int, pad_token_id: int
+    model: AdaptiveModel, data: Dataset, kwargs: dict, batch_size: int, repeats: int, pad_token_id: int
 ) -> dict[str, list[float]]:
     """Seconds of each repeat's pass over the whole set, per runner."""
     batches = _batches(data, batch_size, pad_token_id)
-    runners = _runners(model, width)
+    runners = _runners(model, kwargs)
     seconds: dict[str, list[float]] = {name: [] for name in runners}
     with torch.inference_mode():
         for run in runners.values():  # warm-up
@@ -195,10 +195,10 @@ def _throughput_seconds(
 
 
 def throughput(
-    model: AdaptiveModel, data: Dataset, width: float | None, batch_size: int, repeats: int, pad_token_id: int
+    model: AdaptiveModel, data: Dataset, kwargs: dict, batch_size: int, repeats: int, pad_token_id: int
 ) -> dict[str, float]:
     """Samples per second over the whole set in batches of `batch_size` (median of `repeats` passes)."""
-    seconds = _throughput_seconds(model, data, width, batch_size, repeats, pad_token_id)
+    seconds = _throughput_seconds(model, data, kwargs, batch_size, repeats, pad_token_id)
     return {name: len(data) / statistics.median(values) for name, values in seconds.items()}
 
 
@@ -222,9 +222,10 @@ def routing_overhead(model: SharcsModel, data: Dataset, samples: int, pad_token_
 
 
 @torch.inference_mode()
-def routed_widths(model: AdaptiveModel, data: Dataset, width: float | None, pad_token_id: int) -> list[float]:
-    """The route each sample takes (its width, or `width` for all; layers run for early exit)."""
-    run = _runners(model, width)["sharcs"]
+def routed_widths(model: AdaptiveModel, data: Dataset, kwargs: dict, pad_token_id: int) -> list[float]:
+    """The route each sample takes under the inference keywords `kwargs` (its width; layers run for
+    early exit)."""
+    run = _runners(model, kwargs)["sharcs"]
     return [r for batch in _batches(data, 128, pad_token_id) for r in run(batch).routes.tolist()]
 
 
@@ -237,8 +238,10 @@ def benchmark(
     repeats: int = 3,
     widths: tuple[float | None, ...] = (None,),
     pad_token_id: int = 0,
+    setting: dict[str, Any] | None = None,
 ) -> dict:
-    """Measure SHARCS (routed, and each forced width in `widths`) against the full model.
+    """Measure SHARCS (routed by its rule, or under the inference keywords `setting`; and each forced
+    width in `widths`) against the full model.
 
     Returns per mode: FLOPs per sample, predicted speed-up (full FLOPs / SHARCS FLOPs), batch-1
     latency p50/p90 and speed-up, throughput and speed-up per batch size, and efficiency =
@@ -250,11 +253,12 @@ def benchmark(
         model.eval()
         report: dict = {"machine": machine_info(), "num_samples": len(data), "modes": {}}
         for width in widths:
-            widths_run = routed_widths(model, data, width, pad_token_id)
+            kwargs = dict(setting or {}) if width is None else {"width": width}
+            widths_run = routed_widths(model, data, kwargs, pad_token_id)
             lengths = [len(ids) for ids in data["input_ids"]]
-            flops, full_flops = average_flops(model, widths_run, lengths, forced=width is not None)
+            flops, full_flops = average_flops(model, widths_run, lengths, width is not None, kwargs)
             predicted = full_flops / flops
-            times = _latency_timings(model, data, width, latency_samples, repeats, pad_token_id)
+            times = _latency_timings(model, data, kwargs, latency_samples, repeats, pad_token_id)
             lat = {name: _latency_stats(values) for name, values in times.items()}
             mode: dict[str, Any] = {
                 "width_share": model.route_share(widths_run),
@@ -282,7 +286,7 @@ def benchmark(
                 mode["own_full"] = None
                 mode["own_full_note"] = f"n/a: a {model.method} model has no own full-width path"
             for size in batch_sizes:
-                seconds = _throughput_seconds(model, data, width, size, repeats, pad_token_id)
+                seconds = _throughput_seconds(model, data, kwargs, size, repeats, pad_token_id)
                 tput = {name: len(data) / statistics.median(values) for name, values in seconds.items()}
                 speedup = tput["sharcs"] / tput["full"]
                 mode["throughput"][str(size)] = {

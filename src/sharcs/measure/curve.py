@@ -15,13 +15,11 @@ the plots mark the full model.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +64,7 @@ def cascade_settings(
     logits = predict(model, data, batch_size, model.config.widths[0], pad_token_id).logits
     confidence = torch.softmax(logits.float(), -1).amax(-1)
     levels = sorted({round(float(torch.quantile(confidence, s)), 6) for s in shares})
-    return [Setting(f"cascade={c:g}", {}, {"routing": "cascade", "cascade_confidence": c}) for c in levels]
+    return [Setting(f"cascade={c:g}", {"cascade": c}) for c in levels]
 
 
 def settings_for(
@@ -124,12 +122,8 @@ def sweep(
     """
     points = []
     for setting in settings if settings is not None else model.curve_settings():
-        with configured(model, setting.config):
-            evaluation = evaluate_model(
-                model, data, metric_names, batch_size, None, pad_token_id, setting.kwargs
-            )
-        point = {"setting": setting.name, "kwargs": dict(setting.kwargs), **evaluation.to_dict()}
-        points.append(point | ({"config": dict(setting.config)} if setting.config else {}))
+        evaluation = evaluate_model(model, data, metric_names, batch_size, None, pad_token_id, setting.kwargs)
+        points.append({"setting": setting.name, "kwargs": dict(setting.kwargs), **evaluation.to_dict()})
     reference = _own_full_reference(model, data, metric_names, points, batch_size, pad_token_id)
     for point in points:
         point["own_full"] = reference
@@ -151,25 +145,13 @@ def _own_full_reference(
     if own is None:
         return None
     name, kwargs = own
-    same = [p for p in points if p["kwargs"] == kwargs and not p.get("config")]
+    same = [p for p in points if p["kwargs"] == kwargs]
     if same:
         metrics, flops = same[0]["metrics"], same[0]["flops_per_sample"]
     else:
         evaluation = evaluate_model(model, data, metric_names, batch_size, None, pad_token_id, kwargs)
         metrics, flops = dict(evaluation.metrics), evaluation.flops_per_sample
     return {"setting": name, "kwargs": dict(kwargs), "metrics": dict(metrics), "flops_per_sample": flops}
-
-
-@contextmanager
-def configured(model: AdaptiveModel, changes: dict[str, Any]) -> Iterator[None]:
-    """Run a block with a setting's config `changes` applied to `model`, then restore its config."""
-    saved = model.config
-    if changes:
-        model.config = dataclasses.replace(saved, **changes)
-    try:
-        yield
-    finally:
-        model.config = saved
 
 
 def _timed(run: Callable[[], object]) -> float:
@@ -198,14 +180,12 @@ def _add_latency(
     for p in points:
         run = predict_pass(p["kwargs"])
         times: dict[str, list[float]] = {"full": [], "own_full": [], "point": []}
-        with configured(model, p.get("config", {})):
-            run()  # warm-up (builds the sliced-weight cache)
+        run()  # warm-up (builds the sliced-weight cache)
         for _ in range(repeats):
             times["full"].append(_timed(full_pass) / n)
             if own_pass is not None:
                 times["own_full"].append(_timed(own_pass) / n)
-            with configured(model, p.get("config", {})):
-                times["point"].append(_timed(run) / n)
+            times["point"].append(_timed(run) / n)
         full, point = statistics.median(times["full"]), statistics.median(times["point"])
         p["seconds_per_sample"], p["full_seconds_per_sample"], p["speedup"] = point, full, full / point
         p["seconds_per_sample_spread"] = spread(times["point"])

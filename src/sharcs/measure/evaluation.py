@@ -8,7 +8,6 @@ FLOPs are analytic (`sharcs.modeling.flops`), per sample at its unpadded length 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from sharcs.data import Examples, compute_metrics, default_metrics, get_task, lo
 from sharcs.data.prepare import TaskInfo, first_samples, load_glue_quietly
 from sharcs.errors import SharcsError
 from sharcs.inference.predict import predict
-from sharcs.methods.sharcs.calibration import recalibrate
+from sharcs.methods.sharcs.calibration import operating_point
 from sharcs.methods.sharcs.model import SharcsModel, cascade_problem, has_trained_router
 from sharcs.modeling.adaptive import AdaptiveModel
 from sharcs.modeling.flops import average_flops
@@ -98,44 +97,43 @@ def evaluate_model(
     routes = out.routes.tolist()
     lengths = [len(ids) for ids in data["input_ids"]]
     forced = width is not None or "width" in (setting or {})
-    routed, full = average_flops(model, routes, lengths, forced)
+    routed, full = average_flops(model, routes, lengths, forced, setting)
     top_share = None if regression else float(np.bincount(predictions).max() / len(predictions))
     return Evaluation(scores, model.route_share(routes), routed, full, len(data), top_share)
 
 
-def with_routing(
-    model: AdaptiveModel, tau: float | None, cascade: float | None = None, budget: float | None = None
-) -> AdaptiveModel:
-    """Switch a SHARCS `model` to routing rule "tau" at threshold `tau`, to rule "cascade" at
-    confidence `cascade`, or to the operating point its calibration table gives for the FLOPs `budget`
-    (all None leave it as it is)."""
+def routing_arguments(
+    model: AdaptiveModel, tau: float | None = None, cascade: float | None = None, budget: float | None = None
+) -> dict[str, float]:
+    """The forward's inference keywords for rule tau at `tau`, a cascade at confidence `cascade`, or the
+    operating point the model's calibration table gives for the FLOPs `budget`; {} (the model's own
+    routing) when all are None. The model is not changed."""
     if sum(x is not None for x in (tau, cascade, budget)) > 1:
         raise SharcsError("give one of --tau, --cascade and --flops-budget")
     if budget is not None:
         if not isinstance(model, SharcsModel):
             raise SharcsError(f"--flops-budget: a {model.method} model has no calibrated routing")
-        point = recalibrate(model, budget)
+        point = operating_point(model, budget)
         if not point.met:
             logging.getLogger("sharcs").warning(
                 f"--flops-budget {budget:g} cannot be met: the cheapest path alone costs {point.cost:.2f} of "
                 "the full model's FLOPs, so every sample runs it"
             )
-        return model
+        return point.arguments()
     if tau is not None:
         if not has_trained_router(model):
             raise SharcsError("--tau: only a SHARCS model with a trained router has a tau to set")
-        change = {"routing": "tau", "tau": float(tau)}
-    elif cascade is not None:
+        if not 0.0 <= tau <= 1.0:
+            raise SharcsError(f"--tau: must lie in [0, 1], got {tau}")
+        return {"tau": float(tau)}
+    if cascade is not None:
         problem = cascade_problem(model)
         if problem is not None:
             raise SharcsError(f"--cascade: {problem}")
         if not 0.0 <= cascade <= 1.0:
             raise SharcsError(f"--cascade: must lie in [0, 1], got {cascade}")
-        change = {"routing": "cascade", "cascade_confidence": float(cascade)}
-    else:
-        return model
-    model.config = dataclasses.replace(model.config, **change)
-    return model
+        return {"cascade": float(cascade)}
+    return {}
 
 
 def check_width(model: AdaptiveModel, width: float | None, cascade: float | None = None) -> None:
@@ -227,15 +225,18 @@ def evaluate_dir(
         raise SharcsError(f"--max-eval-samples: must be at least 1, got {max_samples}")
     run = load_run(directory, device)
     check_width(run.model, width, cascade)
-    with_routing(run.model, tau, cascade, budget)
+    setting = routing_arguments(run.model, tau, cascade, budget)
     examples, info = evaluation_examples(
         run, task, data_dir, validation_file, text_columns, label_column, split, encoding
     )
     examples = first_samples(examples, max_samples)
     data = tokenize(examples, run.tokenizer, max_seq_length or info.max_seq_length, what="evaluation")
-    evaluation = evaluate_model(run.model, data, info.metrics, batch_size, width, pad_id(run.tokenizer))
-    config = run.model.config
-    routing = "width" if width is not None else getattr(config, "routing", run.model.method)
+    model, config = run.model, run.model.config
+    evaluation = evaluate_model(
+        model, data, info.metrics, batch_size, width, pad_id(run.tokenizer), setting=setting
+    )
+    rule = model.rule(setting) if isinstance(model, SharcsModel) else model.method
+    routing = "width" if width is not None else rule
     return {
         "task": info.task or "file",
         "split": info.dev_split,
@@ -243,8 +244,10 @@ def evaluate_dir(
         "model": str(run.model_dir),
         "method": run.model.method,
         "routing": routing,
-        "tau": config.tau if routing == "tau" else None,
-        "cascade": config.cascade_confidence if routing == "cascade" else None,
+        "tau": setting.get("tau", getattr(config, "tau", None)) if routing == "tau" else None,
+        "cascade": setting.get("cascade", getattr(config, "cascade_confidence", None))
+        if routing == "cascade"
+        else None,
         "width": width,
         "flops_budget": budget,
         **evaluation.to_dict(),

@@ -18,7 +18,7 @@ from sharcs.data.prepare import TaskInfo, first_samples
 from sharcs.errors import SharcsError
 from sharcs.measure.bench import benchmark, pinned_threads
 from sharcs.measure.curve import settings_for, sweep, write_curves
-from sharcs.measure.evaluation import evaluation_examples, with_routing
+from sharcs.measure.evaluation import evaluation_examples, routing_arguments
 from sharcs.modeling.pretrained import pad_id
 from sharcs.storage.files import atomic_write_text
 from sharcs.storage.saved_run import Run, load_run
@@ -49,7 +49,7 @@ def bench_dir(
     if cascade is not None and widths:
         raise SharcsError("give --widths or --cascade, not both")
     run = load_run(directory, "cpu")
-    with_routing(run.model, None, cascade, budget)
+    setting = routing_arguments(run.model, None, cascade, budget)
     for width in widths:
         run.model.width_index(width)  # a clear error for a width the model does not have
     data, _, info = dev_data(run, max_samples)
@@ -62,6 +62,7 @@ def bench_dir(
         repeats=repeats,
         widths=(None, *widths),
         pad_token_id=pad_id(run.tokenizer),
+        setting=setting,
     )
     report.update({"model": str(run.model_dir), "task": info.task or "file", "split": info.dev_split})
     return report

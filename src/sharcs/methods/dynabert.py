@@ -151,7 +151,7 @@ class DynaBertModel(AdaptiveModel):
     def route_values(self) -> tuple[float, ...]:
         return self.config.widths
 
-    def sample_flops(self, route: float, length: int, forced: bool = False) -> int:
+    def sample_flops(self, route: float, length: int, forced: bool = False, **setting: Any) -> int:
         """Every layer with heads and FFN narrowed to `route` (residual kept), then the full head."""
         dims = self.dims
         return dims.layers * layer_flops(dims, route, length, keep_residual=True) + head_flops(

@@ -242,7 +242,7 @@ class EarlyExitModel(AdaptiveModel):
     def route_label(self, route: float) -> str:
         return f"exit {int(route)}"
 
-    def sample_flops(self, route: float, length: int, forced: bool = False) -> int:
+    def sample_flops(self, route: float, length: int, forced: bool = False, **setting: Any) -> int:
         """`route` layers, each followed by one exit (a pooler and a classifier on the first token)."""
         layers = int(route)
         dims = self.dims

@@ -33,6 +33,7 @@ from transformers.utils import ModelOutput
 
 from sharcs.errors import SharcsError, first_line
 from sharcs.modeling.architectures import Layout, find_layout, get_module
+from sharcs.modeling.flops import head_flops, layer_flops
 from sharcs.modeling.layers import Dims
 from sharcs.storage.files import atomic_directory
 from sharcs.training.hooks import TrainingHooks
@@ -59,12 +60,11 @@ class RoutedOutput(ModelOutput):
 
 @dataclass(frozen=True)
 class Setting:
-    """One inference setting of a trade-off curve: a name, the keyword arguments forward takes, and
-    config fields to change while it runs (a SHARCS cascade: routing and cascade_confidence)."""
+    """One inference setting of a trade-off curve: a name and the keyword arguments the forward takes
+    (e.g. {"tau": 0.3}, {"cascade": 0.9}, {"width": 0.25}); the model's config is never changed."""
 
     name: str
     kwargs: dict[str, Any]
-    config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,10 @@ class AdaptiveModel(nn.Module):
         """A route value as a table key: the width "0.25", or "exit 3" for early exit."""
         return str(float(route))
 
-    def sample_flops(self, route: float, length: int, forced: bool = False) -> int:
+    def sample_flops(self, route: float, length: int, forced: bool = False, **setting: Any) -> int:
         """Analytic FLOPs of one sample of `length` real tokens that took `route` (sharcs.modeling.flops);
-        `forced`: the route was forced by the caller rather than chosen by the model."""
+        `forced`: the route was forced by the caller rather than chosen by the model; `setting`: the
+        inference keywords the forward ran with (a curve setting)."""
         raise NotImplementedError
 
     def curve_settings(self) -> list[Setting]:
@@ -180,8 +181,6 @@ class AdaptiveModel(nn.Module):
 
     def full_flops(self, length: int) -> int:
         """Analytic FLOPs of the plain full-width model on one sample: the reference cost."""
-        from sharcs.modeling.flops import head_flops, layer_flops
-
         dims = self.dims
         return dims.layers * layer_flops(dims, 1.0, length) + head_flops(dims, 1.0, self.num_labels)
 

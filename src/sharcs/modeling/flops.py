@@ -18,8 +18,6 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from sharcs.modeling.layers import Dims
 
 if TYPE_CHECKING:
-    from sharcs.methods.sharcs.config import SharcsConfig
-    from sharcs.methods.sharcs.model import SharcsModel
     from sharcs.modeling.adaptive import AdaptiveModel
 
 
@@ -42,46 +40,22 @@ def router_flops(hidden: int, router_hidden: int, num_widths: int) -> int:
     return 2 * hidden * router_hidden + 2 * router_hidden * num_widths
 
 
-def sharcs_flops(
-    model: SharcsModel, width: float, length: int, forced: bool = False, config: SharcsConfig | None = None
-) -> int:
-    """Analytic FLOPs of one sample of `length` tokens routed to `width` (or `forced` to it), under the
-    model's config or `config` (another routing rule of the same model).
-
-    Under routing "cascade" a sample answered at full width ran the narrowest width first: it pays
-    for layers K+1..N and the head at both widths, unless the width was forced (no cascade ran).
-    """
-    dims, config = model.dims, config or model.config
-    k = config.adaptive_layer
-    router = router_flops(dims.hidden, config.router_hidden_size, len(config.widths))
-
-    def after_router(w: float) -> int:
-        return (dims.layers - k) * layer_flops(dims, w, length, config.keep_residual) + head_flops(
-            dims, 1.0 if config.keep_residual else w, model.num_labels
-        )
-
-    prefix = k * layer_flops(dims, 1.0, length) + (router if config.uses_router else 0)
-    if config.routing == "cascade" and not forced and width != config.widths[0]:
-        return prefix + after_router(config.widths[0]) + after_router(width)
-    return prefix + after_router(width)
-
-
 def average_flops(
-    model: AdaptiveModel, routes: Sequence[float], lengths: Sequence[int], forced: bool = False
+    model: AdaptiveModel,
+    routes: Sequence[float],
+    lengths: Sequence[int],
+    forced: bool = False,
+    setting: dict | None = None,
 ) -> tuple[float, float]:
     """Mean analytic FLOPs per sample: (the model with each sample on its route, the full model);
-    `forced`: the routes were forced (the forward's `width`), not chosen by the model."""
+    `forced`: the routes were forced (the forward's `width`), not chosen by the model; `setting`: the
+    forward's inference keywords (a SHARCS cascade pays for both passes of a re-run sample)."""
     count = max(1, len(lengths))
-    routed = sum(model.sample_flops(float(r), n, forced) for r, n in zip(routes, lengths, strict=True))
+    setting = {k: v for k, v in (setting or {}).items() if k != "width"}
+    routed = sum(
+        model.sample_flops(float(r), n, forced, **setting) for r, n in zip(routes, lengths, strict=True)
+    )
     return routed / count, sum(model.full_flops(n) for n in lengths) / count
-
-
-def predicted_speedup(model: SharcsModel, width_share: dict[float, float]) -> float:
-    """N / (K + (N-K) * sum_i p_i * w_i^2): the layer-FLOPs speed-up, ignoring router, head and L^2 terms
-    (w_i instead of w_i^2 with `keep_residual`)."""
-    n, k = model.dims.layers, model.config.adaptive_layer
-    power = 1 if model.config.keep_residual else 2
-    return n / (k + (n - k) * sum(p * w**power for w, p in width_share.items()))
 
 
 def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:

@@ -151,6 +151,6 @@ class TrainingArguments:
             raise SharcsError(f"must be >= 0, got {self.save_every_steps}", option="save_every_steps")
         if self.hardness_from == "narrowest" and not self.distill_narrow:
             raise SharcsError(
-                "narrowest needs distill_narrow (it runs the narrowest width on every batch)",
+                "narrowest needs {distill_narrow} (it runs the narrowest width on every batch)",
                 option="hardness_from",
             )

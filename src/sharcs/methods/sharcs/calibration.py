@@ -36,9 +36,9 @@ from sharcs.data.collate import pad_batch
 from sharcs.errors import SharcsError
 from sharcs.inference.predict import MODEL_INPUTS
 from sharcs.methods.sharcs.config import check_budget
+from sharcs.methods.sharcs.flops import sharcs_flops
 from sharcs.methods.sharcs.model import SharcsModel
 from sharcs.methods.sharcs.router import Router, masked_mean
-from sharcs.modeling.flops import sharcs_flops
 
 RULES = ("tau", "cascade")
 ROUTER_MARGIN = 0.01  # the router is kept over the cascade only when better by more than this
@@ -60,6 +60,11 @@ class OperatingPoint:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def arguments(self) -> dict[str, float]:
+        """The point as a forward's inference keywords: {"tau": ...} or {"cascade": ...}."""
+        # rule tau sends a sample narrow when its score >= tau: the full-width ones are those below it
+        return {"tau": self.threshold} if self.rule == "tau" else {"cascade": self.threshold}
 
 
 def _batches(data: Dataset, batch_size: int, pad_token_id: int):
@@ -119,8 +124,6 @@ def _table(
     lengths = [len(ids) for ids in data["input_ids"]]
     config = model.config
     w0, w1 = config.widths[0], config.widths[-1]
-    routed = dataclasses.replace(config, routing="tau")
-    cascade = dataclasses.replace(config, routing="cascade")
     return {
         "version": TABLE_VERSION,
         "regression": regression,
@@ -128,10 +131,10 @@ def _table(
         "labels": [float(v) for v in data["labels"]],
         "full_model_flops": [model.full_flops(n) for n in lengths],
         "flops": {
-            "tau_narrow": [sharcs_flops(model, w0, n, config=routed) for n in lengths],
-            "tau_full": [sharcs_flops(model, w1, n, config=routed) for n in lengths],
-            "cascade_narrow": [sharcs_flops(model, w0, n, config=cascade) for n in lengths],
-            "cascade_full": [sharcs_flops(model, w1, n, config=cascade) for n in lengths],
+            "tau_narrow": [sharcs_flops(model, w0, n, rule="tau") for n in lengths],
+            "tau_full": [sharcs_flops(model, w1, n, rule="tau") for n in lengths],
+            "cascade_narrow": [sharcs_flops(model, w0, n, rule="cascade") for n in lengths],
+            "cascade_full": [sharcs_flops(model, w1, n, rule="cascade") for n in lengths],
         },
         "router_score": torch.sigmoid(router_logits[:, 0]).tolist(),
         "narrow_confidence": None if regression else torch.softmax(narrow, -1).amax(-1).tolist(),
@@ -393,8 +396,9 @@ def calibrate(
     }
 
 
-def recalibrate(model: SharcsModel, budget: float, rule: str | None = None) -> OperatingPoint:
-    """A new operating point for `budget` from the table saved with the model (no data needed)."""
+def operating_point(model: SharcsModel, budget: float, rule: str | None = None) -> OperatingPoint:
+    """The operating point for `budget` from the table saved with the model (no data needed); the
+    model is not changed (`point.arguments()` are the forward's keywords for it)."""
     table = getattr(model, "calibration", None)
     if table is None:
         raise SharcsError(
@@ -407,6 +411,12 @@ def recalibrate(model: SharcsModel, budget: float, rule: str | None = None) -> O
         point, _ = choose_operating_point(table, budget, metric, rows)
     else:
         point = rule_point(table, rule, budget, metric, rows)
+    return point
+
+
+def recalibrate(model: SharcsModel, budget: float, rule: str | None = None) -> OperatingPoint:
+    """Make the operating point for `budget` the model's own routing (what it saves and runs by default)."""
+    point = operating_point(model, budget, rule)
     apply_choice(model, point)
     return point
 

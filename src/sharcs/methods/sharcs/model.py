@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 
 from sharcs.errors import SharcsError
 from sharcs.methods.sharcs.config import DEFAULT_TAUS, SharcsConfig, width_key
+from sharcs.methods.sharcs.flops import sharcs_flops
 from sharcs.methods.sharcs.recipes import SharcsTraining
 from sharcs.methods.sharcs.router import Router, choose_widths
 from sharcs.modeling.adaptive import (
@@ -192,14 +193,19 @@ class SharcsModel(AdaptiveModel):
         router_targets: torch.Tensor | None = None,
         tau: float | None = None,
         output_hidden_states: bool = False,
+        cascade: float | None = None,
     ) -> SharcsOutput:
-        """Route each sample by the config's rule (or by `tau`), or force all to `width`; run each
-        width group and scatter the logits back into input order (rule "cascade": see `run_cascade`).
+        """Route each sample by the config's rule, by rule tau at `tau`, or as a cascade at confidence
+        `cascade` (see `run_cascade`), or force all to `width`; run each width group and scatter the
+        logits back into input order. `tau`, `cascade` and `width` are this call's inference setting;
+        the config is never changed.
 
         `output_hidden_states` (needs `width`): also return each of layers K+1..N's outputs, with the
         positions that are padding in every row dropped (as `trim_padding` drops them)."""
         if output_hidden_states and width is None:
             raise SharcsError("output_hidden_states needs a forced width: pass width=...")
+        if sum(x is not None for x in (width, tau, cascade)) > 1:
+            raise SharcsError("give at most one of width, tau and cascade")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self.encode_prefix(input_ids, attention_mask, token_type_ids)
@@ -209,8 +215,9 @@ class SharcsModel(AdaptiveModel):
         if width is None and tau is None and config.routing == "fixed":
             width = config.fixed_width
         states = None
-        if width is None and tau is None and config.routing == "cascade":
-            logits, widths = self.run_cascade(hidden, attention_mask)
+        if cascade is not None or (width is None and tau is None and config.routing == "cascade"):
+            confidence = config.cascade_confidence if cascade is None else cascade
+            logits, widths = self.run_cascade(hidden, attention_mask, confidence)
         else:
             if width is not None:
                 choice = torch.full((len(input_ids),), self.width_index(width), device=input_ids.device)
@@ -240,10 +247,17 @@ class SharcsModel(AdaptiveModel):
     def route_values(self) -> tuple[float, ...]:
         return self.config.widths
 
-    def sample_flops(self, route: float, length: int, forced: bool = False) -> int:
-        from sharcs.modeling.flops import sharcs_flops
+    def rule(self, setting: dict[str, Any] | None = None) -> str:
+        """The routing rule a forward with `setting` (its tau, cascade or width keywords) applies."""
+        setting = setting or {}
+        if setting.get("cascade") is not None:
+            return "cascade"
+        if setting.get("tau") is not None:
+            return "tau"
+        return self.config.routing
 
-        return sharcs_flops(self, route, length, forced)
+    def sample_flops(self, route: float, length: int, forced: bool = False, **setting: Any) -> int:
+        return sharcs_flops(self, route, length, forced, self.rule(setting))
 
     def training_hooks(self, args: TrainingArguments, num_samples: int) -> SharcsTraining:
         """SHARCS's recipes: width buckets, narrower widths distilled, hardness labels (recipes.py)."""
@@ -270,7 +284,7 @@ class SharcsModel(AdaptiveModel):
             if self.calibration is None:
                 return [own, *widths]
             # the sandwich recipe calibrated to the cascade still has a fitted router to sweep
-            return [own, *(Setting(f"tau={t:g}", {"tau": t}, {"routing": "tau"}) for t in taus), *widths]
+            return [own, *(Setting(f"tau={t:g}", {"tau": t}) for t in taus), *widths]
         settings = [Setting(config.routing if config.routing == "argmax" else f"tau={config.tau:g}", {})]
         settings += [Setting(f"tau={t:g}", {"tau": t}) for t in taus]
         return settings + widths
@@ -290,17 +304,17 @@ class SharcsModel(AdaptiveModel):
         return logits
 
     def run_cascade(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, confidence: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every sample at the narrowest width; those whose top class probability is below
-        `cascade_confidence` again at full width from the same layer-K states. Returns the logits and the
-        width each sample was answered at."""
+        """Every sample at the narrowest width; those whose top class probability is below `confidence`
+        again at full width from the same layer-K states. Returns the logits and the width each sample
+        was answered at."""
         if self.num_labels < 2:
             raise SharcsError("routing 'cascade' needs class probabilities; a regression head has none")
         narrowest, full = self.config.widths[0], self.config.widths[-1]
         logits = self.run_width(*trim_padding(hidden, attention_mask), narrowest)
-        confidence = torch.softmax(logits.float(), -1).amax(-1)
-        rerun = (confidence < self.config.cascade_confidence).nonzero().squeeze(1)
+        top = torch.softmax(logits.float(), -1).amax(-1)
+        rerun = (top < confidence).nonzero().squeeze(1)
         widths = torch.full((len(hidden),), narrowest, device=hidden.device)
         if len(rerun):
             logits = logits.clone()  # autograd-safe in-place update
