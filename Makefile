@@ -21,8 +21,8 @@ quickstart: install
 	sharcs evaluate $(RUN_DIR)
 
 lint:
-	$(PYTHON) -m ruff check src tests benchmarks
-	$(PYTHON) -m ruff format --check src tests benchmarks
+	$(PYTHON) -m ruff check src tests benchmarks examples
+	$(PYTHON) -m ruff format --check src tests benchmarks examples
 
 test: install lint
 	$(PYTHON) -m pytest -q

@@ -15,8 +15,15 @@ import torch
 
 from sharcs.errors import SharcsError
 from sharcs.methods.registry import Method, register_method
-from sharcs.modeling.adaptive import AdaptiveModel, HeadParts, RoutedOutput, Setting, config_from_dict, embed
-from sharcs.modeling.adaptive import sdpa_mask
+from sharcs.modeling.adaptive import (
+    AdaptiveModel,
+    HeadParts,
+    RoutedOutput,
+    Setting,
+    config_from_dict,
+    embed,
+    sdpa_mask,
+)
 from sharcs.modeling.architectures import get_module
 from sharcs.modeling.flops import head_flops, layer_flops
 from sharcs.modeling.layers import LayerParts, layer_forward
@@ -70,7 +77,9 @@ class ShallowModel(AdaptiveModel):
         hidden, mask = embed(self, input_ids, token_type_ids), sdpa_mask(attention_mask)
         for parts in self.parts:
             weights = parts.slice(self.dims, 1.0)  # the layer's own weights, at full width
-            hidden = layer_forward(hidden, mask, parts, weights, parts.attn_norm, parts.ffn_norm, self.dims.head_size)
+            hidden = layer_forward(
+                hidden, mask, parts, weights, parts.attn_norm, parts.ffn_norm, self.dims.head_size
+            )
         logits = self.head(hidden[:, 0])
         routes = torch.full((len(input_ids),), float(self.config.layers), device=input_ids.device)
         loss = None if labels is None else task_loss(logits, labels)
