@@ -1100,3 +1100,29 @@ def test_minilm_on_sst2_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     rows = json_lines(stdout)
     assert code == 0 and len(rows) == 2 and all(r["label"] in ("0", "1") for r in rows)
     print(summary)  # shown with -s
+
+
+def test_every_declared_train_option_is_in_the_parser_and_in_docs_cli() -> None:
+    """Options are declared once (TrainOptions' fields): the parser is built from them, and docs/cli.md's
+    table of `sharcs train` options names each of them."""
+    import dataclasses as dc
+    import re
+
+    from sharcs.cli.parser import build_parser
+    from sharcs.training.options import TrainOptions
+
+    declared = {"--" + f.name.replace("_", "-") for f in dc.fields(TrainOptions) if f.metadata.get("cli")}
+    train = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    flags = {flag for action in train._actions for flag in action.option_strings}
+    assert declared <= flags and flags - declared == {
+        "-h",
+        "--help",
+        "--resume",
+        "--overwrite",
+        "--continue",
+        "--no-keep-residual",
+    }
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    section = docs[docs.index("## `sharcs train`") : docs.index("## `sharcs evaluate")]
+    documented = set(re.findall(r"^\| `(--[a-z-]+)", section, re.M))
+    assert declared - documented == set()
