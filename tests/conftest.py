@@ -1,4 +1,4 @@
-"""Tiny randomly initialised bert, roberta and distilbert classifiers: every test runs offline on CPU."""
+"""Tiny randomly initialised classifiers of every registered model type: every test runs offline on CPU."""
 
 from __future__ import annotations
 
@@ -8,13 +8,23 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from transformers import AutoModelForSequenceClassification, BertConfig, DistilBertConfig, RobertaConfig
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    CamembertConfig,
+    DistilBertConfig,
+    RobertaConfig,
+    XLMRobertaConfig,
+)
+
+from sharcs.modeling.architectures import LAYOUTS
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would flood the test log
 
 REPO = Path(__file__).resolve().parents[1]
 GLUE_DIR = REPO.parent / "shared" / "glue"
 VOCAB = 64
+ROBERTA_LIKE = {"roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig, "camembert": CamembertConfig}
 
 
 def tiny_config(model_type: str, num_labels: int = 2, layers: int = 4):
@@ -24,8 +34,8 @@ def tiny_config(model_type: str, num_labels: int = 2, layers: int = 4):
         return BertConfig(
             hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64, **common
         )
-    if model_type == "roberta":
-        return RobertaConfig(
+    if model_type in ROBERTA_LIKE:
+        return ROBERTA_LIKE[model_type](
             hidden_size=32,
             num_hidden_layers=layers,
             num_attention_heads=4,
@@ -104,7 +114,9 @@ def save_tiny_model_dir(folder: Path) -> Path:
     return folder
 
 
-MODEL_TYPES = ["bert", "roberta", "distilbert"]
+# every registered layout: each parametrized test (exactness, batched routing, save/load, FLOPs) runs on
+# each, and a layout registered without a tiny config here fails them
+MODEL_TYPES = sorted(LAYOUTS)
 
 
 @pytest.fixture(params=MODEL_TYPES)

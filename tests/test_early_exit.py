@@ -18,8 +18,21 @@ PATIENCES = (1, 2)
 
 def spread_model(model_type: str, config: EarlyExitConfig, batch: dict[str, torch.Tensor]) -> EarlyExitModel:
     """Large random weights and exit classifiers centred on `batch`, so that its samples exit at
-    different layers."""
-    base = tiny_model(model_type, num_labels=3)
+    different layers: the first of a few seeds whose model sends the batch's samples (under the rule's
+    settings) out at three or more layers."""
+    for seed in range(10):
+        model = _spread_model(model_type, config, batch, seed)
+        with torch.no_grad():
+            routes = {r for kwargs in settings(config.rule) for r in model(**batch, **kwargs).routes.tolist()}
+        if len(routes) >= 3:
+            break
+    return model
+
+
+def _spread_model(
+    model_type: str, config: EarlyExitConfig, batch: dict[str, torch.Tensor], seed: int
+) -> EarlyExitModel:
+    base = tiny_model(model_type, num_labels=3, seed=seed)
     with torch.no_grad():
         for module in base.modules():
             if isinstance(module, torch.nn.Linear):
