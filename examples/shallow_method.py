@@ -20,7 +20,6 @@ from sharcs.modeling.adaptive import (
     HeadParts,
     RoutedOutput,
     Setting,
-    config_from_dict,
     embed,
     sdpa_mask,
 )
@@ -33,10 +32,6 @@ from sharcs.modeling.losses import task_loss
 @dataclass
 class ShallowConfig:
     layers: int = 3  # how many of the model's layers every sample runs
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ShallowConfig:
-        return config_from_dict(cls, data)
 
 
 class ShallowModel(AdaptiveModel):

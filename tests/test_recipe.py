@@ -20,7 +20,7 @@ from sharcs.methods.sharcs.calibration import (
     fit_router,
     held_out_table,
     narrow_targets,
-    recalibrate,
+    operating_point,
     rule_point,
 )
 from sharcs.methods.sharcs.router import masked_mean
@@ -162,7 +162,7 @@ def test_regression_calibrates_the_router_only():
         rule_point(model.calibration, "cascade", 0.5, "pearson")
 
 
-def test_the_table_is_saved_with_the_model_and_recalibrates_without_data(tmp_path: Path):
+def test_the_table_is_saved_with_the_model_and_gives_operating_points_without_data(tmp_path: Path):
     model = trained()
     calibrate(model, random_dataset(60, seed=4), 0.5, "accuracy", seed=0)
     model.save_pretrained(tmp_path / "m")
@@ -170,15 +170,20 @@ def test_the_table_is_saved_with_the_model_and_recalibrates_without_data(tmp_pat
     loaded = load_model(tmp_path / "m")
     assert loaded.calibration == json.loads(json.dumps(model.calibration))
     assert loaded.config == model.config
-    point = recalibrate(loaded, 0.45)
-    assert point.cost <= 0.45 and loaded.config.routing == point.rule
+    point = operating_point(loaded, 0.45)
+    assert point.cost <= 0.45 and loaded.config == model.config  # arguments, not a changed config
+    assert point.arguments() == {point.rule: point.threshold}
+    batch = {k: torch.tensor(v) for k, v in random_dataset(1, seed=5)[:1].items() if k != "index"}
+    with torch.no_grad():
+        out = loaded.eval()(**batch, **point.arguments())
+    assert out.routes.item() in (0.25, 1.0)
     (tmp_path / "m" / "calibration.json").write_text('{"version": 1, "labels": []}')
     broken = load_model(tmp_path / "m")
     with pytest.raises(SharcsError, match="calibration.json"):
-        recalibrate(broken, 0.5)
+        operating_point(broken, 0.5)
     plain = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=1))
     with pytest.raises(SharcsError, match="no calibration table"):
-        recalibrate(plain, 0.5)
+        operating_point(plain, 0.5)
 
 
 @pytest.mark.skipif(not (GLUE_DIR / "SST-2").is_dir(), reason="GLUE data not found")

@@ -250,7 +250,7 @@ def test_a_finished_run_keeps_its_model_and_metrics_not_the_training_state(
     expect_error(capsys, "train", "--output-dir", out, "--resume", needles=("nothing to resume",))
     assert run(capsys, "predict", out, "a fine film")[0] == 0
 
-    # --keep-checkpoint keeps checkpoint/ and best/ (the training state), and model/ is best/'s model
+    # --keep-checkpoint keeps checkpoint-E-S/ and best/ (the training state), and model/ is best/'s model
     checkpoint = find_checkpoint(kept_run)
     assert (checkpoint / "trainer_state.json").is_file() and (
         checkpoint / "trainer_state.safetensors"

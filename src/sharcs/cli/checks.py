@@ -176,7 +176,7 @@ def check_train(options: TrainOptions, resume: bool = False, overwrite: bool = F
                 "(--keep-checkpoint keeps it); pass --overwrite to train it again"
             )
         if newest_numbered(out / CHECKPOINT_DIR) is None:
-            raise SharcsError(f"nothing to resume: {out / CHECKPOINT_DIR} does not exist")
+            raise SharcsError(f"nothing to resume: {out} holds no {CHECKPOINT_DIR}-E-S/ folder")
     elif (out / RUN_CONFIG).exists() and not overwrite:
         raise SharcsError(f"{out} already holds a run; continue it with --resume, or pass --overwrite")
     check_writable_folder(out, "--output-dir")

@@ -232,7 +232,8 @@ def load_folder(directory: str | Path, resolve: Callable[[str], type[AdaptiveMod
         raise SharcsError(f"{directory / CONFIG_NAME} is not a sharcs config")
     cls = resolve(str(data.pop("method", "sharcs")))  # folders saved before baselines existed hold SHARCS
     try:
-        config = cls.config_class.from_dict(data)
+        from_dict = getattr(cls.config_class, "from_dict", None)  # else: the dataclass's own fields
+        config = from_dict(data) if from_dict is not None else config_from_dict(cls.config_class, data)
     except TypeError as error:
         raise SharcsError(f"{directory / CONFIG_NAME}: bad config ({error})") from None
     try:

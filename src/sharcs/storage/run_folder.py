@@ -2,7 +2,7 @@
 
 run_config.json      the options and task of the run (TrainOptions, TaskInfo)
 model/               the trained model (sharcs_config.json, config.json, model.safetensors)
-results.json, history.json, train.log, checkpoint/ (while training)
+results.json, history.json, train.log, checkpoint-E-S/ (while training)
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def read_trainer_state(
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise SharcsError(f"{where} is corrupt or unreadable ({first_line(error)})") from None
     expected = {"torch_rng"}
-    if state["labeler"]:
+    if state[METHOD_FLAG]:
         names = set(method_tensors)  # none: this run keeps no state, and checked_method_state says so
         saved = {k for k in tensors if k.startswith(METHOD_PREFIX)}
         expected |= {METHOD_PREFIX + n for n in names} if names else saved
@@ -210,7 +210,7 @@ def _state_problem(state: object) -> str | None:
     ):
         return "best_value or kept is not a number"
     if not isinstance(state.get(METHOD_FLAG), bool):
-        return "labeler is not true or false"
+        return f"{METHOD_FLAG} is not true or false"
     optimizer = state.get("optimizer")
     if not isinstance(optimizer, dict):
         return "no optimizer state"

@@ -184,7 +184,7 @@ class TrainOptions(TrainingArguments):
     device: str = option("auto", "auto, cpu or cuda[:N]", metavar="DEVICE")
     keep_checkpoint: bool = option(
         False,
-        "keep checkpoint/ and best/ (the optimizer and training state) when the run finishes (default: a "
+        "keep checkpoint-E-S/ and best/ (the optimizer and training state) when the run finishes (default: a "
         "finished run keeps only model/ and its metrics)",
         group="run",
         show_default=False,
@@ -298,9 +298,10 @@ class TrainOptions(TrainingArguments):
             raise SharcsError(f"--keep-residual is for --method {names}")
         if not 0.0 <= self.cascade_confidence <= 1.0:
             raise SharcsError(f"--cascade-confidence: must lie in [0, 1], got {self.cascade_confidence}")
-        if self.distill_hidden and not (self.distill_narrow or self.method == "cascade"):
+        sandwich = self.method == "sharcs" and self.recipe == "sandwich"
+        if self.distill_hidden and not (self.distill_narrow or self.method == "cascade" or sandwich):
             raise SharcsError(
-                "--distill-hidden needs --method cascade, or --method sharcs with --distill-narrow"
+                "--distill-hidden needs --method cascade, --recipe sandwich, or --distill-narrow"
             )
         if check_device:
             pick_device(self.device)

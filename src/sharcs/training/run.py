@@ -114,8 +114,8 @@ def train(
 
     The epoch kept is the one with the best held-out score (a seeded slice of the training data,
     never the dev set), or with --select-tolerance the cheapest one near it. Writes the tokenizer,
-    run_config.json, train.log, history.json, checkpoint/, best/, then model/ (the kept model) and
-    results.json (its dev evaluation); then checkpoint/ and best/ are deleted unless
+    run_config.json, train.log, history.json, checkpoint-E-S/, best/, then model/ (the kept model) and
+    results.json (its dev evaluation); then the checkpoints and best/ are deleted unless
     options.keep_checkpoint.
 
     `continue_run` (--continue) makes one call rerunnable: a folder without a run starts one; one

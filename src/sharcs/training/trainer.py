@@ -316,7 +316,7 @@ class Trainer:
             raise old_format_error(folder / OLD_STATE_NAME)
         if folder is None or not (folder / STATE_NAME).is_file():
             raise SharcsError(
-                f"nothing to resume: {self.output_dir / CHECKPOINT_DIR / STATE_NAME} does not exist"
+                f"nothing to resume: {self.output_dir} holds no {CHECKPOINT_DIR}-E-S/ with {STATE_NAME}"
             )
         live = self.hooks.state_dict()
         state, tensors = read_trainer_state(folder, live)

@@ -414,13 +414,6 @@ def operating_point(model: SharcsModel, budget: float, rule: str | None = None) 
     return point
 
 
-def recalibrate(model: SharcsModel, budget: float, rule: str | None = None) -> OperatingPoint:
-    """Make the operating point for `budget` the model's own routing (what it saves and runs by default)."""
-    point = operating_point(model, budget, rule)
-    apply_choice(model, point)
-    return point
-
-
 def calibration_line(summary: dict[str, Any], metric: str) -> str:
     """One log line: the chosen rule at the budget and what every rule scored on the calibration rows."""
     chosen = summary["chosen"]
