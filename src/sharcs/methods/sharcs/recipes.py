@@ -31,7 +31,7 @@ class SharcsTraining(TrainingHooks):
     model: SharcsModel
 
     def __init__(self, model: SharcsModel, args: TrainingArguments, num_samples: int) -> None:
-        self.model, self.args, self.num_samples = model, args, num_samples
+        super().__init__(model, args, num_samples)
         config = model.config
         self.labeler: HardnessLabeler | None = None  # hardness labels: the paper recipe with a router
         if config.uses_router and args.recipe == "paper":
