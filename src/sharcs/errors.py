@@ -22,13 +22,18 @@ class SharcsError(ValueError):
 
     def command_line(self) -> str:
         """The message with its fields spelled as the command-line options that set them."""
-        return self._spelled(lambda name: "--" + name.replace("_", "-"))
+        return self._spelled(option_name)
 
     def _spelled(self, spell: Callable[[str], str]) -> str:
         if self.option is None:
             return self.detail
         detail = re.sub(r"\{([a-z_]+)\}", lambda m: spell(m.group(1)), self.detail)
         return f"{spell(self.option)}: {detail}"
+
+
+def option_name(field_name: str) -> str:
+    """The command-line spelling of a config or options field: held_out_fraction -> --held-out-fraction."""
+    return "--" + field_name.replace("_", "-")
 
 
 def first_line(error: BaseException) -> str:

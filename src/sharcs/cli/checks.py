@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sharcs.errors import SharcsError
+from sharcs.errors import SharcsError, option_name
 from sharcs.methods.sharcs.config import check_budget
 from sharcs.modeling.packaged import resolve_model_path
 from sharcs.storage.files import newest_numbered
@@ -27,7 +27,6 @@ from sharcs.training.options import (
     FREE_ON_RESUME,
     TrainOptions,
     load_train_options,
-    option_name,
     parse_floats,
 )
 

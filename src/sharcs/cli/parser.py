@@ -10,7 +10,7 @@ import dataclasses
 from importlib import metadata
 from typing import Any
 
-from sharcs.errors import SharcsError
+from sharcs.errors import SharcsError, option_name
 from sharcs.training.options import TrainOptions
 
 
@@ -56,7 +56,7 @@ def add_declared_options(parser: argparse.ArgumentParser, cls: type) -> dict[str
         meta = field.metadata
         if not meta.get("cli"):
             continue
-        flag = "--" + field.name.replace("_", "-")
+        flag = option_name(field.name)
         required = field.default is dataclasses.MISSING
         text = meta["help"]() if callable(meta["help"]) else meta["help"]
         if meta["show_default"] and not required and field.default is not None:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sharcs.errors import SharcsError
+from sharcs.errors import SharcsError, option_name
 from sharcs.methods.registry import METHODS, get_method, method_names, methods_help
 from sharcs.methods.sharcs.config import NORM_INITS, check_budget
 from sharcs.modeling.packaged import MINILM
@@ -25,11 +25,6 @@ if TYPE_CHECKING:
 
 # the options a resumed (--resume) or continued (--continue) run may change; every other must match
 FREE_ON_RESUME = ("device", "output_dir", "keep_checkpoint")
-
-
-def option_name(field_name: str) -> str:
-    """The command-line spelling of a TrainOptions field: held_out_fraction -> --held-out-fraction."""
-    return "--" + field_name.replace("_", "-")
 
 
 def parse_floats(text: str | float | Sequence[float], option: str) -> tuple[float, ...]:
