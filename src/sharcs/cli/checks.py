@@ -4,7 +4,7 @@
 not a run answers in about a second:
 
     check_train(options, resume=False, overwrite=False)   # options, data files, GLUE folder, model, output
-    check_evaluate(args); check_predict(args); check_bench(args); check_curve(args)
+    check_evaluate(args); check_predict(args); check_bench(args); check_curve(args); check_export(args)
 
 Each raises a SharcsError naming the option at fault. The commands check again what only the loaded
 model or data can tell (a width the model lacks, a column missing from a file, ...).
@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from sharcs.errors import SharcsError, option_name
+from sharcs.errors import SharcsError, first_line, option_name
+from sharcs.export.manifest import ExportManifest, is_export
+from sharcs.methods.registry import METHODS, SHARCS_MODEL
 from sharcs.methods.sharcs.config import check_budget
 from sharcs.modeling.packaged import resolve_model_path
 from sharcs.storage.files import newest_numbered
-from sharcs.storage.run_folder import RUN_CONFIG, find_model_dir, read_run_config
+from sharcs.storage.run_folder import MODEL_CONFIG, RUN_CONFIG, find_model_dir, read_run_config
 from sharcs.training.options import (
     FREE_ON_RESUME,
     TrainOptions,
@@ -33,6 +37,8 @@ from sharcs.training.options import (
 CHECKPOINT_DIR = "checkpoint"  # = sharcs.training.checkpoints.CHECKPOINT_DIR
 MODEL_FILES = ("config.json", "model.safetensors")  # besides sharcs_config.json (sharcs.modeling.adaptive)
 GLUE_DIR_ENV = "SHARCS_GLUE_DIR"  # = sharcs.data.glue.GLUE_DIR_ENV
+EXPORTABLE = "sharcs"  # the saved method name (SharcsModel.method) of the models sharcs export takes
+ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # = sharcs.export.runtime.ONNX_PACKAGES
 
 
 # ---------------------------------------------------------------------------------------- pieces
@@ -86,7 +92,10 @@ def check_glue_dir(task: str, data_dir: str | Path | None, option: str = "--data
 
 def check_run_dir(directory: str | Path, need_run_dir: bool = False) -> dict[str, Any]:
     """An output folder (or its model/, or with `need_run_dir` False a bare model folder) that holds a
-    finished model; returns its run config ({} for a bare model folder)."""
+    finished model, or an export folder; returns its run config ({} for a bare model folder; an
+    export's task information)."""
+    if is_export(directory):
+        return ExportManifest.load(Path(directory).expanduser()).run
     model_dir, run_dir = find_model_dir(directory)
     for name in MODEL_FILES:
         if not (model_dir / name).is_file():
@@ -260,6 +269,35 @@ def check_bench(args: argparse.Namespace) -> None:
     in_unit_interval(args.cascade, "--cascade")
     if args.out:
         check_writable_file(args.out, "--out")
+
+
+def check_export(args: argparse.Namespace) -> None:
+    """`sharcs export`: a finished SHARCS-family model, a free (or --overwrite) --out, the ONNX extra."""
+    check_run_dir(args.dir)
+    if is_export(args.dir):
+        raise SharcsError(f"{args.dir} is an export already; export from the train output folder")
+    model_dir, _ = find_model_dir(args.dir)
+    method = _saved_method(model_dir)
+    if method != EXPORTABLE:
+        family = ", ".join(m.name for m in METHODS.values() if m.model == SHARCS_MODEL)
+        raise SharcsError(f"{args.dir} holds a {method} model; export supports the SHARCS family ({family})")
+    out = Path(args.out).expanduser()
+    if out.exists() and not args.overwrite:
+        raise SharcsError(f"{out} exists; pass --overwrite to replace it", option="out")
+    if out.resolve() in (model_dir.resolve(), *model_dir.resolve().parents):
+        raise SharcsError(f"{out} would replace the run being exported", option="out")
+    check_writable_folder(out, "--out")
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SharcsError(f"export needs {', '.join(missing)}: pip install 'sharcs[onnx]' (or make install)")
+
+
+def _saved_method(model_dir: Path) -> str:
+    try:
+        data = json.loads((model_dir / MODEL_CONFIG).read_text())
+    except (OSError, ValueError) as error:
+        raise SharcsError(f"{model_dir / MODEL_CONFIG} is unreadable ({first_line(error)})") from None
+    return str(data.get("method", "sharcs")) if isinstance(data, dict) else "unknown"
 
 
 def check_curve(args: argparse.Namespace) -> None:

@@ -30,6 +30,7 @@ from sharcs.cli.checks import (
     check_bench,
     check_curve,
     check_evaluate,
+    check_export,
     check_predict,
     check_train,
 )
@@ -262,6 +263,28 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from sharcs.export.writer import export_run
+
+    with _info_on_stderr():  # one line per graph: exporting, checking, quantizing
+        out = export_run(args.dir, args.out, args.quantize, optimize=not args.no_fusions)
+    from sharcs.export.manifest import ExportManifest
+
+    manifest = ExportManifest.load(out)
+    checks = manifest.checks
+    print(
+        f"exported {manifest.precision} graphs for widths {list(manifest.widths)} to {out}: fp32 matches "
+        f"PyTorch within {checks['fp32_max_logit_difference']:.1e} (largest logit difference)"
+    )
+    if "int8_max_logit_change" in checks:
+        print(
+            f"int8 moves the logits by up to {checks['int8_max_logit_change']:.2g} on a check batch: "
+            f"sharcs evaluate {out} measures what that does to the metric"
+        )
+    print(f"run them with: sharcs evaluate {out}   |   sharcs predict {out} TEXT   |   sharcs bench {out}")
+    return 0
+
+
 def _curve(args: argparse.Namespace) -> int:
     from sharcs.measure.run_dirs import curve_dirs
     from sharcs.training.options import parse_floats
@@ -289,6 +312,7 @@ _CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "predict": check_predict,
     "bench": check_bench,
     "curve": check_curve,
+    "export": check_export,
 }
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -297,6 +321,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "predict": _predict,
     "bench": _bench,
     "curve": _curve,
+    "export": _export,
 }
 
 

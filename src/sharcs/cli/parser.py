@@ -111,6 +111,9 @@ def _add_train(commands: Any) -> None:
     )
 
 
+_RUN_DIR = "a train output folder, its model/ subfolder, or an export folder (sharcs export)"
+
+
 def _add_evaluate(commands: Any) -> None:
     parser = commands.add_parser(
         "evaluate",
@@ -127,7 +130,7 @@ def _add_evaluate(commands: Any) -> None:
         ),
         formatter_class=_FORMATTER,
     )
-    parser.add_argument("dir", metavar="DIR", help="a train output folder, or its model/ subfolder")
+    parser.add_argument("dir", metavar="DIR", help=_RUN_DIR)
     parser.add_argument("--task", metavar="NAME", help="evaluate on this GLUE task (default: the run's task)")
     parser.add_argument(
         "--data-dir", metavar="DIR", help="GLUE folder (default: the run's, $SHARCS_GLUE_DIR, the hub)"
@@ -178,7 +181,7 @@ def _add_predict(commands: Any) -> None:
         ),
         formatter_class=_FORMATTER,
     )
-    parser.add_argument("dir", metavar="DIR", help="a train output folder, or its model/ subfolder")
+    parser.add_argument("dir", metavar="DIR", help=_RUN_DIR)
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label; '-' or none: read stdin")
     parser.add_argument("--file", metavar="FILE", help="read texts from this file, one per line")
     parser.add_argument(
@@ -208,7 +211,7 @@ def _add_bench(commands: Any) -> None:
         ),
         formatter_class=_FORMATTER,
     )
-    parser.add_argument("dir", metavar="DIR", help="a train output folder")
+    parser.add_argument("dir", metavar="DIR", help="a train output folder, or an export of one")
     parser.add_argument("--threads", metavar="N", type=int, default=0, help="torch threads (default: all)")
     parser.add_argument("--latency-samples", metavar="N", type=int, default=200, help="(default: 200)")
     parser.add_argument("--batch-sizes", metavar="B[,B]", default="32,128", help="(default: 32,128)")
@@ -226,6 +229,35 @@ def _add_bench(commands: Any) -> None:
     parser.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N dev samples")
     parser.add_argument("--out", metavar="FILE", help="also write the report as JSON to FILE")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+
+
+def _add_export(commands: Any) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="ONNX graphs of a trained SHARCS model, to run routed on ONNX Runtime",
+        description=(
+            "Export a trained SHARCS-family model (sharcs, cascade, full, fixed, random) to ONNX: one graph\n"
+            "for layers 1..K and the router, one per width for the remaining layers and the head, and the\n"
+            "plain full model for comparison; batch and length are dynamic. The folder (a manifest with\n"
+            "checksums, the configs and the tokenizer) is what evaluate, predict and bench then take.\n"
+            "fp32 graphs are checked to reproduce the PyTorch logits within 1e-4 before the folder is kept."
+        ),
+        epilog=(
+            "examples:\n  sharcs export runs/sst2 --out runs/sst2-onnx\n"
+            "  sharcs export runs/sst2 --out runs/sst2-int8 --quantize int8\n"
+            "  sharcs evaluate runs/sst2-int8"
+        ),
+        formatter_class=_FORMATTER,
+    )
+    parser.add_argument("dir", metavar="DIR", help="a train output folder, or its model/ subfolder")
+    parser.add_argument("--out", metavar="DIR", required=True, help="the export folder to write")
+    parser.add_argument(
+        "--quantize", choices=("int8",), help="dynamic int8 weights for every matrix product (default: fp32)"
+    )
+    parser.add_argument(
+        "--no-fusions", action="store_true", help="skip ONNX Runtime's transformer fusions (LayerNorm, GELU)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
 
 
 def _add_curve(commands: Any) -> None:
@@ -316,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(commands)
     _add_bench(commands)
     _add_curve(commands)
+    _add_export(commands)
     return parser
 
 

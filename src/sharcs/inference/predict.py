@@ -53,7 +53,7 @@ def predict(
     lengths = torch.tensor([len(ids) for ids in data["input_ids"]])
     order = torch.argsort(lengths, stable=True)
     inputs = data.select_columns([c for c in MODEL_INPUTS if c in data.column_names])
-    device = next(model.parameters()).device
+    device = model.device
     logits, router_logits, routes = [], [], []
     for start in tqdm(range(0, len(order), batch_size), desc="predict", disable=not progress, leave=False):
         rows = order[start : start + batch_size].tolist()

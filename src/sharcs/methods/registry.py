@@ -43,7 +43,7 @@ class Method:
         return _attribute(self.preset)(options, base, num_layers)
 
 
-_SHARCS = "sharcs.methods.sharcs.model:SharcsModel"
+SHARCS_MODEL = "sharcs.methods.sharcs.model:SharcsModel"
 _PRESETS = "sharcs.methods.sharcs.presets"
 
 METHODS: dict[str, Method] = {
@@ -52,7 +52,7 @@ METHODS: dict[str, Method] = {
         Method(
             "sharcs",
             "a router after layer K sends each sample on at the width it needs (the paper's method)",
-            _SHARCS,
+            SHARCS_MODEL,
             f"{_PRESETS}:sharcs",
             keeps_residual=True,
         ),
@@ -60,28 +60,28 @@ METHODS: dict[str, Method] = {
             "cascade",
             "no router: the narrowest width first, full width again for the samples it is unsure of "
             "(beyond the paper)",
-            _SHARCS,
+            SHARCS_MODEL,
             f"{_PRESETS}:cascade",
             keeps_residual=True,
         ),
         Method(
             "full",
             "plain fine-tuning of the full model (the reference)",
-            _SHARCS,
+            SHARCS_MODEL,
             f"{_PRESETS}:full",
             keeps_residual=True,
         ),
         Method(
             "fixed",
             "K full layers, then every sample at --fixed-width",
-            _SHARCS,
+            SHARCS_MODEL,
             f"{_PRESETS}:fixed",
             keeps_residual=True,
         ),
         Method(
             "random",
             "SHARCS's architecture routed at random with --width-shares",
-            _SHARCS,
+            SHARCS_MODEL,
             f"{_PRESETS}:random",
             keeps_residual=True,
         ),

@@ -124,6 +124,11 @@ class AdaptiveModel(nn.Module):
     def num_labels(self) -> int:
         return self.base.config.num_labels
 
+    @property
+    def device(self) -> torch.device:
+        """Where this model's inputs go: its weights' device."""
+        return next(self.parameters()).device
+
     # ------------------------------------------------------------------- what subclasses provide
     @property
     def route_values(self) -> tuple[float, ...]:
@@ -192,12 +197,16 @@ class AdaptiveModel(nn.Module):
     def save_pretrained(self, directory: str | Path) -> None:
         """Write config.json (the base model's), sharcs_config.json and model.safetensors, atomically."""
         with atomic_directory(directory) as scratch:
-            self.base.config.save_pretrained(scratch)
-            config = {"method": self.method, **dataclasses.asdict(self.config)}
-            (scratch / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-            if self.calibration is not None:
-                (scratch / CALIBRATION_NAME).write_text(json.dumps(self.calibration) + "\n")
+            self.save_configs(scratch)
             save_model(self, str(scratch / WEIGHTS_NAME))
+
+    def save_configs(self, folder: Path) -> None:
+        """config.json (the base model's), sharcs_config.json and calibration.json: all but the weights."""
+        self.base.config.save_pretrained(folder)
+        config = {"method": self.method, **dataclasses.asdict(self.config)}
+        (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        if self.calibration is not None:
+            (folder / CALIBRATION_NAME).write_text(json.dumps(self.calibration) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> AdaptiveModel:
@@ -217,7 +226,30 @@ def load_folder(directory: str | Path, resolve: Callable[[str], type[AdaptiveMod
     """Rebuild a saved model from its configs, then load its weights (in eval mode). `resolve` maps the
     folder's method name (sharcs_config.json's "method") to the model class (see sharcs.methods.load)."""
     directory = Path(directory)
-    for name in ("config.json", CONFIG_NAME, WEIGHTS_NAME):
+    if not (directory / WEIGHTS_NAME).is_file():
+        raise SharcsError(f"{directory} is not a sharcs model folder: {WEIGHTS_NAME} is missing")
+    cls, base_config, config = read_configs(directory, resolve)
+    try:
+        base = AutoModelForSequenceClassification.from_config(base_config, trust_remote_code=False)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise SharcsError(
+            f"{directory / 'config.json'}: not a classifier config ({first_line(error)})"
+        ) from None
+    model = cls(base, config)
+    try:
+        state = load_file(str(directory / WEIGHTS_NAME))
+    except (SafetensorError, OSError) as error:
+        raise SharcsError(f"{directory / WEIGHTS_NAME} is corrupt or unreadable ({error})") from None
+    load_weights(model, state, str(directory / WEIGHTS_NAME))
+    model.calibration = read_calibration(directory)
+    return model.eval()
+
+
+def read_configs(
+    directory: Path, resolve: Callable[[str], type[AdaptiveModel]]
+) -> tuple[type[AdaptiveModel], Any, Any]:
+    """(model class, the base model's config, the method's config) of a folder saved by `save_configs`."""
+    for name in ("config.json", CONFIG_NAME):
         if not (directory / name).is_file():
             raise SharcsError(f"{directory} is not a sharcs model folder: {name} is missing")
     try:
@@ -236,26 +268,21 @@ def load_folder(directory: str | Path, resolve: Callable[[str], type[AdaptiveMod
         config = from_dict(data) if from_dict is not None else config_from_dict(cls.config_class, data)
     except TypeError as error:
         raise SharcsError(f"{directory / CONFIG_NAME}: bad config ({error})") from None
+    return cls, base_config, config
+
+
+def read_calibration(directory: Path) -> dict[str, Any] | None:
+    """The folder's calibration.json (a JSON object), or None when it has none."""
+    path = directory / CALIBRATION_NAME
+    if not path.is_file():
+        return None
     try:
-        base = AutoModelForSequenceClassification.from_config(base_config, trust_remote_code=False)
-    except (TypeError, ValueError, KeyError, AttributeError) as error:
-        raise SharcsError(
-            f"{directory / 'config.json'}: not a classifier config ({first_line(error)})"
-        ) from None
-    model = cls(base, config)
-    try:
-        state = load_file(str(directory / WEIGHTS_NAME))
-    except (SafetensorError, OSError) as error:
-        raise SharcsError(f"{directory / WEIGHTS_NAME} is corrupt or unreadable ({error})") from None
-    load_weights(model, state, str(directory / WEIGHTS_NAME))
-    if (directory / CALIBRATION_NAME).is_file():
-        try:
-            model.calibration = json.loads((directory / CALIBRATION_NAME).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
-            raise SharcsError(f"{directory / CALIBRATION_NAME} is unreadable ({error})") from None
-        if not isinstance(model.calibration, dict):
-            raise SharcsError(f"{directory / CALIBRATION_NAME} is not a calibration table (a JSON object)")
-    return model.eval()
+        calibration = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise SharcsError(f"{path} is unreadable ({error})") from None
+    if not isinstance(calibration, dict):
+        raise SharcsError(f"{path} is not a calibration table (a JSON object)")
+    return calibration
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -274,8 +301,12 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
 
 
 def sdpa_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
-    """Boolean (batch, 1, 1, length) key mask for scaled_dot_product_attention; None without padding."""
-    return None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
+    """Boolean (batch, 1, 1, length) key mask for scaled_dot_product_attention; None without padding.
+
+    While exporting a graph (sharcs.export) the mask is always kept: the graph must serve every input."""
+    if not torch.compiler.is_exporting() and bool(attention_mask.all()):
+        return None
+    return attention_mask.bool()[:, None, None, :]
 
 
 def trim_padding(hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

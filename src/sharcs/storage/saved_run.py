@@ -8,6 +8,7 @@ from typing import Any
 
 from sharcs.data.prepare import TaskInfo
 from sharcs.errors import SharcsError
+from sharcs.export.manifest import is_export
 from sharcs.methods.load import load_model
 from sharcs.modeling.adaptive import AdaptiveModel
 from sharcs.modeling.pretrained import load_tokenizer
@@ -48,7 +49,10 @@ def model_label_list(model: AdaptiveModel) -> tuple[str, ...] | None:
 
 
 def load_run(directory: str | Path, device: str = "auto") -> Run:
-    """Load the model, tokenizer and task information of an output folder or model folder."""
+    """Load the model, tokenizer and task information of an output folder, a model folder or an ONNX
+    export folder (`sharcs export`, run on ONNX Runtime)."""
+    if is_export(directory):
+        return load_export(directory, device)
     model_dir, run_dir = find_model_dir(directory)
     run_config = read_run_config(run_dir) if run_dir is not None else {}
     info = TaskInfo.from_dict(run_config["task_info"]) if "task_info" in run_config else None
@@ -60,3 +64,15 @@ def load_run(directory: str | Path, device: str = "auto") -> Run:
     else:
         raise SharcsError(f"no tokenizer found in {run_dir or model_dir} (no {TOKENIZER_FILE})")
     return Run(model, tokenizer, info, model_dir, run_dir, run_config)
+
+
+def load_export(directory: str | Path, device: str = "auto", threads: int = 0) -> Run:
+    """An export folder as a Run whose model runs on ONNX Runtime (`threads`: its intra-op threads)."""
+    from sharcs.export.runtime import OnnxSharcsModel  # onnxruntime is an optional extra
+
+    if device not in ("auto", "cpu"):
+        raise SharcsError(f"an ONNX export runs on the CPU, not {device}", option="device")
+    model = OnnxSharcsModel(directory, threads)
+    facts = model.manifest.run
+    info = TaskInfo.from_dict(facts["task_info"]) if "task_info" in facts else None
+    return Run(model, load_tokenizer(model.folder), info, model.folder, None, facts)

@@ -66,12 +66,12 @@ INFERENCE_FIELDS = ("routing", "tau", "cascade_confidence")  # what calibration 
 
 
 @dataclass
-class _WidthWeights:
+class WidthWeights:
     layers: list[SlicedWeights]
     head: torch.Tensor  # the head's dense weight, first w*d input columns
 
-    def contiguous(self) -> _WidthWeights:
-        return _WidthWeights([w.contiguous() for w in self.layers], self.head.detach().contiguous())
+    def contiguous(self) -> WidthWeights:
+        return WidthWeights([w.contiguous() for w in self.layers], self.head.detach().contiguous())
 
 
 class SharcsModel(AdaptiveModel):
@@ -124,42 +124,64 @@ class SharcsModel(AdaptiveModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
+        weights: list[SlicedWeights] | None = None,
     ) -> torch.Tensor:
         """The wrapped model's embeddings, then layers 1..K at full width with their pretrained norms.
 
         The layers run through the same fused-QKV code as the adaptive layers (`layer_forward`); at full
-        width it computes exactly what the Hugging Face layer computes, with less overhead.
+        width it computes exactly what the Hugging Face layer computes, with less overhead. `weights`:
+        layers 1..K's fused matrices (`prefix_weights`), when the caller holds a copy.
         """
         hidden = embed(self, input_ids, token_type_ids)
         attn_mask = sdpa_mask(attention_mask)
-        weights = self._sliced(None, lambda: [parts.slice(self.dims, 1.0) for parts in self.full_parts])
+        weights = self.prefix_weights() if weights is None else weights
         for parts, layer_weights in zip(self.full_parts, weights, strict=True):
             hidden = layer_forward(
                 hidden, attn_mask, parts, layer_weights, parts.attn_norm, parts.ffn_norm, self.dims.head_size
             )
         return hidden
 
-    def width_weights(self, width: float) -> _WidthWeights:
+    def prefix(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        needs_router: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Layer K's output and, when `needs_router`, the router's logits. With `run_width`, the only
+        computation `forward` does: a runtime other than PyTorch (sharcs.export) replaces these two."""
+        hidden = self.encode_prefix(input_ids, attention_mask, token_type_ids)
+        return hidden, self.router(hidden, attention_mask) if needs_router else None
+
+    def prefix_weights(self) -> list[SlicedWeights]:
+        """Layers 1..K's matrices, Q, K and V fused."""
+        return self._sliced(None, lambda: [parts.slice(self.dims, 1.0) for parts in self.full_parts])
+
+    def width_weights(self, width: float) -> WidthWeights:
         """Layers K+1..N and the head's dense weight sliced to `width`."""
         keep = self.config.keep_residual
         size = self.dims.hidden if keep else self.dims.at(width)[0]
         return self._sliced(
             width,
-            lambda: _WidthWeights(
+            lambda: WidthWeights(
                 [layer.parts.slice(self.dims, width, keep) for layer in self.adaptive_layers],
                 self.head_parts.dense.weight[:, :size],
             ),
         )
 
     def width_pass(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor, width: float
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor,
+        width: float,
+        weights: WidthWeights | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Layers K+1..N and the head at one width, for a group of samples: the logits and the output
-        of each of those layers."""
+        of each of those layers. `weights`: `width_weights(width)`, when the caller holds a copy."""
         if width < 1.0 and not self.config.keep_residual:  # down-projection: slice, then the entry norm
             hidden = self.entry_norms[width_key(width)](hidden[..., : self.dims.at(width)[0]])
         attn_mask = sdpa_mask(attention_mask)
-        weights = self.width_weights(width)
+        weights = self.width_weights(width) if weights is None else weights
         states = []
         for layer, layer_weights in zip(self.adaptive_layers, weights.layers, strict=True):
             hidden = layer(hidden, attn_mask, width, layer_weights)
@@ -208,10 +230,9 @@ class SharcsModel(AdaptiveModel):
             raise SharcsError("give at most one of width, tau and cascade")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        hidden = self.encode_prefix(input_ids, attention_mask, token_type_ids)
         config = self.config
         needs_router = config.uses_router or tau is not None or router_targets is not None
-        router_logits = self.router(hidden, attention_mask) if needs_router else None
+        hidden, router_logits = self.prefix(input_ids, attention_mask, token_type_ids, needs_router)
         if width is None and tau is None and config.routing == "fixed":
             width = config.fixed_width
         states = None
