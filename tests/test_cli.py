@@ -238,6 +238,7 @@ def test_bench_and_curve_on_a_trained_run(
         "0.25",
         "--max-eval-samples",
         "16",
+        "--no-onnx",  # tests/test_export.py benches the alternatives
         "--out",
         tmp_path / "bench.json",
     )
@@ -298,6 +299,7 @@ def test_cascade_in_evaluate_predict_bench_and_curve(
     assert code == 0 and json_lines(out)[0]["width"] == 1.0
 
     bench = ("bench", sst2_run, "--threads", 1, "--latency-samples", 4, "--batch-sizes", 8, "--repeats", 1)
+    bench += ("--no-onnx",)
     code, out, _ = run(capsys, *bench, "--max-eval-samples", 16, "--cascade", 0.9)
     assert code == 0 and "| routed |" in out
     expect_error(capsys, *bench, "--cascade", 0.9, "--widths", 0.25, needles=("--widths or --cascade",))

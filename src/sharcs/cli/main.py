@@ -242,6 +242,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from sharcs.measure.bench import format_report
     from sharcs.measure.run_dirs import bench_dir, write_report
+    from sharcs.measure.runtimes import format_runtimes
     from sharcs.training.options import parse_floats
 
     sizes = batch_sizes(args.batch_sizes)
@@ -256,10 +257,11 @@ def _bench(args: argparse.Namespace) -> int:
         args.max_eval_samples,
         args.cascade,
         args.flops_budget,
+        runtimes=not args.no_onnx,
     )
     if args.out:
         write_report(report, args.out)
-    print(json.dumps(report) if args.json else format_report(report))
+    print(json.dumps(report) if args.json else format_report(report) + "\n\n" + format_runtimes(report))
     return 0
 
 

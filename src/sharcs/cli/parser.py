@@ -227,6 +227,12 @@ def _add_bench(commands: Any) -> None:
         help="time the operating point at budget B (evaluate --flops-budget)",
     )
     parser.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N dev samples")
+    parser.add_argument(
+        "--no-onnx",
+        action="store_true",
+        help="skip the alternatives (the full and the routed model on ONNX Runtime fp32 and int8, the full "
+        "model in torch dynamic int8), which need exporting the run (about a minute per precision)",
+    )
     parser.add_argument("--out", metavar="FILE", help="also write the report as JSON to FILE")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 

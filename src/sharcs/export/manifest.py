@@ -35,6 +35,7 @@ def width_file(width: float) -> str:
 class ExportManifest:
     """The facts a routed ONNX Runtime model is rebuilt from (see the module docstring)."""
 
+    export_id: str  # also written into every graph's metadata: graphs of one export belong together
     precision: str
     widths: tuple[float, ...]
     inputs: tuple[str, ...]  # the token inputs of prefix.onnx and full.onnx, in order
@@ -71,7 +72,10 @@ class ExportManifest:
         except (OSError, ValueError) as error:
             raise SharcsError(f"{path} is unreadable ({first_line(error)})") from None
         names = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(data, dict) or not {"precision", "widths", "sha256"} <= set(data) <= names:
+        if (
+            not isinstance(data, dict)
+            or not {"export_id", "precision", "widths", "sha256"} <= set(data) <= names
+        ):
             raise SharcsError(f"{path} is not a sharcs export manifest")
         if data.get("format") != FORMAT:
             raise SharcsError(f"{path}: export format {data.get('format')!r}, this sharcs reads {FORMAT}")

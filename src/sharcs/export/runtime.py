@@ -92,6 +92,13 @@ class OnnxSharcsModel(SharcsModel):
         }
         for role, (inputs, outputs) in expected.items():
             graph = self.sessions[role]
+            stamps = graph.get_modelmeta().custom_metadata_map
+            if stamps.get("sharcs_role") != role or stamps.get("sharcs_export") != self.manifest.export_id:
+                raise SharcsError(
+                    f"{self.folder / self.manifest.graphs[role]} does not belong here: it is the "
+                    f"{stamps.get('sharcs_role', 'unknown')!r} graph of export "
+                    f"{stamps.get('sharcs_export', 'unknown')}, not the {role!r} graph of this one"
+                )
             names = tuple(i.name for i in graph.get_inputs())
             sizes = {o.name: o.shape[-1] for o in graph.get_outputs()}
             if names != tuple(inputs) or sizes != outputs:

@@ -17,6 +17,7 @@ import contextlib
 import importlib.metadata
 import io
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ def export_run(
         model.save_configs(scratch)
         run.tokenizer.save_pretrained(scratch)
         manifest = ExportManifest(
+            export_id=uuid.uuid4().hex,
             precision="fp32",
             widths=model.config.widths,
             inputs=graphs["prefix.onnx"].input_names,
@@ -78,6 +80,7 @@ def export_run(
             optimizations=fusions,
             versions={name: _version(name) for name in ("torch", "onnx", "onnxruntime", "sharcs")},
         )
+        _stamp(scratch, manifest)
         _write_manifest(manifest, scratch)
         logger.info("checking the graphs against PyTorch")
         full_base, pad = graphs["full.onnx"].base, pad_id(run.tokenizer)
@@ -93,6 +96,7 @@ def export_run(
                 logger.info("quantizing %s to int8", name)
                 quantize_int8(scratch / name)
             manifest.precision = "int8"
+            _stamp(scratch, manifest)
             _write_manifest(manifest, scratch)
             change = compare(model, full_base, OnnxSharcsModel(scratch), pad)
             manifest.checks["int8_max_logit_change"] = max(change.values())
@@ -105,6 +109,22 @@ def _run_facts(run: Run) -> dict[str, Any]:
     facts = {key: run.run_config[key] for key in ("task_info", "paths") if key in run.run_config}
     encoding = run.run_config.get("options", {}).get("encoding")
     return {**facts, "options": {"encoding": encoding}} if encoding else facts
+
+
+def _stamp(folder: Path, manifest: ExportManifest) -> None:
+    """Write each graph's role and the export's id into the graph itself (ONNX metadata), so that a
+    graph from another export, or put in another graph's place, is refused when loaded."""
+    import onnx
+
+    for role, name in manifest.graphs.items():
+        graph = onnx.load(str(folder / name))
+        stamps = {"sharcs_role": role, "sharcs_export": manifest.export_id}
+        kept = [p for p in graph.metadata_props if p.key not in stamps]
+        del graph.metadata_props[:]
+        graph.metadata_props.extend(kept)
+        for key, value in stamps.items():
+            graph.metadata_props.add(key=key, value=value)
+        onnx.save(graph, str(folder / name))
 
 
 def _write_manifest(manifest: ExportManifest, folder: Path) -> None:

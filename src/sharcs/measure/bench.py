@@ -105,14 +105,22 @@ def full_model_pass(
     return run
 
 
-def _runners(model: AdaptiveModel, kwargs: dict[str, Any]) -> dict[str, Callable[[dict], Any]]:
-    """ "full" (the Hugging Face model), "own_full" (when `own_full_setting` has one) and "sharcs" (the
-    model under the inference keywords `kwargs`: a forced width, a tau, a cascade, or {} for its rule)."""
+Alternative = Callable[[dict[str, torch.Tensor], dict[str, Any]], torch.Tensor]  # (batch, kwargs) -> logits
+
+
+def _runners(
+    model: AdaptiveModel, kwargs: dict[str, Any], extra: dict[str, Alternative] | None = None
+) -> dict[str, Callable[[dict], Any]]:
+    """ "full" (the Hugging Face model), "own_full" (when `own_full_setting` has one), "sharcs" (the
+    model under the inference keywords `kwargs`: a forced width, a tau, a cascade, or {} for its rule)
+    and each `extra` runner (another runtime of the model, or of the full model: sharcs.measure.runtimes)."""
     runners: dict[str, Callable[[dict], Any]] = {"full": lambda batch: model.base(**batch)}
     own = own_full_setting(model)
     if own is not None:
         runners["own_full"] = lambda batch, kwargs=own[1]: model(**batch, **kwargs)
     runners["sharcs"] = lambda batch: model(**batch, **kwargs)
+    for name, run in (extra or {}).items():
+        runners[name] = lambda batch, run=run: run(batch, kwargs)
     return runners
 
 
@@ -128,11 +136,17 @@ def machine_info() -> dict:
 
 
 def _latency_timings(
-    model: AdaptiveModel, data: Dataset, kwargs: dict, samples: int, repeats: int, pad_token_id: int
+    model: AdaptiveModel,
+    data: Dataset,
+    kwargs: dict,
+    samples: int,
+    repeats: int,
+    pad_token_id: int,
+    extra: dict[str, Alternative] | None = None,
 ) -> dict[str, list[list[float]]]:
     """Batch-size-1 seconds per runner, per sample, per repeat: times[name][sample][repeat]."""
     batches = _batches(data.select(range(min(samples, len(data)))), 1, pad_token_id)
-    runners = _runners(model, kwargs)
+    runners = _runners(model, kwargs, extra)
     times: dict[str, list[list[float]]] = {name: [] for name in runners}
     with torch.inference_mode():
         for batch in batches[: min(10, len(batches))]:  # warm-up (and the pre-sliced weight cache)
@@ -179,11 +193,17 @@ def latency(
 
 
 def _throughput_seconds(
-    model: AdaptiveModel, data: Dataset, kwargs: dict, batch_size: int, repeats: int, pad_token_id: int
+    model: AdaptiveModel,
+    data: Dataset,
+    kwargs: dict,
+    batch_size: int,
+    repeats: int,
+    pad_token_id: int,
+    extra: dict[str, Alternative] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds of each repeat's pass over the whole set, per runner."""
     batches = _batches(data, batch_size, pad_token_id)
-    runners = _runners(model, kwargs)
+    runners = _runners(model, kwargs, extra)
     seconds: dict[str, list[float]] = {name: [] for name in runners}
     with torch.inference_mode():
         for run in runners.values():  # warm-up
@@ -239,9 +259,11 @@ def benchmark(
     widths: tuple[float | None, ...] = (None,),
     pad_token_id: int = 0,
     setting: dict[str, Any] | None = None,
+    extra: dict[str, Alternative] | None = None,
 ) -> dict:
     """Measure SHARCS (routed by its rule, or under the inference keywords `setting`; and each forced
-    width in `widths`) against the full model.
+    width in `widths`) against the full model, and against each `extra` runner (other runtimes: a mode's
+    "runtimes" then holds every runner's timings and speed-ups against the Hugging Face model).
 
     Returns per mode: FLOPs per sample, predicted speed-up (full FLOPs / SHARCS FLOPs), batch-1
     latency p50/p90 and speed-up, throughput and speed-up per batch size, and efficiency =
@@ -258,7 +280,7 @@ def benchmark(
             lengths = [len(ids) for ids in data["input_ids"]]
             flops, full_flops = average_flops(model, widths_run, lengths, width is not None, kwargs)
             predicted = full_flops / flops
-            times = _latency_timings(model, data, kwargs, latency_samples, repeats, pad_token_id)
+            times = _latency_timings(model, data, kwargs, latency_samples, repeats, pad_token_id, extra)
             lat = {name: _latency_stats(values) for name, values in times.items()}
             mode: dict[str, Any] = {
                 "width_share": model.route_share(widths_run),
@@ -285,8 +307,10 @@ def benchmark(
             else:
                 mode["own_full"] = None
                 mode["own_full_note"] = f"n/a: a {model.method} model has no own full-width path"
+            by_size = {}
             for size in batch_sizes:
-                seconds = _throughput_seconds(model, data, kwargs, size, repeats, pad_token_id)
+                seconds = _throughput_seconds(model, data, kwargs, size, repeats, pad_token_id, extra)
+                by_size[str(size)] = seconds
                 tput = {name: len(data) / statistics.median(values) for name, values in seconds.items()}
                 speedup = tput["sharcs"] / tput["full"]
                 mode["throughput"][str(size)] = {
@@ -308,6 +332,8 @@ def benchmark(
                         "speedup_spread": spread([own_full / sharcs for own_full, sharcs in paired]),
                         "code_speedup": tput["own_full"] / tput["full"],
                     }
+            if extra:
+                mode["runtimes"] = runtime_rows(times, by_size, len(data))
             report["modes"]["routed" if width is None else f"width={width:g}"] = mode
         if has_router(model):
             overhead = routing_overhead(model, data, min(latency_samples, 100), pad_token_id)
@@ -317,6 +343,32 @@ def benchmark(
                 "fraction_of_full_latency": overhead / first["latency_bs1"]["full"]["mean"],
             }
         return report
+
+
+def runtime_rows(
+    times: dict[str, list[list[float]]], by_size: dict[str, dict[str, list[float]]], samples: int
+) -> dict[str, dict[str, Any]]:
+    """Every runner's batch-1 mean latency and batched throughput, each with its speed-up against the
+    Hugging Face model ("full") and that speed-up's spread over repeats."""
+    full_mean = _latency_stats(times["full"])["mean"]
+    rows = {}
+    for name, per_sample in times.items():
+        mean = _latency_stats(per_sample)["mean"]
+        row: dict[str, Any] = {
+            "latency_bs1_ms": mean * 1e3,
+            "speedup_bs1": full_mean / mean,
+            "speedup_bs1_spread": _ratio_by_repeat(times["full"], per_sample),
+            "throughput": {},
+        }
+        for size, seconds in by_size.items():
+            paired = zip(seconds["full"], seconds[name], strict=True)
+            row["throughput"][size] = {
+                "samples_per_s": samples / statistics.median(seconds[name]),
+                "speedup": statistics.median(seconds["full"]) / statistics.median(seconds[name]),
+                "speedup_spread": spread([full / own for full, own in paired]),
+            }
+        rows[name] = row
+    return rows
 
 
 def _range(stats: dict[str, float], scale: float = 1.0, digits: int = 2) -> str:
