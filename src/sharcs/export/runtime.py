@@ -40,12 +40,17 @@ def require_onnx() -> None:
 
 
 def session(path: Path, threads: int = 0) -> Any:
-    """An ONNX Runtime CPU session on `path` with `threads` intra-op threads (0: ONNX Runtime's choice)."""
+    """An ONNX Runtime CPU session on `path` with `threads` intra-op threads (0: ONNX Runtime's choice).
+
+    Its threads do not busy-wait between runs: a routed model runs several sessions in turn (and a
+    benchmark interleaves them with PyTorch), and threads left spinning by one would take the cores
+    from the next (measured here: the Hugging Face model 10x slower beside spinning sessions)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
