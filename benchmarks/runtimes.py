@@ -122,6 +122,11 @@ def render(results: dict[str, Any]) -> str:
         "",
         "How it was measured: " + " ".join((__doc__ or "").split("\n\n")[2].split()),
         "",
+        "Each speed-up is the ratio of mean latencies (each sample's best repeat) or of median throughputs;",
+        "the range beside it is the min-max of the same ratio taken repeat by repeat, so the value can lie",
+        "just outside it. Metrics are single-seed: the recipe study's seed spread is 0.3-0.5 points on SST-2",
+        "and 0.4-1.1 F1 on MRPC (docs/recipe.md).",
+        "",
     ]
     for task in results["tasks"]:
         point, machine = task["point"], task["machine"]

@@ -85,6 +85,24 @@ def test_onnx_routed_equals_pytorch(model_type: str, tmp_path: Path) -> None:
             assert (single.logits[0] - batched.logits[row]).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        SharcsConfig(widths=(1.0,), threshold=(), routing="fixed", fixed_width=1.0, adaptive_layer=1),  # full
+        SharcsConfig(adaptive_layer=2, router_hidden_size=8, routing="random", width_shares=(0.5, 0.5)),
+    ],
+    ids=["full", "random"],
+)
+def test_router_free_models_export(config: SharcsConfig, tmp_path: Path) -> None:
+    model = get_sharcs_model(tiny_model("bert"), config).eval()
+    exported = export_tiny(model, tmp_path / "export")
+    batch = random_batch(batch=8)
+    with torch.inference_mode():
+        ours, theirs = model(**batch), exported(**batch)
+    assert torch.equal(ours.routes, theirs.routes)
+    assert (ours.logits - theirs.logits).abs().max() < 1e-4
+
+
 def test_int8_export_records_its_change_and_stays_close(tmp_path: Path) -> None:
     model, batch, tau = routed_model("bert")
     exported = export_tiny(model, tmp_path / "int8", quantize="int8")
