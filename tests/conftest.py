@@ -13,6 +13,7 @@ from transformers import (
     BertConfig,
     CamembertConfig,
     DistilBertConfig,
+    MPNetConfig,
     RobertaConfig,
     XLMRobertaConfig,
 )
@@ -36,6 +37,15 @@ def tiny_config(model_type: str, num_labels: int = 2, layers: int = 4):
         )
     if model_type in ROBERTA_LIKE:
         return ROBERTA_LIKE[model_type](
+            hidden_size=32,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            intermediate_size=64,
+            pad_token_id=1,
+            **common,
+        )
+    if model_type == "mpnet":
+        return MPNetConfig(
             hidden_size=32,
             num_hidden_layers=layers,
             num_attention_heads=4,

@@ -34,6 +34,7 @@ from sharcs.modeling.adaptive import (
     Setting,
     config_from_dict,
     embed,
+    position_bias,
     sdpa_mask,
     trim_padding,
 )
@@ -97,13 +98,20 @@ class DynaBertModel(AdaptiveModel):
 
     def run_width(self, hidden: torch.Tensor, attention_mask: torch.Tensor, width: float) -> torch.Tensor:
         """Layers 1..N at `width` on the embeddings, then the full-width task head; returns logits."""
-        attn_mask = sdpa_mask(attention_mask)
+        attn_mask, bias = sdpa_mask(attention_mask), position_bias(self, hidden)
         weights = self._sliced(
             width, lambda: [parts.slice_heads_and_ffn(self.dims, width) for parts in self.layer_parts]
         )
         for parts, layer_weights in zip(self.layer_parts, weights, strict=True):
             hidden = layer_forward(
-                hidden, attn_mask, parts, layer_weights, parts.attn_norm, parts.ffn_norm, self.dims.head_size
+                hidden,
+                attn_mask,
+                parts,
+                layer_weights,
+                parts.attn_norm,
+                parts.ffn_norm,
+                self.dims.head_size,
+                bias,
             )
         return self.head_parts(hidden[:, 0])
 

@@ -29,6 +29,7 @@ from sharcs.modeling.adaptive import (
     Setting,
     config_from_dict,
     embed,
+    position_bias,
     sdpa_mask,
     trim_padding,
 )
@@ -168,6 +169,7 @@ class EarlyExitModel(AdaptiveModel):
             parts.attn_norm,
             parts.ffn_norm,
             self.dims.head_size,
+            position_bias(self, hidden),
         )
 
     def run_all_exits(

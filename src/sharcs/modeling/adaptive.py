@@ -323,3 +323,10 @@ def embed(model: AdaptiveModel, input_ids: torch.Tensor, token_type_ids: torch.T
     if model.layout.uses_token_types:
         return embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
     return embeddings(input_ids)
+
+
+def position_bias(model: AdaptiveModel, hidden: torch.Tensor) -> torch.Tensor | None:
+    """The per-head attention score bias of the wrapped model's layout at `hidden`'s length (MPNet's
+    relative positions), or None for a layout without one."""
+    compute = model.layout.position_bias
+    return None if compute is None else compute(model.base.base_model, hidden.shape[1], hidden.device)

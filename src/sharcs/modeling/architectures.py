@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from sharcs.errors import SharcsError
@@ -52,6 +53,9 @@ class Layout:
     # what this layout cannot run exactly for a given model (e.g. a config option it does not
     # implement): a reason to refuse the model, or None
     problem: Callable[[nn.Module], str | None] | None = None
+    # a per-head bias added to the attention scores (MPNet's relative positions): (base model, length,
+    # device) -> (1, heads, length, length); each layer adds the slice of the heads it keeps
+    position_bias: Callable[[nn.Module, int, torch.device], torch.Tensor] | None = None
 
 
 def absolute_positions_only(model: nn.Module) -> str | None:
@@ -127,12 +131,42 @@ DISTILBERT = Layout(
     num_layers="n_layers",
 )
 
+
+def mpnet_position_bias(base_model: nn.Module, length: int, device: torch.device) -> torch.Tensor:
+    """MPNet's relative position bias, computed by its own encoder (it depends on the length only)."""
+    return base_model.encoder.compute_position_bias(torch.empty(1, length, 0, device=device))
+
+
+MPNET = Layout(
+    layers="encoder.layer",
+    query="attention.attn.q",
+    key="attention.attn.k",
+    value="attention.attn.v",
+    attn_out="attention.attn.o",
+    attn_norm="attention.LayerNorm",
+    ffn_in="intermediate.dense",
+    ffn_act="intermediate.intermediate_act_fn",
+    ffn_out="output.dense",
+    ffn_norm="output.LayerNorm",
+    attn_dropout="attention.attn.dropout",
+    attn_out_dropout="attention.dropout",
+    ffn_dropout="output.dropout",
+    head_dense="classifier.dense",
+    head_act="tanh",
+    head_dropout="classifier.dropout",
+    dropout_before_dense=True,
+    classifier="classifier.out_proj",
+    uses_token_types=False,
+    position_bias=mpnet_position_bias,
+)
+
 LAYOUTS: dict[str, Layout] = {
     "bert": BERT,
     "roberta": ROBERTA,
     "xlm-roberta": ROBERTA,
     "camembert": ROBERTA,
     "distilbert": DISTILBERT,
+    "mpnet": MPNET,
 }
 
 

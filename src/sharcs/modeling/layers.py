@@ -168,17 +168,23 @@ def layer_forward(
     attn_norm: nn.LayerNorm,
     ffn_norm: nn.LayerNorm,
     head_size: int,
+    position_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One post-LN encoder layer on a residual stream of w*d channels, shape (batch, length, w*d).
 
     The number of heads is the attention width of `weights` (out_weight's input size) / head_size.
     attn_mask: boolean (batch, 1, 1, length), True at real tokens; None when nothing is padding.
+    position_bias: a per-head score bias of all the model's heads, (1, heads, length, length) (MPNet);
+    the leading heads this layer keeps are added.
     The pretrained layer's own dropout and activation modules are used, so train/eval mode follows it.
     """
     batch, length, _ = hidden_states.shape
     attention = weights.out_weight.shape[1]  # heads x head size: w*d here, fewer in DynaBERT's layers
     qkv = F.linear(hidden_states, weights.qkv_weight, weights.qkv_bias)
     q, k, v = qkv.view(batch, length, 3, attention // head_size, head_size).permute(2, 0, 3, 1, 4)
+    if position_bias is not None:
+        bias = position_bias[:, : attention // head_size].to(q.dtype)
+        attn_mask = bias if attn_mask is None else torch.where(attn_mask, bias, float("-inf"))
     dropout_p = parts.attn_dropout.p if parts.attn_dropout.training else 0.0
     context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
     context = context.transpose(1, 2).reshape(batch, length, attention)
@@ -222,6 +228,7 @@ class AdaptiveLayer(nn.Module):
         attn_mask: torch.Tensor | None,
         width: float,
         weights: SlicedWeights,
+        position_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         key = width_key(width)
         return layer_forward(
@@ -232,4 +239,5 @@ class AdaptiveLayer(nn.Module):
             self.attn_norms[key],
             self.ffn_norms[key],
             self.dims.head_size,
+            position_bias,
         )

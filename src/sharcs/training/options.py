@@ -106,7 +106,8 @@ class TrainOptions(TrainingArguments):
     )
     model: str = option(
         MINILM,
-        "'minilm-l6' (the packaged all-MiniLM-L6-v2), a model folder, a hub id, or a finished sharcs run "
+        "'minilm-l6' (the packaged all-MiniLM-L6-v2), 'mpnet-base' (all-mpnet-base-v2, after make mpnet), "
+        "a model folder, a hub id, or a finished sharcs run "
         "whose full width to start from (e.g. a --method full run, to train a cascade from it)",
         metavar="NAME_OR_DIR",
         group="model",

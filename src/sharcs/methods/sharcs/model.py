@@ -31,6 +31,7 @@ from sharcs.modeling.adaptive import (
     RoutedOutput,
     Setting,
     embed,
+    position_bias,
     sdpa_mask,
     trim_padding,
 )
@@ -133,11 +134,18 @@ class SharcsModel(AdaptiveModel):
         layers 1..K's fused matrices (`prefix_weights`), when the caller holds a copy.
         """
         hidden = embed(self, input_ids, token_type_ids)
-        attn_mask = sdpa_mask(attention_mask)
+        attn_mask, bias = sdpa_mask(attention_mask), position_bias(self, hidden)
         weights = self.prefix_weights() if weights is None else weights
         for parts, layer_weights in zip(self.full_parts, weights, strict=True):
             hidden = layer_forward(
-                hidden, attn_mask, parts, layer_weights, parts.attn_norm, parts.ffn_norm, self.dims.head_size
+                hidden,
+                attn_mask,
+                parts,
+                layer_weights,
+                parts.attn_norm,
+                parts.ffn_norm,
+                self.dims.head_size,
+                bias,
             )
         return hidden
 
@@ -180,11 +188,11 @@ class SharcsModel(AdaptiveModel):
         of each of those layers. `weights`: `width_weights(width)`, when the caller holds a copy."""
         if width < 1.0 and not self.config.keep_residual:  # down-projection: slice, then the entry norm
             hidden = self.entry_norms[width_key(width)](hidden[..., : self.dims.at(width)[0]])
-        attn_mask = sdpa_mask(attention_mask)
+        attn_mask, bias = sdpa_mask(attention_mask), position_bias(self, hidden)
         weights = self.width_weights(width) if weights is None else weights
         states = []
         for layer, layer_weights in zip(self.adaptive_layers, weights.layers, strict=True):
-            hidden = layer(hidden, attn_mask, width, layer_weights)
+            hidden = layer(hidden, attn_mask, width, layer_weights, bias)
             states.append(hidden)
         return self.head_parts(hidden[:, 0], weights.head), states  # the up-projection reads w*d channels
 
