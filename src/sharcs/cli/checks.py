@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sharcs.errors import SharcsError, first_line, option_name
-from sharcs.export.manifest import ExportManifest, is_export
+from sharcs.export.manifest import ONNX_PACKAGES, ExportManifest, is_export
 from sharcs.methods.registry import METHODS, SHARCS_MODEL
 from sharcs.methods.sharcs.config import check_budget
 from sharcs.modeling.packaged import resolve_model_path
@@ -38,7 +38,6 @@ CHECKPOINT_DIR = "checkpoint"  # = sharcs.training.checkpoints.CHECKPOINT_DIR
 MODEL_FILES = ("config.json", "model.safetensors")  # besides sharcs_config.json (sharcs.modeling.adaptive)
 GLUE_DIR_ENV = "SHARCS_GLUE_DIR"  # = sharcs.data.glue.GLUE_DIR_ENV
 EXPORTABLE = "sharcs"  # the saved method name (SharcsModel.method) of the models sharcs export takes
-ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # = sharcs.export.runtime.ONNX_PACKAGES
 
 
 # ---------------------------------------------------------------------------------------- pieces

@@ -25,6 +25,7 @@ from sharcs.errors import SharcsError, first_line
 MANIFEST = "sharcs_export.json"
 FORMAT = 1
 PRECISIONS = ("fp32", "int8")
+ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # the `onnx` extra: export and ONNX Runtime inference
 
 
 def width_file(width: float) -> str:

@@ -21,12 +21,10 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from sharcs.errors import SharcsError, first_line
-from sharcs.export.manifest import ExportManifest
+from sharcs.export.manifest import ONNX_PACKAGES, ExportManifest
 from sharcs.methods.registry import model_classes
 from sharcs.methods.sharcs.model import SharcsModel
 from sharcs.modeling.adaptive import read_calibration, read_configs
-
-ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 
 
 def require_onnx() -> None:
