@@ -34,13 +34,12 @@ from sharcs.modeling.adaptive import (
     Setting,
     config_from_dict,
     embed,
-    position_bias,
-    sdpa_mask,
+    run_layers,
     trim_padding,
 )
 from sharcs.modeling.architectures import get_module
 from sharcs.modeling.flops import head_flops, layer_flops
-from sharcs.modeling.layers import LayerParts, SliceCache, layer_forward
+from sharcs.modeling.layers import LayerParts, SliceCache
 from sharcs.modeling.losses import distillation_loss, task_loss
 
 if TYPE_CHECKING:
@@ -98,21 +97,10 @@ class DynaBertModel(AdaptiveModel):
 
     def run_width(self, hidden: torch.Tensor, attention_mask: torch.Tensor, width: float) -> torch.Tensor:
         """Layers 1..N at `width` on the embeddings, then the full-width task head; returns logits."""
-        attn_mask, bias = sdpa_mask(attention_mask), position_bias(self, hidden)
         weights = self._sliced(
             width, lambda: [parts.slice_heads_and_ffn(self.dims, width) for parts in self.layer_parts]
         )
-        for parts, layer_weights in zip(self.layer_parts, weights, strict=True):
-            hidden = layer_forward(
-                hidden,
-                attn_mask,
-                parts,
-                layer_weights,
-                parts.attn_norm,
-                parts.ffn_norm,
-                self.dims.head_size,
-                bias,
-            )
+        hidden = run_layers(self, hidden, attention_mask, self.layer_parts, weights)
         return self.head_parts(hidden[:, 0])
 
     def forward(

@@ -34,7 +34,7 @@ from transformers.utils import ModelOutput
 from sharcs.errors import SharcsError, first_line
 from sharcs.modeling.architectures import Layout, find_layout, get_module
 from sharcs.modeling.flops import head_flops, layer_flops
-from sharcs.modeling.layers import Dims
+from sharcs.modeling.layers import Dims, LayerParts, SlicedWeights, layer_forward
 from sharcs.storage.files import atomic_directory
 from sharcs.training.hooks import TrainingHooks
 
@@ -330,3 +330,27 @@ def position_bias(model: AdaptiveModel, hidden: torch.Tensor) -> torch.Tensor | 
     relative positions), or None for a layout without one."""
     compute = model.layout.position_bias
     return None if compute is None else compute(model.base.base_model, hidden.shape[1], hidden.device)
+
+
+def run_layers(
+    model: AdaptiveModel,
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layer_parts: list[LayerParts],
+    weights: list[SlicedWeights],
+) -> torch.Tensor:
+    """Encoder layers in turn, each with its own pretrained norms and the given (sliced) weights: the
+    attention mask and the layout's position bias are built once for all of them."""
+    attn_mask, bias = sdpa_mask(attention_mask), position_bias(model, hidden)
+    for parts, layer_weights in zip(layer_parts, weights, strict=True):
+        hidden = layer_forward(
+            hidden,
+            attn_mask,
+            parts,
+            layer_weights,
+            parts.attn_norm,
+            parts.ffn_norm,
+            model.dims.head_size,
+            bias,
+        )
+    return hidden

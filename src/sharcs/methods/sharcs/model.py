@@ -32,6 +32,7 @@ from sharcs.modeling.adaptive import (
     Setting,
     embed,
     position_bias,
+    run_layers,
     sdpa_mask,
     trim_padding,
 )
@@ -41,7 +42,6 @@ from sharcs.modeling.layers import (
     LayerParts,
     SliceCache,
     SlicedWeights,
-    layer_forward,
     make_norm,
 )
 from sharcs.modeling.losses import task_loss
@@ -134,20 +134,8 @@ class SharcsModel(AdaptiveModel):
         layers 1..K's fused matrices (`prefix_weights`), when the caller holds a copy.
         """
         hidden = embed(self, input_ids, token_type_ids)
-        attn_mask, bias = sdpa_mask(attention_mask), position_bias(self, hidden)
         weights = self.prefix_weights() if weights is None else weights
-        for parts, layer_weights in zip(self.full_parts, weights, strict=True):
-            hidden = layer_forward(
-                hidden,
-                attn_mask,
-                parts,
-                layer_weights,
-                parts.attn_norm,
-                parts.ffn_norm,
-                self.dims.head_size,
-                bias,
-            )
-        return hidden
+        return run_layers(self, hidden, attention_mask, self.full_parts, weights)
 
     def prefix(
         self,
