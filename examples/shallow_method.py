@@ -21,11 +21,11 @@ from sharcs.modeling.adaptive import (
     RoutedOutput,
     Setting,
     embed,
-    sdpa_mask,
+    run_layers,
 )
 from sharcs.modeling.architectures import get_module
 from sharcs.modeling.flops import head_flops, layer_flops
-from sharcs.modeling.layers import LayerParts, layer_forward
+from sharcs.modeling.layers import LayerParts
 from sharcs.modeling.losses import task_loss
 
 
@@ -69,12 +69,8 @@ class ShallowModel(AdaptiveModel):
     ) -> RoutedOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        hidden, mask = embed(self, input_ids, token_type_ids), sdpa_mask(attention_mask)
-        for parts in self.parts:
-            weights = parts.slice(self.dims, 1.0)  # the layer's own weights, at full width
-            hidden = layer_forward(
-                hidden, mask, parts, weights, parts.attn_norm, parts.ffn_norm, self.dims.head_size
-            )
+        weights = [parts.slice(self.dims, 1.0) for parts in self.parts]  # the layers' own, at full width
+        hidden = run_layers(self, embed(self, input_ids, token_type_ids), attention_mask, self.parts, weights)
         logits = self.head(hidden[:, 0])
         routes = torch.full((len(input_ids),), float(self.config.layers), device=input_ids.device)
         loss = None if labels is None else task_loss(logits, labels)

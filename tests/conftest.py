@@ -12,7 +12,9 @@ from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
     CamembertConfig,
+    DebertaV2Config,
     DistilBertConfig,
+    ModernBertConfig,
     MPNetConfig,
     RobertaConfig,
     XLMRobertaConfig,
@@ -53,6 +55,38 @@ def tiny_config(model_type: str, num_labels: int = 2, layers: int = 4):
             pad_token_id=1,
             **common,
         )
+    if model_type == "modernbert":  # global and sliding (|i - j| <= 2) layers alternate
+        return ModernBertConfig(
+            hidden_size=32,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            intermediate_size=64,
+            global_attn_every_n_layers=2,
+            local_attention=4,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=1,
+            cls_token_id=2,
+            sep_token_id=1,
+            **common,
+        )
+    if model_type == "deberta-v2":  # DeBERTa-v3's shape: shared keys, c2p and p2c, log buckets
+        return DebertaV2Config(
+            hidden_size=32,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            intermediate_size=64,
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            position_buckets=4,
+            max_relative_positions=16,
+            share_att_key=True,
+            norm_rel_ebd="layer_norm",
+            position_biased_input=False,
+            type_vocab_size=0,
+            pad_token_id=0,
+            **common,
+        )
     if model_type == "distilbert":
         return DistilBertConfig(dim=32, n_layers=layers, n_heads=4, hidden_dim=64, **common)
     raise ValueError(model_type)
@@ -70,6 +104,20 @@ def assert_gradient_only_in(grad: torch.Tensor, rows: int | None, cols: int | No
         assert grad[rows:].abs().sum() == 0, "unused rows get none"
     if cols is not None:
         assert grad[:, cols:].abs().sum() == 0, "unused columns get none"
+
+
+def projection_grads(parts) -> list[tuple[str, torch.Tensor]]:
+    """(kind, weight gradient) of each projection of a layer (sharcs.modeling.layers.LayerParts), fused
+    matrices split into their blocks: "q", "k", "v", "attn_out", "ffn_in" (a gated FFN: its value and
+    gate units in turn), "ffn_out"."""
+    qkv = parts.qkv[0].weight.grad.chunk(3) if len(parts.qkv) == 1 else [m.weight.grad for m in parts.qkv]
+    ffn_in = parts.ffn_in.weight.grad
+    return [
+        *zip(("q", "k", "v"), qkv, strict=True),
+        ("attn_out", parts.attn_out.weight.grad),
+        *(("ffn_in", block) for block in (ffn_in.chunk(2) if parts.gated else [ffn_in])),
+        ("ffn_out", parts.ffn_out.weight.grad),
+    ]
 
 
 def random_batch(batch: int = 5, length: int = 12, seed: int = 1) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_gradient_only_in, random_batch, random_dataset, tiny_model
+from conftest import assert_gradient_only_in, projection_grads, random_batch, random_dataset, tiny_model
 
 from sharcs import load_model
 from sharcs.data.collate import pad_batch
@@ -103,17 +103,13 @@ def test_gradients_reach_only_the_slices_a_forced_width_uses(model_type, width):
     batch = training_batch()
     model(**batch, width=width).loss.backward()
     attention, ffn = model.dims.at(width)
+    shapes = {"q": (attention, None), "k": (attention, None), "v": (attention, None)}
+    shapes |= {"attn_out": (None, attention), "ffn_in": (ffn, None), "ffn_out": (None, ffn)}
     for p in model.layer_parts:
-        for linear, rows, cols in [
-            (p.query, attention, None),
-            (p.key, attention, None),
-            (p.value, attention, None),
-            (p.attn_out, None, attention),
-            (p.ffn_in, ffn, None),
-            (p.ffn_out, None, ffn),
-        ]:
-            assert_gradient_only_in(linear.weight.grad, rows, cols)
-        assert p.attn_norm.weight.grad.abs().sum() > 0 and p.ffn_norm.weight.grad.abs().sum() > 0
+        for kind, grad in projection_grads(p):
+            assert_gradient_only_in(grad, *shapes[kind])
+        norms = [*p.attn_norm.parameters(), *p.ffn_norm.parameters()]  # none in an nn.Identity
+        assert norms and all(n.grad.abs().sum() > 0 for n in norms)
 
 
 def test_save_load_round_trip_is_bit_identical(model_type, tmp_path):

@@ -9,7 +9,7 @@ from conftest import random_batch, tiny_model
 
 from sharcs import SharcsError, load_model
 from sharcs.methods.early_exit import EarlyExitConfig, EarlyExitModel
-from sharcs.modeling.adaptive import HEAD_ACTIVATIONS, embed
+from sharcs.modeling.adaptive import embed
 from sharcs.modeling.flops import flop_counter
 
 ENTROPY_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -42,7 +42,7 @@ def _spread_model(
         hidden = embed(model, batch["input_ids"], None)
         for index, (weights, head) in enumerate(zip(model.layer_weights(), model.exits, strict=True)):
             hidden = model.run_layer(hidden, batch["attention_mask"], index, weights)
-            pooled = HEAD_ACTIVATIONS[head.activation](head.dense(hidden[:, 0]))
+            pooled = head.features(hidden[:, 0])
             spread = (pooled - pooled.mean(0)).norm(dim=1).mean()
             head.classifier.weight.normal_(0.0, 1.0 / float(spread))
             head.classifier.bias.copy_(-head.classifier.weight @ pooled.mean(0))

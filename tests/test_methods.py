@@ -70,11 +70,11 @@ def test_router_free_training_leaves_the_router_alone(tmp_path, routing):
     extra = {"fixed_width": 0.25} if routing == "fixed" else {"width_shares": (0.5, 0.5)}
     model = get_sharcs_model(tiny_model("bert"), SharcsConfig(adaptive_layer=2, routing=routing, **extra))
     router = {k: v.clone() for k, v in model.router.state_dict().items()}
-    layer = model.adaptive_layers[0].parts.query.weight.clone()
+    layer = model.adaptive_layers[0].parts.qkv[0].weight.clone()
     trainer = Trainer(model, random_dataset(32), TrainingArguments(epochs=1, batch_size=8), tmp_path)
     history = trainer.train()
     assert all(torch.equal(v, model.router.state_dict()[k]) for k, v in router.items())
-    assert not torch.equal(layer, model.adaptive_layers[0].parts.query.weight)
+    assert not torch.equal(layer, model.adaptive_layers[0].parts.qkv[0].weight)
     shares = history[0]["trained_width_share"]
     assert shares["0.25"] == 1.0 if routing == "fixed" else 0.2 < shares["0.25"] < 0.8
     loaded = load_model(find_checkpoint(tmp_path) / "model")

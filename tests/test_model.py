@@ -6,13 +6,13 @@ import re
 
 import pytest
 import torch
-from conftest import assert_gradient_only_in, random_batch, tiny_model
+from conftest import assert_gradient_only_in, projection_grads, random_batch, tiny_model
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from sharcs import SharcsConfig, SharcsError, SharcsModel, get_sharcs_model
 from sharcs.methods.sharcs.config import width_key
 from sharcs.methods.sharcs.flops import sharcs_flops
-from sharcs.modeling.architectures import LAYOUTS
+from sharcs.modeling.architectures import LAYOUTS, get_module
 from sharcs.modeling.flops import layer_flops, measure_flops
 from sharcs.modeling.losses import hidden_distillation_loss
 
@@ -36,11 +36,12 @@ def test_full_width_base_computes_the_trained_full_width(model_type, keep_residu
     base = tiny_model(model_type)
     model = get_sharcs_model(base, SharcsConfig(adaptive_layer=1, keep_residual=keep_residual)).eval()
     pretrained = {k: v.clone() for k, v in base.state_dict().items()}
+    key = width_key(1.0)
+    norms = [n for layer in model.adaptive_layers for n in (layer.attn_norms[key], layer.ffn_norms[key])]
+    norms += [model.final_norms[key]] if model.final_norms else []  # pre-LN encoders' final norm
     with torch.no_grad():  # what training does: the full-width norms move away from the pretrained ones
-        for layer in model.adaptive_layers:
-            for norm in (layer.attn_norms[width_key(1.0)], layer.ffn_norms[width_key(1.0)]):
-                norm.weight.normal_(1.0, 0.3)
-                norm.bias.normal_(0.0, 0.3)
+        for parameter in (p for norm in norms for p in norm.parameters()):
+            parameter.normal_(float(parameter.mean()), 0.3)
     batch = random_batch()
     with torch.no_grad():
         expected = model(**batch, width=1.0).logits
@@ -135,11 +136,15 @@ def test_hidden_distillation_loss_compares_the_kept_channels_of_real_tokens():
 def test_k0_narrows_from_the_embeddings(model_type):
     base = tiny_model(model_type)
     model = get_sharcs_model(base, SharcsConfig(adaptive_layer=0))
+    assert len(model.adaptive_layers) == model.dims.layers
+    if model.layout.pre_norm:  # pre-LN layers normalize their own inputs: a narrow width only slices
+        assert len(model.entry_norms) == 0
+        return
     size = model.dims.at(0.25)[0]
-    entry, embedding_norm = model.entry_norms[width_key(0.25)], base.base_model.embeddings.LayerNorm
+    entry = model.entry_norms[width_key(0.25)]
+    embedding_norm = get_module(base.base_model, model.layout.embedding_norm)
     assert torch.equal(entry.weight, embedding_norm.weight[:size])
     assert torch.equal(entry.bias, embedding_norm.bias[:size])
-    assert len(model.adaptive_layers) == model.dims.layers
 
 
 def test_keep_residual_narrows_only_heads_and_ffn(model_type):
@@ -156,16 +161,12 @@ def test_keep_residual_narrows_only_heads_and_ffn(model_type):
     model(**random_batch(), width=0.5, labels=torch.tensor([0, 1, 0, 1, 1])).loss.backward()
     d = model.dims.hidden
     attention, ffn = model.dims.at(0.5)
+    shapes = {"q": (attention, d), "k": (attention, d), "v": (attention, d), "attn_out": (d, attention)}
+    shapes |= {"ffn_in": (ffn, d), "ffn_out": (d, ffn)}
     for layer in model.adaptive_layers:
-        p = layer.parts
-        for linear, rows, cols in [
-            (p.query, attention, d),
-            (p.attn_out, d, attention),
-            (p.ffn_in, ffn, d),
-            (p.ffn_out, d, ffn),
-        ]:
-            assert_gradient_only_in(linear.weight.grad, rows, cols)
-        assert layer.attn_norms[width_key(0.5)].weight.shape == (d,)
+        for kind, grad in projection_grads(layer.parts):
+            assert_gradient_only_in(grad, *shapes[kind])
+        assert layer.ffn_norms[width_key(0.5)].weight.shape == (d,)
 
 
 def test_router_loss_reaches_layers_before_k(model_type):
@@ -187,20 +188,16 @@ def test_task_loss_reaches_every_weight_the_width_uses(model_type, width):
     model(**batch, width=width, labels=torch.tensor([0, 1, 0, 1, 1])).loss.backward()
     hidden, ffn = model.dims.at(width)
     key = width_key(width)
+    shapes = {"q": (hidden, hidden), "k": (hidden, hidden), "v": (hidden, hidden)}
+    shapes |= {"attn_out": (hidden, hidden), "ffn_in": (ffn, hidden), "ffn_out": (hidden, ffn)}
     for layer in model.adaptive_layers:
-        p = layer.parts
-        for linear, rows, cols in [
-            (p.query, hidden, hidden),
-            (p.key, hidden, hidden),
-            (p.value, hidden, hidden),
-            (p.attn_out, hidden, hidden),
-            (p.ffn_in, ffn, hidden),
-            (p.ffn_out, hidden, ffn),
-        ]:
-            assert_gradient_only_in(linear.weight.grad, rows, cols)
+        for kind, grad in projection_grads(layer.parts):
+            assert_gradient_only_in(grad, *shapes[kind])
         for norm in (layer.attn_norms[key], layer.ffn_norms[key]):
-            assert norm.weight.grad.abs().sum() > 0
-    if width < 1.0:
+            assert all(p.grad.abs().sum() > 0 for p in norm.parameters())
+    if model.final_norms:  # pre-LN: the width's own final norm
+        assert all(p.grad.abs().sum() > 0 for p in model.final_norms[key].parameters())
+    if width < 1.0 and not model.layout.pre_norm:
         assert model.entry_norms[key].weight.grad.abs().sum() > 0
     for layer in model.full_layers:
         assert all(prm.grad is not None for prm in layer.parameters())

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from sharcs.errors import SharcsError, first_line
 from sharcs.export.graphs import FullGraph, PrefixGraph, WidthGraph, export_onnx
@@ -174,6 +175,9 @@ def fuse(path: Path, model: SharcsModel) -> dict[str, int]:
     options = FusionOptions("bert")
     options.enable_attention = False  # its head count would come from the config, wrong for narrow graphs
     options.enable_embed_layer_norm = False  # position ids differ between architectures
+    if any(isinstance(m, nn.LayerNorm) and m.bias is None for m in model.modules()):
+        # ORT's skip + LayerNorm fusion expects a LayerNorm bias input (ModernBERT's norms have none)
+        options.enable_skip_layer_norm = options.enable_bias_skip_layer_norm = False
     with _quiet():
         optimized = optimize_model(
             str(path), model_type="bert", num_heads=0, hidden_size=0, optimization_options=options

@@ -29,13 +29,12 @@ from sharcs.modeling.adaptive import (
     Setting,
     config_from_dict,
     embed,
-    position_bias,
-    sdpa_mask,
+    run_layers,
     trim_padding,
 )
 from sharcs.modeling.architectures import get_module
 from sharcs.modeling.flops import head_flops, layer_flops
-from sharcs.modeling.layers import LayerParts, SliceCache, SlicedWeights, layer_forward
+from sharcs.modeling.layers import LayerParts, SliceCache, SlicedWeights
 from sharcs.modeling.losses import task_loss
 
 if TYPE_CHECKING:
@@ -160,17 +159,8 @@ class EarlyExitModel(AdaptiveModel):
     def run_layer(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, index: int, weights: SlicedWeights
     ) -> torch.Tensor:
-        parts = self.layer_parts[index]
-        return layer_forward(
-            hidden,
-            sdpa_mask(attention_mask),
-            parts,
-            weights,
-            parts.attn_norm,
-            parts.ffn_norm,
-            self.dims.head_size,
-            position_bias(self, hidden),
-        )
+        """Layer `index` (its attention inputs at `hidden`'s length: exits trim the padding as they go)."""
+        return run_layers(self, hidden, attention_mask, [self.layer_parts[index]], [weights], first=index)
 
     def run_all_exits(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None

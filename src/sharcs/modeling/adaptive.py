@@ -32,7 +32,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrai
 from transformers.utils import ModelOutput
 
 from sharcs.errors import SharcsError, first_line
-from sharcs.modeling.architectures import Layout, find_layout, get_module
+from sharcs.modeling.architectures import AttentionInputs, Layout, find_layout, get_module
 from sharcs.modeling.flops import head_flops, layer_flops
 from sharcs.modeling.layers import Dims, LayerParts, SlicedWeights, layer_forward
 from sharcs.storage.files import atomic_directory
@@ -69,24 +69,59 @@ class Setting:
 
 @dataclass(frozen=True)
 class HeadParts:
-    """The task head's modules in the wrapped model (a plain dataclass, so they are not registered twice)."""
+    """The task head's modules in the wrapped model (a plain dataclass, so they are not registered twice):
+    the final norm of a pre-LN encoder, then dense, activation, a norm (ModernBERT), classifier."""
 
+    final_norm: nn.Module  # nn.Identity for a post-LN encoder
+    input_dropout: nn.Module  # before the dense layer (nn.Identity for BERT-style heads)
     dense: nn.Linear
+    activation: Callable[[torch.Tensor], torch.Tensor]
+    norm: nn.Module
     dropout: nn.Module
     classifier: nn.Linear
-    activation: str
-    dropout_before_dense: bool
 
     @classmethod
     def find(cls, base: PreTrainedModel, layout: Layout) -> HeadParts:
-        modules = (get_module(base, p) for p in (layout.head_dense, layout.head_dropout, layout.classifier))
-        return cls(*modules, layout.head_act, layout.dropout_before_dense)
+        def module(path: str | None, root: nn.Module = base) -> nn.Module:
+            return get_module(root, path) if path else nn.Identity()
 
-    def __call__(self, first_token: torch.Tensor, dense_weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Dense (optionally reading only the first w*d channels: `dense_weight`), activation, classifier."""
-        x = self.dropout(first_token) if self.dropout_before_dense else first_token
+        act = layout.head_act
+        activation = act(base) if callable(act) else HEAD_ACTIVATIONS.get(act) or get_module(base, act)
+        dropout = module(layout.head_dropout)
+        before = nn.Identity()
+        if layout.dropout_before_dense:
+            before = module(layout.head_input_dropout) if layout.head_input_dropout else dropout
+        return cls(
+            final_norm=module(layout.final_norm, base.base_model),
+            input_dropout=before,
+            dense=get_module(base, layout.head_dense),
+            activation=activation,
+            norm=module(layout.head_norm),
+            dropout=dropout,
+            classifier=get_module(base, layout.classifier),
+        )
+
+    def features(
+        self,
+        first_token: torch.Tensor,
+        dense_weight: torch.Tensor | None = None,
+        final_norm: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """What the classifier reads (before the head's dropout), from the first token's last hidden state;
+        `dense_weight`: the dense layer reading only the first w*d channels, `final_norm`: the final norm
+        of that width (SHARCS's narrow widths)."""
+        x = self.input_dropout((self.final_norm if final_norm is None else final_norm)(first_token))
         x = F.linear(x, self.dense.weight if dense_weight is None else dense_weight, self.dense.bias)
-        return self.classifier(self.dropout(HEAD_ACTIVATIONS[self.activation](x)))
+        return self.norm(self.activation(x))
+
+    def __call__(
+        self,
+        first_token: torch.Tensor,
+        dense_weight: torch.Tensor | None = None,
+        final_norm: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """The logits (see `features` for the arguments)."""
+        return self.classifier(self.dropout(self.features(first_token, dense_weight, final_norm)))
 
 
 def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -108,11 +143,15 @@ class AdaptiveModel(nn.Module):
         super().__init__()
         self.layout = find_layout(base)
         cfg, lay = base.config, self.layout
+        terms, span = lay.relative_terms(base.base_model) if lay.relative_terms else (0, 0)
         self.dims = Dims(
             hidden=getattr(cfg, lay.hidden_size),
             heads=getattr(cfg, lay.num_heads),
             ffn=getattr(cfg, lay.ffn_size),
             layers=getattr(cfg, lay.num_layers),
+            gated=lay.gated_ffn,
+            position_terms=terms,
+            position_span=span,
         )
         self.base = base
         self.config = config
@@ -325,11 +364,16 @@ def embed(model: AdaptiveModel, input_ids: torch.Tensor, token_type_ids: torch.T
     return embeddings(input_ids)
 
 
-def position_bias(model: AdaptiveModel, hidden: torch.Tensor) -> torch.Tensor | None:
-    """The per-head attention score bias of the wrapped model's layout at `hidden`'s length (MPNet's
-    relative positions), or None for a layout without one."""
-    compute = model.layout.position_bias
-    return None if compute is None else compute(model.base.base_model, hidden.shape[1], hidden.device)
+def attention_inputs(
+    model: AdaptiveModel, hidden: torch.Tensor, attention_mask: torch.Tensor
+) -> list[AttentionInputs]:
+    """Each of the wrapped model's N layers' attention inputs at `hidden`'s length: the padding mask,
+    combined with the layout's position bias, RoPE or sliding window where it has them."""
+    padding = sdpa_mask(attention_mask)
+    build = model.layout.attention
+    if build is None:
+        return [AttentionInputs(padding)] * model.dims.layers
+    return build(model.base.base_model, hidden, padding)
 
 
 def run_layers(
@@ -338,19 +382,13 @@ def run_layers(
     attention_mask: torch.Tensor,
     layer_parts: list[LayerParts],
     weights: list[SlicedWeights],
+    first: int = 0,
 ) -> torch.Tensor:
-    """Encoder layers in turn, each with its own pretrained norms and the given (sliced) weights: the
-    attention mask and the layout's position bias are built once for all of them."""
-    attn_mask, bias = sdpa_mask(attention_mask), position_bias(model, hidden)
-    for parts, layer_weights in zip(layer_parts, weights, strict=True):
+    """Encoder layers first, first+1, ... in turn, each with its own pretrained norms and the given
+    (sliced) weights: the attention inputs are built once for all of them."""
+    inputs = attention_inputs(model, hidden, attention_mask)[first:]
+    for parts, layer_weights, attention in zip(layer_parts, weights, inputs[: len(layer_parts)], strict=True):
         hidden = layer_forward(
-            hidden,
-            attn_mask,
-            parts,
-            layer_weights,
-            parts.attn_norm,
-            parts.ffn_norm,
-            model.dims.head_size,
-            bias,
+            hidden, attention, parts, layer_weights, parts.attn_norm, parts.ffn_norm, model.dims.head_size
         )
     return hidden

@@ -22,13 +22,24 @@ if TYPE_CHECKING:
 
 
 def layer_flops(dims: Dims, width: float, length: int, keep_residual: bool = False) -> int:
-    """One encoder layer: 2*L*(4*(w*d)^2 + 2*(w*d)*(w*f)) + 4*L^2*(w*d).
+    """One encoder layer: 2*L*(4*(w*d)^2 + m*(w*d)*(w*f)) + 4*L^2*(w*d), with m = 2 FFN matrices, or 3
+    for a gated FFN (its input projection has value and gate units).
 
-    With `keep_residual` the projections read and write all d channels: 2*L*(4*d*(w*d) + 2*d*(w*f)).
+    With `keep_residual` the projections read and write all d channels: 2*L*(4*d*(w*d) + m*d*(w*f)).
+    DeBERTa's relative attention adds, per c2p / p2c term, the projection of the n position rows a
+    sequence of length L reaches (n = 2L - 1 while L <= span) and their products with the queries or
+    keys: 2*n*r*(w*d) + 2*L*n*(w*d), r the residual channels.
     """
     attention, ffn = dims.at(width)
     residual = dims.hidden if keep_residual else attention
-    return 2 * length * (4 * residual * attention + 2 * residual * ffn) + 4 * length * length * attention
+    ffn_matrices = 3 if dims.gated else 2
+    projections = 4 * residual * attention + ffn_matrices * residual * ffn
+    flops = 2 * length * projections + 4 * length * length * attention
+    if dims.position_terms:
+        span = dims.position_span
+        rows = max(0, min(2 * span, span + length) - max(0, span - length + 1))
+        flops += dims.position_terms * (2 * rows * residual * attention + 2 * length * rows * attention)
+    return flops
 
 
 def head_flops(dims: Dims, width: float, num_labels: int) -> int:

@@ -30,10 +30,9 @@ from sharcs.modeling.adaptive import (
     HeadParts,
     RoutedOutput,
     Setting,
+    attention_inputs,
     embed,
-    position_bias,
     run_layers,
-    sdpa_mask,
     trim_padding,
 )
 from sharcs.modeling.architectures import get_module
@@ -88,22 +87,30 @@ class SharcsModel(AdaptiveModel):
         k = config.adaptive_layer
         layers = get_module(base.base_model, lay.layers)
         self.router = Router(self.dims.hidden, config.router_hidden_size, len(config.widths))
-        # the norm that produced layer K's output (K=0: the embeddings'), copied into each entry norm
-        last_full_norm = (
-            get_module(layers[k - 1], lay.ffn_norm) if k else get_module(base.base_model, lay.embedding_norm)
-        )
-        self.entry_norms = nn.ModuleDict(
-            {
-                width_key(w): make_norm(last_full_norm, self.dims.at(w)[0], config.norm_init)
-                for w in config.widths
-                if w < 1.0 and not config.keep_residual
-            }
-        )
+        narrow = [w for w in config.widths if w < 1.0 and not config.keep_residual]
+        self.entry_norms = nn.ModuleDict()  # post-LN: a sliced stream is normalized again at its width
+        if not lay.pre_norm:  # pre-LN layers normalize their own inputs
+            # the norm that produced layer K's output (K=0: the embeddings'), copied into each entry norm
+            last_full_norm = (
+                get_module(layers[k - 1], lay.ffn_norm)
+                if k
+                else get_module(base.base_model, lay.embedding_norm)
+            )
+            for w in narrow:
+                self.entry_norms[width_key(w)] = make_norm(
+                    last_full_norm, self.dims.at(w)[0], config.norm_init
+                )
         self.adaptive_layers = nn.ModuleList(
             AdaptiveLayer(layers[i], lay, self.dims, config.widths, config.norm_init, config.keep_residual)
             for i in range(k, self.dims.layers)
         )
-        self.router.to(device=last_full_norm.weight.device, dtype=last_full_norm.weight.dtype)
+        self.final_norms = nn.ModuleDict()  # pre-LN: the norm after the last layer, one per width
+        if lay.final_norm is not None:
+            final = get_module(base.base_model, lay.final_norm)
+            for w in config.widths:
+                size = self.dims.hidden if config.keep_residual else self.dims.at(w)[0]
+                self.final_norms[width_key(w)] = make_norm(final, size, config.norm_init)
+        self.router.to(device=base.device, dtype=base.dtype)
         self.full_parts = [LayerParts.find(layers[i], lay) for i in range(k)]  # layers 1..K
         self.head_parts = HeadParts.find(base, lay)
         self._sliced = SliceCache(
@@ -174,15 +181,19 @@ class SharcsModel(AdaptiveModel):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Layers K+1..N and the head at one width, for a group of samples: the logits and the output
         of each of those layers. `weights`: `width_weights(width)`, when the caller holds a copy."""
-        if width < 1.0 and not self.config.keep_residual:  # down-projection: slice, then the entry norm
-            hidden = self.entry_norms[width_key(width)](hidden[..., : self.dims.at(width)[0]])
-        attn_mask, bias = sdpa_mask(attention_mask), position_bias(self, hidden)
+        if width < 1.0 and not self.config.keep_residual:  # down-projection: slice (post-LN: and renormalize)
+            hidden = hidden[..., : self.dims.at(width)[0]]
+            if self.entry_norms:
+                hidden = self.entry_norms[width_key(width)](hidden)
+        inputs = attention_inputs(self, hidden, attention_mask)[self.config.adaptive_layer :]
         weights = self.width_weights(width) if weights is None else weights
         states = []
-        for layer, layer_weights in zip(self.adaptive_layers, weights.layers, strict=True):
-            hidden = layer(hidden, attn_mask, width, layer_weights, bias)
+        for layer, layer_weights, attention in zip(self.adaptive_layers, weights.layers, inputs, strict=True):
+            hidden = layer(hidden, attention, width, layer_weights)
             states.append(hidden)
-        return self.head_parts(hidden[:, 0], weights.head), states  # the up-projection reads w*d channels
+        final_norm = self.final_norms[width_key(width)] if self.final_norms else None
+        # the up-projection reads w*d channels
+        return self.head_parts(hidden[:, 0], weights.head, final_norm), states
 
     def run_width(self, hidden: torch.Tensor, attention_mask: torch.Tensor, width: float) -> torch.Tensor:
         """Layers K+1..N and the head at one width, for a group of samples; returns logits."""
@@ -198,6 +209,10 @@ class SharcsModel(AdaptiveModel):
             parts = LayerParts.find(layer, self.layout)
             parts.attn_norm.load_state_dict(adaptive.attn_norms[key].state_dict())
             parts.ffn_norm.load_state_dict(adaptive.ffn_norms[key].state_dict())
+        if self.final_norms:
+            get_module(base.base_model, self.layout.final_norm).load_state_dict(
+                self.final_norms[key].state_dict()
+            )
         return base
 
     # ------------------------------------------------------------------------------ forward
