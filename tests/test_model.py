@@ -6,8 +6,8 @@ import re
 
 import pytest
 import torch
-from conftest import assert_gradient_only_in, projection_grads, random_batch, tiny_model
-from transformers import GPT2Config, GPT2ForSequenceClassification
+from conftest import assert_gradient_only_in, projection_grads, random_batch, tiny_config, tiny_model
+from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2ForSequenceClassification
 
 from sharcs import SharcsConfig, SharcsError, SharcsModel, get_sharcs_model
 from sharcs.methods.sharcs.config import width_key
@@ -297,6 +297,50 @@ def test_unsupported_model_type_is_named():
     gpt2 = GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=64))
     with pytest.raises(SharcsError, match="'gpt2'.*" + re.escape(", ".join(sorted(LAYOUTS)))):
         get_sharcs_model(gpt2, SharcsConfig(adaptive_layer=1))
+
+
+@pytest.mark.parametrize(
+    ("model_type", "change", "reason"),
+    [
+        ("modernbert", {"classifier_pooling": "mean"}, "classifier_pooling 'mean'"),
+        ("deberta-v2", {"share_att_key": False}, "share_att_key false"),
+        ("deberta-v2", {"conv_kernel_size": 3}, "conv_kernel_size"),
+        ("deberta-v2", {"pooler_hidden_size": 16}, "pooler_hidden_size 16"),
+        ("bert", {"position_embedding_type": "relative_key"}, "position_embedding_type 'relative_key'"),
+    ],
+)
+def test_a_config_a_layout_cannot_run_exactly_is_refused(model_type, change, reason):
+    config = tiny_config(model_type)
+    for name, value in change.items():
+        setattr(config, name, value)
+    base = AutoModelForSequenceClassification.from_config(config)
+    with pytest.raises(SharcsError, match=f"'{model_type}': {re.escape(reason)}"):
+        get_sharcs_model(base, SharcsConfig(adaptive_layer=1))
+
+
+def test_width_one_is_exact_at_every_length(model_type):
+    """Unpadded single samples from 1 token to past the tiny models' sliding window (ModernBERT) and
+    position span (DeBERTa: its window of position rows is clipped below at short lengths)."""
+    base = tiny_model(model_type)
+    model = get_sharcs_model(base, SharcsConfig(adaptive_layer=1)).eval()
+    ids = random_batch(batch=1, length=12)["input_ids"]
+    with torch.no_grad():
+        for length in (1, 2, 3, 5, 8, 12):
+            sample = ids[:, :length]
+            assert (model(sample, width=1.0).logits - base(sample).logits).abs().max() <= 1e-5, length
+
+
+def test_the_tiny_modernbert_window_is_shorter_than_the_test_sequences():
+    """The exactness tests are not vacuous: without its sliding window the tiny ModernBERT computes
+    another function on the test batch."""
+    batch = random_batch()
+    wide = tiny_config("modernbert")
+    wide.local_attention = 64
+    with torch.no_grad():
+        narrow = tiny_model("modernbert")
+        other = AutoModelForSequenceClassification.from_config(wide).eval()
+        other.load_state_dict(narrow.state_dict())
+        assert (other(**batch).logits - narrow(**batch).logits).abs().max() > 1e-4
 
 
 def test_inference_cache_follows_weight_updates():
