@@ -356,8 +356,12 @@ def test_train_from_a_finished_run(
 @needs_glue
 def test_train_method_cascade(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cascade"
-    code, _, err = run(capsys, *sst2_args(tiny_dir, out, "--method", "cascade", "--cascade-confidence", 0.7))
+    cascade = ("--method", "cascade", "--cascade-confidence", 0.7, "--rewire-samples", 16)
+    code, _, err = run(capsys, *sst2_args(tiny_dir, out, *cascade))
     assert code == 0, err
+    assert (
+        "rewired heads and FFN units by importance on 16 training samples" in (out / "train.log").read_text()
+    )
     history = json.loads((out / "history.json").read_text())
     assert all(r["trained_width_share"] == {"0.25": 0.0, "1.0": 1.0} for r in history)
     assert "heldout_narrowest_accuracy" in history[-1]  # the narrow path it trains, scored alone
@@ -718,6 +722,14 @@ def test_option_errors(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
         capsys,
         *sst2_args(tiny_dir, out, "--method", "dynabert", "--keep-residual"),
         needles=("--keep-residual",),
+    )
+    expect_error(
+        capsys, *sst2_args(tiny_dir, out, "--rewire-samples", -1), needles=("--rewire-samples", "at least 0")
+    )
+    expect_error(
+        capsys,
+        *sst2_args(tiny_dir, out, "--method", "pabee", "--rewire-samples", 8),
+        needles=("--rewire-samples", "--method pabee"),
     )
     expect_error(capsys, "train", "--task", "sst2", needles=("--output-dir",))
     expect_error(

@@ -34,6 +34,7 @@ class Method:
     keeps_residual: bool = (
         False  # it can narrow heads and FFN only, keeping the residual stream (--keep-residual)
     )
+    narrows: bool = True  # it runs narrow widths, whose leading heads and units --rewire-samples chooses
 
     def model_class(self) -> type:
         return _attribute(self.model)
@@ -70,6 +71,7 @@ METHODS: dict[str, Method] = {
             SHARCS_MODEL,
             f"{_PRESETS}:full",
             keeps_residual=True,
+            narrows=False,
         ),
         Method(
             "fixed",
@@ -96,12 +98,14 @@ METHODS: dict[str, Method] = {
             "an exit after every layer, taken when its entropy is below --entropy-threshold (DeeBERT)",
             "sharcs.methods.early_exit:EarlyExitModel",
             "sharcs.methods.early_exit:deebert",
+            narrows=False,
         ),
         Method(
             "pabee",
             "exit once --patience exits in a row agree (PABEE)",
             "sharcs.methods.early_exit:EarlyExitModel",
             "sharcs.methods.early_exit:pabee",
+            narrows=False,
         ),
     )
 }

@@ -106,6 +106,9 @@ class Layout:
     # None: every layer takes the padding mask alone
     attention: AttentionBuilder | None = None
     position_dropout: str | None = None  # within one layer: dropout on relative-position embeddings
+    # within the base model: an Embedding whose columns are per-head biases every layer adds (MPNet's
+    # relative position bias), so that heads can only be reordered alike in all layers (rewire.py)
+    head_bias: str | None = None
     # (base model) -> (c2p/p2c terms per layer, span of relative positions): DeBERTa's terms, for FLOPs
     relative_terms: Callable[[nn.Module], tuple[int, int]] | None = None
 
@@ -215,6 +218,7 @@ MPNET = Layout(
     classifier="classifier.out_proj",
     uses_token_types=False,
     attention=mpnet_attention,
+    head_bias="encoder.relative_attention_bias",
 )
 
 

@@ -151,6 +151,14 @@ class TrainOptions(TrainingArguments):
         group="model",
         show_default=False,
     )
+    rewire_samples: int = option(
+        0,
+        "importance rewiring: score each layer's heads and FFN units on this many training samples and "
+        "reorder them, most important first, before training (the narrow widths keep the leading ones; "
+        "the model computes the same function); 0: off",
+        metavar="N",
+        group="model",
+    )
     fixed_width: float = option(0.25, "width of --method fixed", metavar="W", group="model")
     width_shares: tuple[float, ...] | None = option(
         None,
@@ -260,6 +268,13 @@ class TrainOptions(TrainingArguments):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SharcsError(f"{option_name(name)}: must be at least 1, got {value}")
+        if self.rewire_samples < 0:
+            raise SharcsError(f"--rewire-samples: must be at least 0, got {self.rewire_samples}")
+        if self.rewire_samples and not get_method(self.method).narrows:
+            raise SharcsError(
+                f"--rewire-samples orders heads and FFN units for the narrow widths; --method {self.method} "
+                "runs none"
+            )
         if self.adaptive_layer is not None and self.adaptive_layer < 0:
             raise SharcsError(f"--adaptive-layer: must be at least 0, got {self.adaptive_layer}")
         if not 0.0 <= self.held_out_fraction < 1.0:

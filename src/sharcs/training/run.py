@@ -28,6 +28,7 @@ from sharcs.methods.sharcs.model import has_router, is_cascade
 from sharcs.modeling.adaptive import AdaptiveModel
 from sharcs.modeling.packaged import resolve_model_path
 from sharcs.modeling.pretrained import pad_id
+from sharcs.modeling.rewire import rewire_on_data
 from sharcs.storage.files import atomic_write_text, remove_tree
 from sharcs.storage.lock import LOCK_NAME, OutputLock
 from sharcs.storage.run_folder import MODEL_DIR, RUN_CONFIG
@@ -281,6 +282,8 @@ def _train(
                 log_truncation(cut, len(examples), options.max_seq_length, what)
         if resume:
             logger.info("resuming at epoch %d, step %d", trainer.epoch + 1, trainer.step_in_epoch)
+        elif options.rewire_samples:  # in place, before any step (a resumed run's checkpoint holds it)
+            logger.info(rewire_on_data(model, train_data, options.rewire_samples, options.batch_size, pad))
         history = trainer.train(resume=resume)
         results = _finish(model, history, out, info, dev_data, eval_batch, pad, select)
         if main and not options.keep_checkpoint:
