@@ -727,6 +727,9 @@ def test_option_errors(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
         capsys, *sst2_args(tiny_dir, out, "--rewire-samples", -1), needles=("--rewire-samples", "at least 0")
     )
     expect_error(
+        capsys, *sst2_args(tiny_dir, out, "--narrow-weight", 0), needles=("--narrow-weight", "above 0")
+    )
+    expect_error(
         capsys,
         *sst2_args(tiny_dir, out, "--method", "pabee", "--rewire-samples", 8),
         needles=("--rewire-samples", "--method pabee"),

@@ -65,12 +65,15 @@ def test_every_sample_trains_at_full_width_and_the_router_is_left_alone():
     assert not torch.equal(backbone, model.base.bert.encoder.layer[0].attention.self.query.weight)
 
 
-def test_a_sandwich_step_is_full_width_loss_plus_distillation_from_a_detached_teacher():
+@pytest.mark.parametrize("narrow_weight", [1.0, 0.25])
+def test_a_sandwich_step_is_full_width_loss_plus_distillation_from_a_detached_teacher(narrow_weight):
     """The full width's gradient is the plain fine-tuning one; the narrow path adds only its own
-    distillation term, whose teacher is a constant (no gradient flows back through the full logits)."""
+    distillation term (times --narrow-weight), whose teacher is a constant (no gradient flows back
+    through the full logits)."""
     data = random_dataset(8)
     model = sandwich_model()
-    trainer = Trainer(model, data, TrainingArguments(epochs=1, batch_size=8, max_grad_norm=0.0, lr=1e-3))
+    args = TrainingArguments(epochs=1, batch_size=8, max_grad_norm=0.0, lr=1e-3, narrow_weight=narrow_weight)
+    trainer = Trainer(model, data, args)
     steps, _ = trainer.plan_epoch(0)
     reference = sandwich_model()
     reference.load_state_dict(model.state_dict())
@@ -83,7 +86,7 @@ def test_a_sandwich_step_is_full_width_loss_plus_distillation_from_a_detached_te
     teacher = full.detach().clone()
     narrow = reference(**batch, width=0.25).logits
     narrow_loss = 0.5 * distillation_loss(narrow, teacher) + 0.5 * task_loss(narrow, labels)
-    (task_loss(full, labels) + narrow_loss).backward()  # narrow_label_weight 0.5, the default
+    (task_loss(full, labels) + narrow_weight * narrow_loss).backward()  # narrow_label_weight 0.5, the default
     torch.manual_seed(5)
     model.train()
     trainer.optimizer.zero_grad()

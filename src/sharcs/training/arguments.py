@@ -114,6 +114,12 @@ class TrainingArguments:
         "the full width + X x the labels; 0: distillation only",
         metavar="X",
     )
+    narrow_weight: float = option(
+        1.0,
+        "--recipe sandwich and --method cascade: the weight of each narrower width's loss against the full "
+        "width's (below 1 shields the shared weights, and so the full width, from the narrow path)",
+        metavar="W",
+    )
 
     def __post_init__(self) -> None:
         self.check_training()
@@ -139,6 +145,8 @@ class TrainingArguments:
             raise SharcsError(
                 f"must lie in [0, 1], got {self.narrow_label_weight}", option="narrow_label_weight"
             )
+        if not self.narrow_weight > 0.0:
+            raise SharcsError(f"must be above 0, got {self.narrow_weight}", option="narrow_weight")
         if self.recipe not in RECIPES:
             raise SharcsError(f"must be sandwich or paper, got {self.recipe!r}", option="recipe")
         if self.hardness_from not in HARDNESS_SOURCES:
