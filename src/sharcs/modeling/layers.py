@@ -5,6 +5,11 @@ unchanged head size, w*f FFN units, and private per-width LayerNorms of size w*d
 `keep_residual` it reads and writes all d channels and narrows only the heads and FFN units
 (DynaBERT-style). The weights are the leading slices of the pretrained matrices, so every width
 shares them. The width is always an argument; nothing here remembers a "current width".
+
+One `layer_forward` serves every registered architecture: post-LN (BERT) or pre-LN (ModernBERT), a plain
+or gated FFN (GeGLU: value and gate units sliced together), separate or fused Q/K/V, and whatever each
+layer's attention takes besides its weights (`AttentionInputs`: MPNet's position bias, ModernBERT's RoPE
+and sliding window, DeBERTa's disentangled position terms) - see docs/architecture.md.
 """
 
 from __future__ import annotations
