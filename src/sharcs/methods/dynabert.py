@@ -98,7 +98,7 @@ class DynaBertModel(AdaptiveModel):
     def run_width(self, hidden: torch.Tensor, attention_mask: torch.Tensor, width: float) -> torch.Tensor:
         """Layers 1..N at `width` on the embeddings, then the full-width task head; returns logits."""
         weights = self._sliced(
-            width, lambda: [parts.slice_heads_and_ffn(self.dims, width) for parts in self.layer_parts]
+            width, lambda: [parts.slice(self.dims, width, keep_residual=True) for parts in self.layer_parts]
         )
         hidden = run_layers(self, hidden, attention_mask, self.layer_parts, weights)
         return self.head_parts(hidden[:, 0])

@@ -27,12 +27,13 @@ from sharcs.modeling.adaptive import (
     HeadParts,
     RoutedOutput,
     Setting,
+    attention_inputs,
     config_from_dict,
     embed,
     run_layers,
     trim_padding,
 )
-from sharcs.modeling.architectures import get_module
+from sharcs.modeling.architectures import AttentionInputs, get_module
 from sharcs.modeling.flops import head_flops, layer_flops
 from sharcs.modeling.layers import LayerParts, SliceCache, SlicedWeights
 from sharcs.modeling.losses import task_loss
@@ -157,10 +158,17 @@ class EarlyExitModel(AdaptiveModel):
         return self._sliced(1.0, lambda: [parts.slice(self.dims, 1.0) for parts in self.layer_parts])
 
     def run_layer(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor, index: int, weights: SlicedWeights
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor,
+        index: int,
+        weights: SlicedWeights,
+        inputs: list[AttentionInputs] | None = None,
     ) -> torch.Tensor:
-        """Layer `index` (its attention inputs at `hidden`'s length: exits trim the padding as they go)."""
-        return run_layers(self, hidden, attention_mask, [self.layer_parts[index]], [weights], first=index)
+        """Layer `index`; its attention inputs are built at `hidden`'s length (exits trim the padding as
+        they go) unless the caller holds every layer's (`inputs`) for that length."""
+        parts = [self.layer_parts[index]]
+        return run_layers(self, hidden, attention_mask, parts, [weights], first=index, inputs=inputs)
 
     def run_all_exits(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None
@@ -171,8 +179,9 @@ class EarlyExitModel(AdaptiveModel):
         sum of exits 1..N-1's losses (stage 2, backbone frozen).
         """
         first_tokens = []
+        inputs = attention_inputs(self, hidden, attention_mask)  # the length is the same for every layer
         for index, weights in enumerate(self.layer_weights()):
-            hidden = self.run_layer(hidden, attention_mask, index, weights)
+            hidden = self.run_layer(hidden, attention_mask, index, weights, inputs)
             first_tokens.append(hidden[:, 0])
         if self.config.rule == "patience" and labels is not None:
             exit_logits = [head(x) for head, x in zip(self.exits, first_tokens, strict=True)]

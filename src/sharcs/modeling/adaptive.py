@@ -383,10 +383,12 @@ def run_layers(
     layer_parts: list[LayerParts],
     weights: list[SlicedWeights],
     first: int = 0,
+    inputs: list[AttentionInputs] | None = None,
 ) -> torch.Tensor:
     """Encoder layers first, first+1, ... in turn, each with its own pretrained norms and the given
-    (sliced) weights: the attention inputs are built once for all of them."""
-    inputs = attention_inputs(model, hidden, attention_mask)[first:]
+    (sliced) weights: the attention inputs are built once for all of them (`inputs`: all N layers'
+    `attention_inputs`, when the caller holds them for this length)."""
+    inputs = (attention_inputs(model, hidden, attention_mask) if inputs is None else inputs)[first:]
     for parts, layer_weights, attention in zip(layer_parts, weights, inputs[: len(layer_parts)], strict=True):
         hidden = layer_forward(
             hidden, attention, parts, layer_weights, parts.attn_norm, parts.ffn_norm, model.dims.head_size

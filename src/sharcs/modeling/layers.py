@@ -161,10 +161,6 @@ class LayerParts:
             ffn_out_bias=_bias(self.ffn_out, residual),
         )
 
-    def slice_heads_and_ffn(self, dims: Dims, width: float) -> SlicedWeights:
-        """The leading w*H heads and w*f FFN units, reading and writing all d residual channels."""
-        return self.slice(dims, width, keep_residual=True)
-
 
 class SliceCache:
     """Sliced weights for inference, as contiguous copies built once and reused.

@@ -62,9 +62,9 @@ def score_importance(
     unit_scores = [torch.zeros(p.ffn_out.weight.shape[1]) for p in parts]
     was_training = base.training
     base.eval()
+    names = MODEL_INPUTS if layout.uses_token_types else MODEL_INPUTS[:2]
     try:
         for batch in batches:
-            names = MODEL_INPUTS if layout.uses_token_types else MODEL_INPUTS[:2]
             inputs = {name: batch[name] for name in names if name in batch}
             loss = task_loss(base(**inputs).logits, batch["labels"])
             grads = torch.autograd.grad(loss, watched)
