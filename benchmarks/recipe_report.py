@@ -142,14 +142,19 @@ def _fmt(stat: dict[str, Any] | None, scale: float = 100.0) -> str:
     return f"{mean:.2f} ± {std:.2f} (min {low:.2f}, n={stat['n']})"
 
 
-def aggregate(plan: dict, runs: Path) -> dict[str, Any]:
-    """Per task and run: every seed's measurements and their mean, spread and range."""
+def aggregate(plan: dict, runs: Path, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per task and run: every seed's measurements and their mean, spread and range. A run with no
+    folder here keeps the measurements `earlier` (the study's docs JSON) holds for it, so a report
+    written on a machine without some run folders (a later session) loses none of them."""
     out: dict[str, Any] = {}
     for job in jobs(plan, runs):
         path = job.out / "study_measure.json"
-        if not path.is_file():
+        if path.is_file():
+            m = json.loads(path.read_text())
+        elif str(job.seed) in (earlier or {}).get(job.task, {}).get(job.run, {}):
+            m = earlier[job.task][job.run][str(job.seed)]  # type: ignore[index]
+        else:
             continue
-        m = json.loads(path.read_text())
         task = out.setdefault(job.task, {})
         task.setdefault(job.run, {})[str(job.seed)] = m
     summary: dict[str, Any] = {}
@@ -288,8 +293,10 @@ def main() -> int:
             timed = args.speed and job.run in args.speed_runs.split(",") and job.seed in speed_seeds
             print(f"[report] measuring {job.label}{' (speed)' if timed else ''}", flush=True)
             measure(job.out, budgets, timed, args.threads)
-    data = aggregate(plan, args.runs)
     name = plan["study"]["name"]
+    page_json = args.out / f"{name}.json"
+    earlier = json.loads(page_json.read_text())["runs"] if page_json.is_file() else None
+    data = aggregate(plan, args.runs, earlier)
     template = (REPO / "benchmarks" / "templates" / f"{name}.md").read_text()
     text = string.Template(template).substitute(**tables(data["summary"]))
     from sharcs.storage.files import atomic_write_text

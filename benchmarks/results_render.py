@@ -200,13 +200,17 @@ def task_lines(task: str, t: dict, study: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render(results: dict, study: dict[str, Any], template: str) -> str:
-    """The page from the results dict and the template (generated: edit the template, not the page)."""
+def render(results: dict, template: str) -> str:
+    """The page from the results dict and the template (generated: edit the template, not the page).
+    Each section carries its study's settings; sections written before they did are the page's own
+    study's (results["plan"]["study"])."""
     lines = []
-    keys = [t["name"] or t["task"] for t in results["plan"]["tasks"]]
+    plans = [(results["plan"], "")] + [(p, f"{n}-") for n, p in results.get("studies", {}).items()]
+    keys = [prefix + (t["name"] or t["task"]) for p, prefix in plans if p for t in p["tasks"]]
     waiting = [key.upper() for key in keys if key not in results["tasks"]]
     if waiting:
         lines += [f"Not yet trained or measured: {', '.join(waiting)}.", ""]
-    for task, t in results["tasks"].items():
-        lines += task_lines(task, t, study)
+    own = results["plan"]["study"]
+    for task, t in sorted(results["tasks"].items(), key=lambda item: item[1].get("study", own) != own):
+        lines += task_lines(task, t, t.get("study", own))
     return string.Template(template).substitute(sections="\n".join(lines))

@@ -21,8 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from plan import REPO, load_plan, run_dir, trains
+from plan import REPO, arguments, load_plan, run_dir, trains
 from results_render import SHARCS_METHODS, best_sharcs_point, dominated_share, frontier_plot, render
+
+# the study settings a section's summary reads (results_render.summary_lines), stored with each section
+STUDY_KEYS = ("name", "throughput_batch", "target_flops_reduction", "target_speedup")
 
 
 def measure_run(path: Path, threads: int, latency_samples: int, repeats: int, batch: int) -> dict:
@@ -110,6 +113,7 @@ def plan_record(plan: dict[str, Any], tasks: list[str]) -> dict:
         return fields | {"save_every_steps": spec.get("save_every_steps", 0)}
 
     return {
+        "study": {k: plan["study"][k] for k in STUDY_KEYS},
         "tasks": [task_entry(key) for key in tasks],
         "common_options": list(plan["study"].get("common", [])),
         "runs": [
@@ -126,13 +130,69 @@ def plan_record(plan: dict[str, Any], tasks: list[str]) -> dict:
     }
 
 
-def measure_task(plan: dict, key: str, runs: Path, args: argparse.Namespace, only: set[str] | None) -> tuple:
-    """The measurements (measure.json) and cascade measurements (cascade.json) of one task's runs."""
+def section(plan: dict, key: str) -> str:
+    """The section a plan's task has on its page: the task key, prefixed with the study's name when the
+    study writes onto another study's page (plans/mpnet.toml: MPNET-SST2 on docs/results.md)."""
     study = plan["study"]
+    return key if study.get("page", study["name"]) == study["name"] else f"{study['name']}-{key}"
+
+
+def record_path(out: Path, plan: dict, key: str, name: str) -> Path:
+    """Where a run's measurements are kept with the docs, so that a machine without the run folder (a
+    later session) still reports them: docs/results/<section>/measured/<run>.json."""
+    return out / "results" / section(plan, key) / "measured" / f"{name}.json"
+
+
+def run_arguments(plan: dict, key: str, name: str) -> list[str]:
+    """The run's `sharcs train` options, without this machine's paths: a stored record is only used
+    while the plan still trains the run this way."""
+    found = list(arguments(plan, key, name, Path("<run>")))
+    found[found.index("--data-dir") + 1] = "<glue>"
+    start = plan["runs"][name].get("start_from")
+    return found + (["--model", f"<run {start}>"] if start else [])
+
+
+def record_from_page(out: Path, plan: dict, key: str, name: str, entry: dict) -> dict | None:
+    """A run's record rebuilt from the page's section (`entry`, docs/results.json) and its curve file
+    (docs/results/<section>/curve.json), for runs reported before records were stored; None if the
+    section does not hold the run."""
+    curves_file = out / "results" / section(plan, key) / "curve.json"
+    if name not in entry.get("runs", {}) or not curves_file.is_file():
+        return None
+    curves = json.loads(curves_file.read_text())
+    r = entry["runs"][name]
+    results = {k: r[k] for k in ("metrics", "flops_per_sample", "flops_reduction")}
+    results["width_share"] = r["share"]
+    measure = {
+        "method": r["method"],
+        "main_metric": entry["metric"],
+        "results": results,
+        "curve": curves[name],
+        "own": {k: r[k] for k in ("latency_speedup_bs1", "throughput_speedup", "latency_bs1_ms")},
+        "machine": entry["machine"][name],
+    }
+    cascade = None
+    if f"{name} cascade" in curves:
+        cascade = {"curve": curves[f"{name} cascade"], "machine": entry["cascade_machine"][name]}
+    return {"options": run_arguments(plan, key, name), "measure": measure, "cascade": cascade}
+
+
+def measure_task(
+    plan: dict, key: str, runs: Path, out: Path, args: argparse.Namespace, only: set[str] | None, entry: dict
+) -> tuple:
+    """The measurements (measure.json) and cascade measurements (cascade.json) of one task's runs: of
+    the run folders here, else of the records stored with the docs (`record_path`), else of the page's
+    section `entry` as it was (then stored as a record)."""
+    from sharcs.storage.files import atomic_write_text
+
+    study, spec = plan["study"], plan["tasks"][key]
     batch = study["throughput_batch"]
     measured, cascades = {}, {}
-    for name in plan["runs"]:
-        path = run_dir(runs, plan, key, name)
+    for name, run_spec in plan["runs"].items():
+        if not trains(key, spec, name, run_spec, None):
+            continue
+        path, record = run_dir(runs, plan, key, name), record_path(out, plan, key, name)
+        options = run_arguments(plan, key, name)
         wanted = not args.measured_only and (only is None or name in only)
         if (path / "results.json").is_file() and ((path / "measure.json").is_file() or wanted):
             print(f"[results] measuring {key}/{name}", flush=True)
@@ -141,6 +201,21 @@ def measure_task(plan: dict, key: str, runs: Path, args: argparse.Namespace, onl
             if cascades_too and ((path / "cascade.json").is_file() or wanted):
                 shares = study["cascade_shares"]
                 cascades[name] = measure_cascade(path, args.threads, args.repeats, shares, batch)
+            stored = {"options": options, "measure": measured[name], "cascade": cascades.get(name)}
+            record.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(record, json.dumps(stored, indent=1) + "\n")
+        elif record.is_file() or (stored := record_from_page(out, plan, key, name, entry)) is not None:
+            if record.is_file():
+                stored = json.loads(record.read_text())
+            else:  # reported before records were stored: store it now
+                record.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(record, json.dumps(stored, indent=1) + "\n")
+            if stored.get("options") != options:
+                print(f"[results] {key}/{name}: recorded with other options, left out", flush=True)
+                continue
+            print(f"[results] {key}/{name}: measured earlier ({record.relative_to(out)})", flush=True)
+            measured[name] = stored["measure"]
+            cascades[name] = stored.get("cascade")
     return measured, {name: c for name, c in cascades.items() if c is not None}
 
 
@@ -174,10 +249,13 @@ def task_report(plan: dict, key: str, measured: dict, cascades: dict, out: Path)
     full_metric = full["results"]["metrics"][metric] if full else None
     curves = {name: m["curve"] for name, m in measured.items()}
     curves |= {f"{name} cascade": c["curve"] for name, c in cascades.items()}
-    plots = [frontier_plot(rows, metric, full_metric, out / "results" / key / "frontiers.png")]
-    plots += write_curves(curves, out / "results" / key, metric)
+    folder = out / "results" / section(plan, key)
+    plots = [frontier_plot(rows, metric, full_metric, folder / "frontiers.png")]
+    plots += write_curves(curves, folder, metric)
     spec = plan["tasks"][key]
+    study = plan["study"]
     return {
+        "study": {k: study[k] for k in STUDY_KEYS},
         "metric": metric,
         "full_metric": full_metric,
         "runs": {
@@ -209,12 +287,11 @@ def task_report(plan: dict, key: str, measured: dict, cascades: dict, out: Path)
     }
 
 
-def write_page(plan: dict, results: dict, out: Path) -> None:
+def write_page(page: str, results: dict, out: Path) -> None:
     from sharcs.storage.files import atomic_write_text
 
-    name = plan["study"]["name"]
-    template = (REPO / "benchmarks" / "templates" / f"{name}.md").read_text()
-    atomic_write_text(out / f"{name}.md", render(results, plan["study"], template))
+    template = (REPO / "benchmarks" / "templates" / f"{page}.md").read_text()
+    atomic_write_text(out / f"{page}.md", render(results, template))
 
 
 def main() -> int:
@@ -243,9 +320,11 @@ def main() -> int:
     args = parser.parse_args()
     plan = load_plan(args.plan)
     name = plan["study"]["name"]
+    page = plan["study"].get("page", name)
+    page_json = args.out / f"{page}.json"
     if args.render_only:
-        write_page(plan, json.loads((args.out / f"{name}.json").read_text()), args.out)
-        print(f"[results] wrote {args.out / name}.md from {args.out / name}.json")
+        write_page(page, json.loads(page_json.read_text()), args.out)
+        print(f"[results] wrote {args.out / page}.md from {page_json}")
         return 0
     tasks = args.tasks.split(",") if args.tasks else list(plan["tasks"])
     unknown = sorted(set(tasks) - set(plan["tasks"]))
@@ -253,16 +332,24 @@ def main() -> int:
         parser.error(f"--tasks: unknown task(s) {unknown}")
     tasks = [key for key in plan["tasks"] if key in tasks]
     only = set(args.run_names.split(",")) if args.run_names else None
-    everything: dict = {"plan": plan_record(plan, tasks), "tasks": {}}
+    # the page keeps what is not measured now: other studies' sections, and sections with nothing to read
+    everything = json.loads(page_json.read_text()) if page_json.is_file() else {"plan": None, "tasks": {}}
+    if page == name:
+        everything["plan"] = plan_record(plan, list(plan["tasks"]))
+    else:
+        page_plan = load_plan(REPO / "benchmarks" / "plans" / f"{page}.toml")
+        everything["plan"] = plan_record(page_plan, list(page_plan["tasks"]))
+        everything.setdefault("studies", {})[name] = plan_record(plan, list(plan["tasks"]))
     for key in tasks:
-        measured, cascades = measure_task(plan, key, args.runs, args, only)
+        entry = everything["tasks"].get(section(plan, key), {})
+        measured, cascades = measure_task(plan, key, args.runs, args.out, args, only, entry)
         if measured:
-            everything["tasks"][key] = task_report(plan, key, measured, cascades, args.out)
+            everything["tasks"][section(plan, key)] = task_report(plan, key, measured, cascades, args.out)
     from sharcs.storage.files import atomic_write_text
 
-    atomic_write_text(args.out / f"{name}.json", json.dumps(everything, indent=2) + "\n")
-    write_page(plan, everything, args.out)
-    print(f"[results] wrote {args.out / name}.md and {args.out / name}.json")
+    atomic_write_text(page_json, json.dumps(everything, indent=2) + "\n")
+    write_page(page, everything, args.out)
+    print(f"[results] wrote {args.out / page}.md and {page_json}")
     return 0
 
 
