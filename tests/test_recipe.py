@@ -17,13 +17,12 @@ from sharcs.measure.evaluation import evaluate_model
 from sharcs.methods.sharcs.calibration import (
     calibrate,
     choose_operating_point,
-    fit_router,
     held_out_table,
-    narrow_targets,
     operating_point,
     rule_point,
 )
 from sharcs.methods.sharcs.router import masked_mean
+from sharcs.methods.sharcs.router_fit import fit_router, narrow_targets
 from sharcs.modeling.losses import distillation_loss, task_loss
 from sharcs.training.trainer import Trainer, TrainingArguments
 

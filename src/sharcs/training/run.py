@@ -23,8 +23,9 @@ from sharcs.data.prepare import TaskInfo, label_range, prepare_data
 from sharcs.errors import SharcsError, first_line
 from sharcs.measure.evaluation import evaluate_model, reduction_text, share_text
 from sharcs.methods.load import load_model
-from sharcs.methods.sharcs.calibration import MIN_FIT_ROWS, calibrate, calibration_line
+from sharcs.methods.sharcs.calibration import calibrate, calibration_line
 from sharcs.methods.sharcs.model import has_router, is_cascade
+from sharcs.methods.sharcs.router_fit import MIN_FIT_ROWS
 from sharcs.modeling.adaptive import AdaptiveModel
 from sharcs.modeling.packaged import resolve_model_path
 from sharcs.modeling.pretrained import pad_id
