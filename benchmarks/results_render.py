@@ -213,4 +213,10 @@ def render(results: dict, template: str) -> str:
     own = results["plan"]["study"]
     for task, t in sorted(results["tasks"].items(), key=lambda item: item[1].get("study", own) != own):
         lines += task_lines(task, t, t.get("study", own))
-    return string.Template(template).substitute(sections="\n".join(lines))
+    seeds = results.get("seeds", {})
+    absent = "(not measured: docs/recipe.json is missing)"
+    return string.Template(template).substitute(
+        sections="\n".join(lines),
+        seeds_headline=seeds.get("headline", absent),
+        seeds_equal_cost=seeds.get("equal_cost", absent),
+    )

@@ -345,6 +345,12 @@ def main() -> int:
         measured, cascades = measure_task(plan, key, args.runs, args.out, args, only, entry)
         if measured:
             everything["tasks"][section(plan, key)] = task_report(plan, key, measured, cascades, args.out)
+    recipe = args.out / "recipe.json"
+    if recipe.is_file():  # the seeded study of the default recipe (recipe_report.py), shown on the page
+        from recipe_report import tables
+
+        summary = json.loads(recipe.read_text())["summary"]
+        everything["seeds"] = {"source": "docs/recipe.json", **tables(summary)}
     from sharcs.storage.files import atomic_write_text
 
     atomic_write_text(page_json, json.dumps(everything, indent=2) + "\n")
