@@ -1,5 +1,6 @@
 """docs/results.md from docs/results.json: the Pareto and target analysis of the measured runs, and the
-page (its prose is the template benchmarks/templates/results.md; `$sections` takes the per-task part).
+page (its prose is the template benchmarks/templates/results.md; `$sections` takes the per-task part,
+`$seeds_headline` and `$seeds_equal_cost` the recipe study's seeded tables).
 Used by benchmarks/results_report.py; `python benchmarks/results_report.py --render-only` runs it alone.
 """
 

@@ -204,18 +204,20 @@ def measure_task(
             stored = {"options": options, "measure": measured[name], "cascade": cascades.get(name)}
             record.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(record, json.dumps(stored, indent=1) + "\n")
-        elif record.is_file() or (stored := record_from_page(out, plan, key, name, entry)) is not None:
-            if record.is_file():
-                stored = json.loads(record.read_text())
-            else:  # reported before records were stored: store it now
-                record.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(record, json.dumps(stored, indent=1) + "\n")
-            if stored.get("options") != options:
-                print(f"[results] {key}/{name}: recorded with other options, left out", flush=True)
-                continue
-            print(f"[results] {key}/{name}: measured earlier ({record.relative_to(out)})", flush=True)
-            measured[name] = stored["measure"]
-            cascades[name] = stored.get("cascade")
+            continue
+        if record.is_file():
+            stored = json.loads(record.read_text())
+        elif (stored := record_from_page(out, plan, key, name, entry)) is not None:
+            record.parent.mkdir(parents=True, exist_ok=True)  # reported before records were kept
+            atomic_write_text(record, json.dumps(stored, indent=1) + "\n")
+        else:
+            continue  # not trained or not measured yet
+        if stored.get("options") != options:
+            print(f"[results] {key}/{name}: recorded with other options, left out", flush=True)
+            continue
+        print(f"[results] {key}/{name}: measured earlier ({record.relative_to(out)})", flush=True)
+        measured[name] = stored["measure"]
+        cascades[name] = stored.get("cascade")
     return measured, {name: c for name, c in cascades.items() if c is not None}
 
 
