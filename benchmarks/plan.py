@@ -78,6 +78,30 @@ def finished(run: Path) -> bool:
     return (run / "results.json").is_file()
 
 
+def trained_as_planned(job: Job) -> bool:
+    """Whether the run folder was trained with the options the plan gives the run now: its saved options
+    (run_config.json) against the plan's command parsed by `sharcs train`'s own parser, paths aside. A
+    finished folder is never retrained, so one left from an earlier version of the plan is stale."""
+    from sharcs.cli.main import train_options
+    from sharcs.cli.parser import build_parser
+    from sharcs.training.options import TrainOptions
+
+    command = job.command()
+    config = job.out / "run_config.json"
+    if command is None or not config.is_file():
+        return False
+    planned = train_options(build_parser().parse_args(command[3:])).to_dict()
+    saved = TrainOptions.from_dict(json.loads(config.read_text())["options"]).to_dict()
+
+    def comparable(options: dict[str, Any]) -> str:
+        options = {k: v for k, v in options.items() if k not in ("output_dir", "data_dir")}
+        if Path(str(options["model"])).is_dir():  # --model a finished run: the same folder however named
+            options["model"] = str(Path(options["model"]).resolve())
+        return json.dumps(options, sort_keys=True)
+
+    return comparable(planned) == comparable(saved)
+
+
 def random_shares(run: Path) -> str | None:
     """The dev width shares of a finished run, as --width-shares text (None while it is not finished)."""
     if not finished(run):

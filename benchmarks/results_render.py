@@ -206,13 +206,14 @@ def render(results: dict, template: str) -> str:
     Each section carries its study's settings; sections written before they did are the page's own
     study's (results["plan"]["study"])."""
     lines = []
-    plans = [(results["plan"], "")] + [(p, f"{n}-") for n, p in results.get("studies", {}).items()]
+    plans = [(results.get("plan"), "")] + [(p, f"{n}-") for n, p in results.get("studies", {}).items()]
     keys = [prefix + (t["name"] or t["task"]) for p, prefix in plans if p for t in p["tasks"]]
     waiting = [key.upper() for key in keys if key not in results["tasks"]]
     if waiting:
         lines += [f"Not yet trained or measured: {', '.join(waiting)}.", ""]
-    own = results["plan"]["study"]
-    for task, t in sorted(results["tasks"].items(), key=lambda item: item[1].get("study", own) != own):
+    own = (results.get("plan") or {}).get("study", {})
+    order = {key: i for i, key in enumerate(keys)}  # the plans' order; sections no plan has go last
+    for task, t in sorted(results["tasks"].items(), key=lambda item: order.get(item[0], len(order))):
         lines += task_lines(task, t, t.get("study", own))
     seeds = results.get("seeds", {})
     absent = "(not measured: docs/recipe.json is missing)"

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from plan import REPO, arguments, load_plan, run_dir, trains
+from plan import REPO, arguments, jobs, load_plan, trained_as_planned, trains
 from results_render import SHARCS_METHODS, best_sharcs_point, dominated_share, frontier_plot, render
 
 # the study settings a section's summary reads (results_render.summary_lines), stored with each section
@@ -152,72 +152,45 @@ def run_arguments(plan: dict, key: str, name: str) -> list[str]:
     return found + (["--model", f"<run {start}>"] if start else [])
 
 
-def record_from_page(out: Path, plan: dict, key: str, name: str, entry: dict) -> dict | None:
-    """A run's record rebuilt from the page's section (`entry`, docs/results.json) and its curve file
-    (docs/results/<section>/curve.json), for runs reported before records were stored; None if the
-    section does not hold the run."""
-    curves_file = out / "results" / section(plan, key) / "curve.json"
-    if name not in entry.get("runs", {}) or not curves_file.is_file():
-        return None
-    curves = json.loads(curves_file.read_text())
-    r = entry["runs"][name]
-    results = {k: r[k] for k in ("metrics", "flops_per_sample", "flops_reduction")}
-    results["width_share"] = r["share"]
-    measure = {
-        "method": r["method"],
-        "main_metric": entry["metric"],
-        "results": results,
-        "curve": curves[name],
-        "own": {k: r[k] for k in ("latency_speedup_bs1", "throughput_speedup", "latency_bs1_ms")},
-        "machine": entry["machine"][name],
-    }
-    cascade = None
-    if f"{name} cascade" in curves:
-        cascade = {"curve": curves[f"{name} cascade"], "machine": entry["cascade_machine"][name]}
-    return {"options": run_arguments(plan, key, name), "measure": measure, "cascade": cascade}
-
-
 def measure_task(
-    plan: dict, key: str, runs: Path, out: Path, args: argparse.Namespace, only: set[str] | None, entry: dict
+    plan: dict, key: str, runs: Path, out: Path, args: argparse.Namespace, only: set[str] | None
 ) -> tuple:
     """The measurements (measure.json) and cascade measurements (cascade.json) of one task's runs: of
-    the run folders here, else of the records stored with the docs (`record_path`), else of the page's
-    section `entry` as it was (then stored as a record)."""
+    the run folders here that were trained as the plan says, else of the records stored with the docs
+    (`record_path`) while their options are the plan's."""
     from sharcs.storage.files import atomic_write_text
 
-    study, spec = plan["study"], plan["tasks"][key]
+    study = plan["study"]
     batch = study["throughput_batch"]
+    planned = {job.run: job for job in jobs(plan, runs, [key]) if job.seed is None}
     measured, cascades = {}, {}
-    for name, run_spec in plan["runs"].items():
-        if not trains(key, spec, name, run_spec, None):
-            continue
-        path, record = run_dir(runs, plan, key, name), record_path(out, plan, key, name)
+    for name, job in planned.items():
+        path, record = job.out, record_path(out, plan, key, name)
         options = run_arguments(plan, key, name)
+        stored = json.loads(record.read_text()) if record.is_file() else None
+        if stored is not None and stored.get("options") != options:
+            print(f"[results] {key}/{name}: its record has other options than the plan's", flush=True)
+            stored = None
         wanted = not args.measured_only and (only is None or name in only)
         if (path / "results.json").is_file() and ((path / "measure.json").is_file() or wanted):
+            if not trained_as_planned(job):
+                print(f"[results] {key}/{name}: {path} was trained with other options, left out", flush=True)
+                continue
             print(f"[results] measuring {key}/{name}", flush=True)
             measured[name] = measure_run(path, args.threads, args.latency_samples, args.repeats, batch)
             cascades_too = measured[name]["method"] in SHARCS_METHODS  # the baselines have none
             if cascades_too and ((path / "cascade.json").is_file() or wanted):
                 shares = study["cascade_shares"]
                 cascades[name] = measure_cascade(path, args.threads, args.repeats, shares, batch)
-            stored = {"options": options, "measure": measured[name], "cascade": cascades.get(name)}
+            elif stored is not None:  # measured earlier, not now (--measured-only): keep it
+                cascades[name] = stored.get("cascade")
+            kept = {"options": options, "measure": measured[name], "cascade": cascades.get(name)}
             record.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(record, json.dumps(stored, indent=1) + "\n")
-            continue
-        if record.is_file():
-            stored = json.loads(record.read_text())
-        elif (stored := record_from_page(out, plan, key, name, entry)) is not None:
-            record.parent.mkdir(parents=True, exist_ok=True)  # reported before records were kept
-            atomic_write_text(record, json.dumps(stored, indent=1) + "\n")
-        else:
-            continue  # not trained or not measured yet
-        if stored.get("options") != options:
-            print(f"[results] {key}/{name}: recorded with other options, left out", flush=True)
-            continue
-        print(f"[results] {key}/{name}: measured earlier ({record.relative_to(out)})", flush=True)
-        measured[name] = stored["measure"]
-        cascades[name] = stored.get("cascade")
+            atomic_write_text(record, json.dumps(kept, indent=1) + "\n")
+        elif stored is not None:
+            print(f"[results] {key}/{name}: measured earlier ({record.relative_to(out)})", flush=True)
+            measured[name] = stored["measure"]
+            cascades[name] = stored.get("cascade")
     return measured, {name: c for name, c in cascades.items() if c is not None}
 
 
@@ -289,6 +262,18 @@ def task_report(plan: dict, key: str, measured: dict, cascades: dict, out: Path)
     }
 
 
+def with_seeds(everything: dict, out: Path) -> dict:
+    """The page's results with the seeded study of the default recipe (docs/recipe.json, written by
+    recipe_report.py) as the template's seed tables."""
+    recipe = out / "recipe.json"
+    if recipe.is_file():
+        from recipe_report import tables
+
+        summary = json.loads(recipe.read_text())["summary"]
+        everything["seeds"] = {"source": "docs/recipe.json", **tables(summary)}
+    return everything
+
+
 def write_page(page: str, results: dict, out: Path) -> None:
     from sharcs.storage.files import atomic_write_text
 
@@ -325,7 +310,8 @@ def main() -> int:
     page = plan["study"].get("page", name)
     page_json = args.out / f"{page}.json"
     if args.render_only:
-        write_page(page, json.loads(page_json.read_text()), args.out)
+        everything = json.loads(page_json.read_text())
+        write_page(page, with_seeds(everything, args.out), args.out)
         print(f"[results] wrote {args.out / page}.md from {page_json}")
         return 0
     tasks = args.tasks.split(",") if args.tasks else list(plan["tasks"])
@@ -334,7 +320,7 @@ def main() -> int:
         parser.error(f"--tasks: unknown task(s) {unknown}")
     tasks = [key for key in plan["tasks"] if key in tasks]
     only = set(args.run_names.split(",")) if args.run_names else None
-    # the page keeps what is not measured now: other studies' sections, and sections with nothing to read
+    # the page keeps what is not measured now: other studies' sections and tasks left out of --tasks
     everything = json.loads(page_json.read_text()) if page_json.is_file() else {"plan": None, "tasks": {}}
     if page == name:
         everything["plan"] = plan_record(plan, list(plan["tasks"]))
@@ -343,16 +329,12 @@ def main() -> int:
         everything["plan"] = plan_record(page_plan, list(page_plan["tasks"]))
         everything.setdefault("studies", {})[name] = plan_record(plan, list(plan["tasks"]))
     for key in tasks:
-        entry = everything["tasks"].get(section(plan, key), {})
-        measured, cascades = measure_task(plan, key, args.runs, args.out, args, only, entry)
+        measured, cascades = measure_task(plan, key, args.runs, args.out, args, only)
         if measured:
             everything["tasks"][section(plan, key)] = task_report(plan, key, measured, cascades, args.out)
-    recipe = args.out / "recipe.json"
-    if recipe.is_file():  # the seeded study of the default recipe (recipe_report.py), shown on the page
-        from recipe_report import tables
-
-        summary = json.loads(recipe.read_text())["summary"]
-        everything["seeds"] = {"source": "docs/recipe.json", **tables(summary)}
+        elif everything["tasks"].pop(section(plan, key), None) is not None:
+            print(f"[results] {section(plan, key)}: nothing measured as the plan says now, section removed")
+    with_seeds(everything, args.out)
     from sharcs.storage.files import atomic_write_text
 
     atomic_write_text(page_json, json.dumps(everything, indent=2) + "\n")
