@@ -357,11 +357,11 @@ def test_train_from_a_finished_run(
 def test_train_method_cascade(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cascade"
     cascade = ("--method", "cascade", "--cascade-confidence", 0.7, "--rewire-samples", 16)
-    code, _, err = run(capsys, *sst2_args(tiny_dir, out, *cascade))
+    code, _, err = run(capsys, *sst2_args(tiny_dir, out, *cascade, "--rewire-residual", 12))
     assert code == 0, err
-    assert (
-        "rewired heads and FFN units by importance on 16 training samples" in (out / "train.log").read_text()
-    )
+    log = (out / "train.log").read_text()
+    assert "rewired heads and FFN units by importance on 16 training samples" in log
+    assert "ordered the residual channels by energy on 12 training samples: width 0.25's" in log
     history = json.loads((out / "history.json").read_text())
     assert all(r["trained_width_share"] == {"0.25": 0.0, "1.0": 1.0} for r in history)
     assert "heldout_narrowest_accuracy" in history[-1]  # the narrow path it trains, scored alone
@@ -733,6 +733,11 @@ def test_option_errors(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
         capsys,
         *sst2_args(tiny_dir, out, "--method", "pabee", "--rewire-samples", 8),
         needles=("--rewire-samples", "--method pabee"),
+    )
+    expect_error(  # a residual stream kept whole at every width: nothing to order
+        capsys,
+        *sst2_args(tiny_dir, out, "--keep-residual", "--rewire-residual", 8),
+        needles=("--rewire-residual", "--no-keep-residual"),
     )
     expect_error(capsys, "train", "--task", "sst2", needles=("--output-dir",))
     expect_error(

@@ -1,14 +1,27 @@
-"""Importance rewiring (sharcs.modeling.rewire): a permutation that keeps the function and puts the most
-important heads and FFN units first, on every registered architecture."""
+"""Importance rewiring (sharcs.modeling.rewire): permutations that keep the function and put the most
+important heads and FFN units, and the most energetic residual channels, first, on every registered
+architecture."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import random_batch, random_dataset, tiny_model
+from torch import nn
 
 from sharcs import SharcsConfig, get_sharcs_model
-from sharcs.modeling.architectures import get_module
-from sharcs.modeling.rewire import Importance, rewire, rewire_on_data, score_importance
+from sharcs.errors import SharcsError
+from sharcs.modeling.architectures import find_layout, get_module
+from sharcs.modeling.rewire import (
+    Importance,
+    order_of,
+    order_residual,
+    order_residual_on_data,
+    residual_energy,
+    rewire,
+    rewire_on_data,
+    score_importance,
+)
 
 
 def labelled_batches(n: int = 2, num_labels: int = 3) -> list[dict[str, torch.Tensor]]:
@@ -82,3 +95,69 @@ def test_rewire_on_data_summarises_what_the_narrow_width_keeps():
     assert not torch.equal(
         query, get_module(model.base.base_model, "encoder.layer.1.attention.self.query").weight
     )
+
+
+def test_residual_ordering_keeps_the_function_and_changes_the_narrow_width(model_type):
+    base = tiny_model(model_type, num_labels=3)
+    untouched = tiny_model(model_type, num_labels=3)
+    layout, batch = find_layout(base), random_batch()
+    d = getattr(base.config, layout.hidden_size)
+    order = torch.randperm(d, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = base(**batch).logits
+    order_residual(base, layout, order, random_batch(seed=3))
+    config = SharcsConfig(adaptive_layer=1, keep_residual=False)
+    model = get_sharcs_model(base, config).eval()  # wrapped after: its per-width norms copy the new order
+    reference = get_sharcs_model(untouched, config).eval()
+
+    def narrow(m) -> torch.Tensor:  # the last layer at width 0.25
+        return m(**batch, width=0.25, output_hidden_states=True).hidden_states[-1]
+
+    with torch.no_grad():
+        assert (base(**batch).logits - before).abs().max() <= 1e-5
+        assert (model(**batch, width=1.0).logits - before).abs().max() <= 1e-5
+        assert (narrow(model) - narrow(reference)).abs().max() > 1e-4  # 0 if nothing had moved
+
+
+def test_ordered_residual_energy_is_descending(model_type):
+    base = tiny_model(model_type, num_labels=3)
+    layout = find_layout(base)
+    energy = residual_energy(base, layout, labelled_batches())
+    assert energy.shape == (getattr(base.config, layout.hidden_size),)
+    assert torch.isclose(energy.sum(), torch.tensor(float(base.config.num_hidden_layers + 1)), rtol=1e-4)
+    order = order_of(energy)
+    order_residual(base, layout, order, random_batch())
+    again = residual_energy(base, layout, labelled_batches())
+    assert torch.allclose(again, energy[order], rtol=1e-3, atol=1e-7)  # the channels moved with their energy
+    assert bool((again[:-1] >= again[1:] - 1e-6 * again.max()).all())
+
+
+class _ChannelScale(nn.Module):
+    """A per-channel scale the reordering does not know about."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 2.0, size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+def test_a_residual_stream_the_reordering_does_not_know_is_refused_and_left_as_it_was():
+    base = tiny_model("bert")
+    layout = find_layout(base)
+    norm = base.bert.embeddings.LayerNorm
+    base.bert.embeddings.LayerNorm = nn.Sequential(norm, _ChannelScale(norm.normalized_shape[0]))
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    order = torch.randperm(base.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(SharcsError, match="--rewire-residual: reordering the residual channels"):
+        order_residual(base, layout, order, random_batch())
+    assert all(torch.equal(v, state[k]) for k, v in base.state_dict().items())
+
+
+def test_order_residual_on_data_summarises_what_the_narrow_width_keeps():
+    base = tiny_model("bert")
+    line = order_residual_on_data(base, find_layout(base), random_dataset(40), 24, 8, 0, 0.25)
+    assert line.startswith("ordered the residual channels by energy on 24 training samples: width 0.25's 8")
+    kept, before = (float(x.split("%")[0]) for x in (line.split("carry ")[1], line.split("(")[1]))
+    assert kept >= before

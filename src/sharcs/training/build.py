@@ -4,6 +4,7 @@ wrapped by the `--method`'s preset (sharcs.methods.registry)."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from sharcs.data.prepare import TaskInfo
 from sharcs.errors import SharcsError
 from sharcs.methods.registry import get_method
 from sharcs.modeling.adaptive import CONFIG_NAME, AdaptiveModel
-from sharcs.modeling.architectures import find_layout
+from sharcs.modeling.architectures import Layout, find_layout
 from sharcs.modeling.packaged import resolve_model_path
 from sharcs.modeling.pretrained import check_max_length, load_base_model, load_tokenizer
 from sharcs.storage.run_folder import RUN_CONFIG
@@ -33,8 +34,11 @@ def load_run_base(path: str, info: TaskInfo, seed: int) -> tuple[Any, Any]:
         return load_base_model(scratch, info, seed), run.tokenizer
 
 
-def build_model(options: TrainOptions, info: TaskInfo) -> tuple[AdaptiveModel, Any]:
-    """The model (of `options.method`) and tokenizer of a run, built the same way on every call (seeded)."""
+def build_model(
+    options: TrainOptions, info: TaskInfo, prepare: Callable[[Any, Any, Layout], None] | None = None
+) -> tuple[AdaptiveModel, Any]:
+    """The model (of `options.method`) and tokenizer of a run, built the same way on every call (seeded);
+    `prepare(base, tokenizer, layout)` changes the Hugging Face model in place before it is wrapped."""
     path = resolve_model_path(options.model)
     if is_sharcs_folder(path):
         base, tokenizer = load_run_base(path, info, options.seed)
@@ -46,5 +50,7 @@ def build_model(options: TrainOptions, info: TaskInfo) -> tuple[AdaptiveModel, A
     except SharcsError as error:
         raise SharcsError(f"--model {options.model}: {error}") from None
     check_max_length(options.max_seq_length, base.config, tokenizer)
+    if prepare is not None:
+        prepare(base, tokenizer, layout)
     model = get_method(options.method).build(options, base, getattr(base.config, layout.num_layers))
     return model, tokenizer

@@ -159,6 +159,15 @@ class TrainOptions(TrainingArguments):
         metavar="N",
         group="model",
     )
+    rewire_residual: int = option(
+        0,
+        "order the residual channels by their energy on this many training samples, most first, before "
+        "training: the widths of a sliced residual stream (no --keep-residual) keep the leading channels, "
+        "and 12-layer encoders carry outlier channels beyond the first quarter (the model computes the same "
+        "function); 0: off",
+        metavar="N",
+        group="model",
+    )
     fixed_width: float = option(0.25, "width of --method fixed", metavar="W", group="model")
     width_shares: tuple[float, ...] | None = option(
         None,
@@ -205,6 +214,12 @@ class TrainOptions(TrainingArguments):
             self.threshold = thresholds[0] if len(thresholds) == 1 else thresholds
         if self.text_columns is not None:
             self.text_columns = parse_names(self.text_columns, "--text-columns")
+
+    @property
+    def slices_residual(self) -> bool:
+        """Whether the model's narrow widths narrow the residual stream itself (the paper's slicing)."""
+        method = get_method(self.method)
+        return method.narrows and method.keeps_residual and not self.keeps_residual
 
     @property
     def keeps_residual(self) -> bool:
@@ -274,6 +289,16 @@ class TrainOptions(TrainingArguments):
             raise SharcsError(
                 f"--rewire-samples orders heads and FFN units for the narrow widths; --method {self.method} "
                 "runs none"
+            )
+        if self.rewire_residual < 0:
+            raise SharcsError(f"--rewire-residual: must be at least 0, got {self.rewire_residual}")
+        if self.rewire_residual and not self.slices_residual:
+            raise SharcsError(
+                f"--rewire-residual orders the residual channels a narrow width keeps, but --method "
+                f"{self.method} {'with --keep-residual ' if self.keeps_residual else ''}keeps all of them at "
+                "every width: add --no-keep-residual (methods "
+                + ", ".join(m.name for m in METHODS.values() if m.narrows and m.keeps_residual)
+                + ")"
             )
         if self.adaptive_layer is not None and self.adaptive_layer < 0:
             raise SharcsError(f"--adaptive-layer: must be at least 0, got {self.adaptive_layer}")

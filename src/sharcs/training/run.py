@@ -27,9 +27,10 @@ from sharcs.methods.sharcs.calibration import calibrate, calibration_line
 from sharcs.methods.sharcs.model import has_router, is_cascade
 from sharcs.methods.sharcs.router_fit import MIN_FIT_ROWS
 from sharcs.modeling.adaptive import AdaptiveModel
+from sharcs.modeling.architectures import Layout
 from sharcs.modeling.packaged import resolve_model_path
 from sharcs.modeling.pretrained import pad_id
-from sharcs.modeling.rewire import rewire_on_data
+from sharcs.modeling.rewire import order_residual_on_data, rewire_on_data
 from sharcs.storage.files import atomic_write_text, remove_tree
 from sharcs.storage.lock import LOCK_NAME, OutputLock
 from sharcs.storage.run_folder import MODEL_DIR, RUN_CONFIG
@@ -171,7 +172,20 @@ def _train(
             f"{len(data.train) + held_out} rows holds {held_out}; it needs {2 * MIN_FIT_ROWS} or more: "
             "raise --held-out-fraction or add data"
         )
-    model, tokenizer = build_model(options, info)
+    notes = []  # what preparing the model did, for the log once it is open
+
+    def order_residual_first(base: Any, tokenizer: Any, layout: Layout) -> None:
+        rows = data.train.subset(range(min(options.rewire_residual, len(data.train))))
+        scored, _ = tokenize_counted(rows, tokenizer, options.max_seq_length)
+        narrowest = min(options.widths) if options.method != "fixed" else options.fixed_width
+        base.to(device)
+        batch, pad = options.batch_size, pad_id(tokenizer)
+        notes.append(order_residual_on_data(base, layout, scored, len(rows), batch, pad, narrowest))
+
+    # in place, before the model is wrapped (its per-width norms copy the reordered ones) and before any
+    # step; a resumed run's checkpoint holds the reordered weights
+    prepare = order_residual_first if options.rewire_residual and not resume else None
+    model, tokenizer = build_model(options, info, prepare)
     model.to(device)
     pad = pad_id(tokenizer)
     train_data, train_cut = tokenize_counted(data.train, tokenizer, options.max_seq_length)
@@ -283,7 +297,9 @@ def _train(
                 log_truncation(cut, len(examples), options.max_seq_length, what)
         if resume:
             logger.info("resuming at epoch %d, step %d", trainer.epoch + 1, trainer.step_in_epoch)
-        elif options.rewire_samples:  # in place, before any step (a resumed run's checkpoint holds it)
+        for note in notes:
+            logger.info(note)
+        if not resume and options.rewire_samples:  # in place, before any step (a checkpoint holds it)
             logger.info(rewire_on_data(model, train_data, options.rewire_samples, options.batch_size, pad))
         history = trainer.train(resume=resume)
         results = _finish(model, history, out, info, dev_data, eval_batch, pad, select)
