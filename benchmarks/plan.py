@@ -84,14 +84,18 @@ def trained_as_planned(job: Job) -> bool:
     finished folder is never retrained, so one left from an earlier version of the plan is stale."""
     from sharcs.cli.main import train_options
     from sharcs.cli.parser import build_parser
+    from sharcs.errors import SharcsError
     from sharcs.training.options import TrainOptions
 
     command = job.command()
     config = job.out / "run_config.json"
     if command is None or not config.is_file():
         return False
-    planned = train_options(build_parser().parse_args(command[3:])).to_dict()
-    saved = TrainOptions.from_dict(json.loads(config.read_text())["options"]).to_dict()
+    try:
+        planned = train_options(build_parser().parse_args(command[3:])).to_dict()
+        saved = TrainOptions.from_dict(json.loads(config.read_text())["options"]).to_dict()
+    except (SharcsError, ValueError, KeyError, TypeError):  # an option since removed, a broken file
+        return False
 
     def comparable(options: dict[str, Any]) -> str:
         options = {k: v for k, v in options.items() if k not in ("output_dir", "data_dir")}

@@ -172,21 +172,23 @@ def measure_task(
             print(f"[results] {key}/{name}: its record has other options than the plan's", flush=True)
             stored = None
         wanted = not args.measured_only and (only is None or name in only)
-        if (path / "results.json").is_file() and ((path / "measure.json").is_file() or wanted):
-            if not trained_as_planned(job):
-                print(f"[results] {key}/{name}: {path} was trained with other options, left out", flush=True)
-                continue
+        here = (path / "results.json").is_file() and ((path / "measure.json").is_file() or wanted)
+        if here and not trained_as_planned(job):
+            kept = "its record is reported" if stored is not None else "left out"
+            print(f"[results] {key}/{name}: {path} was trained with other options; {kept}", flush=True)
+            here = False
+        if here:
             print(f"[results] measuring {key}/{name}", flush=True)
             measured[name] = measure_run(path, args.threads, args.latency_samples, args.repeats, batch)
             cascades_too = measured[name]["method"] in SHARCS_METHODS  # the baselines have none
             if cascades_too and ((path / "cascade.json").is_file() or wanted):
                 shares = study["cascade_shares"]
                 cascades[name] = measure_cascade(path, args.threads, args.repeats, shares, batch)
-            elif stored is not None:  # measured earlier, not now (--measured-only): keep it
+            elif stored is not None and stored["measure"] == measured[name]:  # the same run, measured earlier
                 cascades[name] = stored.get("cascade")
-            kept = {"options": options, "measure": measured[name], "cascade": cascades.get(name)}
+            kept_record = {"options": options, "measure": measured[name], "cascade": cascades.get(name)}
             record.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(record, json.dumps(kept, indent=1) + "\n")
+            atomic_write_text(record, json.dumps(kept_record, indent=1) + "\n")
         elif stored is not None:
             print(f"[results] {key}/{name}: measured earlier ({record.relative_to(out)})", flush=True)
             measured[name] = stored["measure"]

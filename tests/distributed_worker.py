@@ -68,6 +68,7 @@ def main() -> None:
     resumed = make_trainer(opts.out, opts.batch_size, epochs=3)
     resumed.train(resume=True)
     result = {"steps": steps, "labels": labels, "resumed": flat(resumed), "world": distributed.world_size()}
+    result["from_main"] = distributed.from_main(torch.tensor([float(distributed.rank()), 7.0]))
     torch.save(result, opts.out / f"rank{distributed.rank()}.pt")
     if distributed.is_distributed():
         torch.distributed.destroy_process_group()

@@ -41,6 +41,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     ranks = [torch.load(two / f"rank{r}.pt") for r in (0, 1)]
     single = torch.load(one / "rank0.pt")
     assert ranks[0]["world"] == 2 and single["world"] == 1
+    assert all(torch.equal(r["from_main"], torch.tensor([0.0, 7.0])) for r in (*ranks, single))  # rank 0's
 
     assert len(ranks[0]["steps"]) == len(ranks[1]["steps"]) == len(single["steps"]) > 4
     for a, b in zip(ranks[0]["steps"], ranks[1]["steps"], strict=True):

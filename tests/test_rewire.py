@@ -97,9 +97,20 @@ def test_rewire_on_data_summarises_what_the_narrow_width_keeps():
     )
 
 
-def test_residual_ordering_keeps_the_function_and_changes_the_narrow_width(model_type):
+def trained_like(model_type: str) -> torch.nn.Module:
+    """A tiny model whose norms and biases are not the fresh 1 and 0, so that a reordering which missed
+    one would change the function (as it would on a pretrained model)."""
     base = tiny_model(model_type, num_labels=3)
-    untouched = tiny_model(model_type, num_labels=3)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for parameter in base.parameters():
+            if parameter.dim() == 1:
+                parameter.copy_(parameter + 0.3 * torch.randn(parameter.shape, generator=g))
+    return base
+
+
+def test_residual_ordering_keeps_the_function_and_changes_the_narrow_width(model_type):
+    base, untouched = trained_like(model_type), trained_like(model_type)
     layout, batch = find_layout(base), random_batch()
     d = getattr(base.config, layout.hidden_size)
     order = torch.randperm(d, generator=torch.Generator().manual_seed(0))
@@ -120,7 +131,7 @@ def test_residual_ordering_keeps_the_function_and_changes_the_narrow_width(model
 
 
 def test_ordered_residual_energy_is_descending(model_type):
-    base = tiny_model(model_type, num_labels=3)
+    base = trained_like(model_type)
     layout = find_layout(base)
     energy = residual_energy(base, layout, labelled_batches())
     assert energy.shape == (getattr(base.config, layout.hidden_size),)
@@ -144,7 +155,7 @@ class _ChannelScale(nn.Module):
 
 
 def test_a_residual_stream_the_reordering_does_not_know_is_refused_and_left_as_it_was():
-    base = tiny_model("bert")
+    base = trained_like("bert")
     layout = find_layout(base)
     norm = base.bert.embeddings.LayerNorm
     base.bert.embeddings.LayerNorm = nn.Sequential(norm, _ChannelScale(norm.normalized_shape[0]))

@@ -28,7 +28,7 @@ from the reordered ones):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -160,12 +160,21 @@ def leading_share(scores: list[torch.Tensor], width: float) -> float:
     return kept / max(sum(float(s.sum()) for s in scores), 1e-30)
 
 
-def rewire_on_data(model: AdaptiveModel, dataset: Any, samples: int, batch_size: int, pad_id: int) -> str:
+def rewire_on_data(
+    model: AdaptiveModel,
+    dataset: Any,
+    samples: int,
+    batch_size: int,
+    pad_id: int,
+    agree: Callable[[torch.Tensor], torch.Tensor] = lambda scores: scores,
+) -> str:
     """Score `model`'s wrapped Hugging Face model on the first `samples` rows of a tokenized `dataset`
-    (with labels), rewire it in place and return a one-line summary for the log."""
+    (with labels), rewire it in place and return a one-line summary for the log. `agree`: the scores
+    every process uses (in a distributed run, rank 0's), so that all rewire alike."""
     rows = min(samples, len(dataset))
     batches = _batches(dataset, rows, batch_size, pad_id, model.device)
-    importance = score_importance(model.base, model.layout, batches)
+    scored = score_importance(model.base, model.layout, batches)
+    importance = Importance([agree(h) for h in scored.heads], [agree(u) for u in scored.units])
     orders = rewire(model.base, model.layout, importance)
     width = min(model.route_values) if model.route_name == "width" else 0.25
     heads_after = [s[o] for s, o in zip(importance.heads, orders.heads, strict=True)]
@@ -205,22 +214,29 @@ def residual_energy(
     return sum(e / e.sum().clamp_min(1e-30) for e in sums)
 
 
-@torch.no_grad()
-def _permute_residual(base: PreTrainedModel, layout: Layout, order: torch.Tensor) -> None:
+def _residual_tensors(base: PreTrainedModel, layout: Layout) -> list[tuple[torch.Tensor, int]]:
+    """Every tensor with a residual-channel dimension, with that dimension: the embeddings (DeBERTa's
+    relative ones too) and every d-channel norm of the encoder, each layer's projections, the head's
+    dense layer. All found before anything moves, so a lookup that fails leaves the model as it was."""
     d = getattr(base.config, layout.hidden_size)
-    for module in base.base_model.modules():  # embeddings (DeBERTa's relative ones too) and every norm
+    found: list[tuple[torch.Tensor, int]] = []
+    for module in base.base_model.modules():
         if isinstance(module, nn.Embedding) and module.embedding_dim == d:
-            module.weight.copy_(module.weight[:, order])
+            found.append((module.weight, 1))
         elif isinstance(module, nn.LayerNorm) and tuple(module.normalized_shape) == (d,):
-            for tensor in (module.weight, module.bias):
-                if tensor is not None:
-                    tensor.copy_(tensor[order])
+            found += [(t, 0) for t in (module.weight, module.bias) if t is not None]
     for p in _layer_parts(base, layout):
-        for linear in (*p.qkv, p.ffn_in):
-            _take_columns(linear, order)
-        for linear in (p.attn_out, p.ffn_out):
-            _take_rows(linear, order)
-    _take_columns(get_module(base, layout.head_dense), order)
+        found += [(linear.weight, 1) for linear in (*p.qkv, p.ffn_in)]  # they read the stream
+        for linear in (p.attn_out, p.ffn_out):  # they write it
+            found += [(t, 0) for t in (linear.weight, linear.bias) if t is not None]
+    found.append((get_module(base, layout.head_dense).weight, 1))
+    return found
+
+
+@torch.no_grad()
+def _permute(tensors: list[tuple[torch.Tensor, int]], order: torch.Tensor) -> None:
+    for tensor, dim in tensors:
+        tensor.copy_(tensor.index_select(dim, order.to(tensor.device)))
 
 
 @torch.no_grad()
@@ -230,18 +246,31 @@ def order_residual(
     """Permute the residual channels of `base` in place (channel order[i] becomes channel i): the
     embeddings' columns, every d-channel norm, the columns of each layer's query, key, value and FFN input
     projections and of the head's dense layer, the rows of each layer's output projections. The model
-    must compute the same function; on the `check` inputs a model whose residual stream has a part this
-    does not know (a projected embedding, a norm of another kind) would not, and is put back and refused."""
+    must compute the same function: on the `check` inputs every hidden state must come out permuted
+    alike and the logits unchanged. A model whose residual stream has a part this does not know (a
+    projected embedding, a norm of another kind) does not; it is put back and refused."""
     names = MODEL_INPUTS if layout.uses_token_types else MODEL_INPUTS[:2]
     inputs = {name: check[name] for name in names if name in check}
+    tensors = _residual_tensors(base, layout)
     was_training = base.training
     base.eval()
     try:
-        before = base(**inputs).logits
-        _permute_residual(base, layout, order)
-        after = base(**inputs).logits
-        if not torch.allclose(after, before, rtol=1e-4, atol=1e-4 * (1 + float(before.abs().max()))):
-            _permute_residual(base, layout, torch.argsort(order))  # back as it was
+        before = base(**inputs, output_hidden_states=True)
+        _permute(tensors, order)
+        after = base(**inputs, output_hidden_states=True)
+        pairs = [
+            (a, b.index_select(-1, order.to(b.device)))
+            for a, b in zip(after.hidden_states, before.hidden_states, strict=True)
+        ]
+        pairs.append((after.logits, before.logits))
+        tolerance = max(1e-4, 8 * torch.finfo(before.logits.dtype).eps)  # half precision sums differ more
+        if not all(
+            torch.allclose(
+                a.float(), b.float(), rtol=tolerance, atol=tolerance * (1 + float(b.float().abs().max()))
+            )
+            for a, b in pairs
+        ):
+            _permute(tensors, torch.argsort(order))  # back as it was
             raise SharcsError(
                 f"--rewire-residual: reordering the residual channels of this {base.config.model_type} "
                 "model changed its outputs (a part of its residual stream is not one the reordering "
@@ -259,11 +288,13 @@ def order_residual_on_data(
     batch_size: int,
     pad_id: int,
     width: float,
+    agree: Callable[[torch.Tensor], torch.Tensor] = lambda scores: scores,
 ) -> str:
     """Score `base`'s residual channels on the first `samples` rows of a tokenized `dataset`, reorder
-    them in place, most energetic first, and return a one-line summary for the log."""
+    them in place, most energetic first, and return a one-line summary for the log. `agree`: the scores
+    every process uses (in a distributed run, rank 0's), so that all reorder alike."""
     rows = min(samples, len(dataset))
-    energy = residual_energy(base, layout, _batches(dataset, rows, batch_size, pad_id, base.device))
+    energy = agree(residual_energy(base, layout, _batches(dataset, rows, batch_size, pad_id, base.device)))
     order = order_of(energy)
     order_residual(base, layout, order, next(iter(_batches(dataset, rows, batch_size, pad_id, base.device))))
     kept = round(width * len(energy))

@@ -85,6 +85,17 @@ def sum_gradients(params: list[torch.nn.Parameter]) -> None:
         offset += count
 
 
+def from_main(tensor: torch.Tensor) -> torch.Tensor:
+    """Rank 0's value of `tensor` on every rank (the tensor itself when single-process): scores that
+    decide a permutation of the weights, so that every process permutes alike."""
+    if not is_distributed():
+        return tensor
+    on = torch.device("cuda", local_rank()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    shared = tensor.detach().to(on, copy=True)
+    dist.broadcast(shared, src=0)
+    return shared.to(tensor.device)
+
+
 def sum_scalar(value: float, device: torch.device) -> float:
     """Sum of a float over processes."""
     if not is_distributed():

@@ -293,12 +293,16 @@ class TrainOptions(TrainingArguments):
         if self.rewire_residual < 0:
             raise SharcsError(f"--rewire-residual: must be at least 0, got {self.rewire_residual}")
         if self.rewire_residual and not self.slices_residual:
+            slicing = [m.name for m in METHODS.values() if m.narrows and m.keeps_residual]
+            why = (
+                "with --keep-residual every width keeps all of them: add --no-keep-residual"
+                if self.method in slicing
+                else f"--method {self.method} never narrows the residual stream (methods that can: "
+                + ", ".join(slicing)
+                + ", with --no-keep-residual)"
+            )
             raise SharcsError(
-                f"--rewire-residual orders the residual channels a narrow width keeps, but --method "
-                f"{self.method} {'with --keep-residual ' if self.keeps_residual else ''}keeps all of them at "
-                "every width: add --no-keep-residual (methods "
-                + ", ".join(m.name for m in METHODS.values() if m.narrows and m.keeps_residual)
-                + ")"
+                f"--rewire-residual orders the residual channels a narrow width keeps, but {why}"
             )
         if self.adaptive_layer is not None and self.adaptive_layer < 0:
             raise SharcsError(f"--adaptive-layer: must be at least 0, got {self.adaptive_layer}")

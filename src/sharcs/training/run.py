@@ -180,7 +180,8 @@ def _train(
         narrowest = min(options.widths) if options.method != "fixed" else options.fixed_width
         base.to(device)
         batch, pad = options.batch_size, pad_id(tokenizer)
-        notes.append(order_residual_on_data(base, layout, scored, len(rows), batch, pad, narrowest))
+        agree = distributed.from_main  # every process permutes alike
+        notes.append(order_residual_on_data(base, layout, scored, len(rows), batch, pad, narrowest, agree))
 
     # in place, before the model is wrapped (its per-width norms copy the reordered ones) and before any
     # step; a resumed run's checkpoint holds the reordered weights
@@ -300,7 +301,10 @@ def _train(
         for note in notes:
             logger.info(note)
         if not resume and options.rewire_samples:  # in place, before any step (a checkpoint holds it)
-            logger.info(rewire_on_data(model, train_data, options.rewire_samples, options.batch_size, pad))
+            line = rewire_on_data(
+                model, train_data, options.rewire_samples, options.batch_size, pad, distributed.from_main
+            )
+            logger.info(line)
         history = trainer.train(resume=resume)
         results = _finish(model, history, out, info, dev_data, eval_batch, pad, select)
         if main and not options.keep_checkpoint:
