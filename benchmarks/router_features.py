@@ -1,0 +1,204 @@
+"""Would a router that reads more than layer K's mean state earn its place? An offline probe.
+
+    python benchmarks/router_features.py runs/results/sst2/sandwich runs/results/mrpc/sandwich
+
+For each finished two-width sandwich run, the held-out training rows are rebuilt exactly as training
+split them (`prepare_data` on the run's own options); every held-out and dev row runs once at each
+width, and layer K's states are pooled. Scorers are fitted on the router's half of the held-out rows
+(the calibration's split; `split_rows`), any choice among their settings is made on the other half, and
+each is then scored on dev at equal cost: samples go to full width in ascending order of the score until
+the FLOPs budget is spent (`rule_point`, the calibration's own rule). The scorers:
+
+- router: the run's own fitted router (layer K's masked mean, an MLP);
+- ridge-mean: a ridge regression on the same mean state, predicting the router's target;
+- ridge-rich: the same on the mean, the first token's state, the max over tokens and the log length;
+- soft-rich: ridge-rich fitted to a graded target, the narrow path's probability of the label minus the
+  full width's (regression: the full width's absolute error minus the narrow path's);
+- length: shorter inputs narrow, no fitting.
+
+Beside them: random routing (mean of 50 draws), the oracle, and the cascade (the narrowest width's own
+confidence; it pays both passes for what it re-runs). Prints a markdown table and writes
+docs/notes/router_features.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sharcs.data import tokenize
+from sharcs.data.collate import pad_batch
+from sharcs.data.prepare import prepare_data
+from sharcs.inference.predict import MODEL_INPUTS, predict
+from sharcs.measure.run_dirs import dev_data
+from sharcs.methods.sharcs.calibration import held_out_table, rule_point, split_rows
+from sharcs.methods.sharcs.model import SharcsModel
+from sharcs.methods.sharcs.router import masked_mean
+from sharcs.methods.sharcs.router_fit import narrow_targets
+from sharcs.modeling.pretrained import pad_id
+from sharcs.storage.files import atomic_write_text
+from sharcs.storage.saved_run import load_run
+from sharcs.training.options import load_train_options
+
+REPO = Path(__file__).resolve().parents[1]
+LAMBDAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+
+
+@torch.inference_mode()
+def pooled(model: SharcsModel, data, pad: int) -> dict[str, np.ndarray]:
+    """Layer K's masked mean, first-token state and masked max per row, and the log length."""
+    means, firsts, maxes = [], [], []
+    inputs = data.select_columns([c for c in MODEL_INPUTS if c in data.column_names])
+    for start in range(0, len(data), 64):
+        batch = pad_batch(inputs[start : start + 64], pad)
+        hidden = model.encode_prefix(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        mask = batch["attention_mask"].bool().unsqueeze(-1)
+        means.append(masked_mean(hidden, batch["attention_mask"]).float())
+        firsts.append(hidden[:, 0].float())
+        maxes.append(hidden.masked_fill(~mask, float("-inf")).amax(1).float())
+    length = np.log(np.asarray([len(ids) for ids in data["input_ids"]], dtype=np.float64))[:, None]
+    mean = torch.cat(means).numpy()
+    rich = np.concatenate([mean, torch.cat(firsts).numpy(), torch.cat(maxes).numpy(), length], 1)
+    return {"mean": mean, "rich": rich, "length": length[:, 0]}
+
+
+def graded_target(model: SharcsModel, data, pad: int, regression: bool) -> np.ndarray:
+    """Higher where the narrow path does relatively better than full width on the row's label."""
+    widths = model.config.widths
+    narrow, full = (predict(model, data, 64, width=w, pad_token_id=pad).logits.float() for w in widths)
+    labels = torch.tensor(data["labels"])
+    if regression:
+        return ((full[:, 0] - labels).abs() - (narrow[:, 0] - labels).abs()).numpy()
+    pick = labels.long().unsqueeze(1)
+    return (narrow.softmax(-1).gather(1, pick) - full.softmax(-1).gather(1, pick))[:, 0].numpy()
+
+
+def ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardized ridge regression: (mean, std, weights with the intercept last)."""
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    z = np.concatenate([(x - mean) / std, np.ones((len(x), 1))], 1)
+    penalty = lam * np.eye(z.shape[1])
+    penalty[-1, -1] = 0.0
+    return mean, std, np.linalg.solve(z.T @ z + penalty, z.T @ y)
+
+
+def predict_ridge(fit: tuple, x: np.ndarray) -> np.ndarray:
+    mean, std, w = fit
+    return np.concatenate([(x - mean) / std, np.ones((len(x), 1))], 1) @ w
+
+
+def ranked(score: np.ndarray) -> np.ndarray:
+    """Scores mapped by rank into (0, 1), the range of `rule_point`'s thresholds; the order is kept."""
+    return (np.argsort(np.argsort(score, kind="stable")) + 0.5) / len(score)
+
+
+def fitted_scores(held: dict, dev: dict, target: np.ndarray, fit_rows, check_rows, table, budget, metric):
+    """Ridge scores on dev, with the penalty that does best on the calibration half at `budget`."""
+    best = None
+    for lam in LAMBDAS:
+        fit = ridge(held[fit_rows], target[fit_rows], lam)
+        check = rule_point(table, "tau", budget, metric, check_rows, ranked(predict_ridge(fit, held))).metric
+        if best is None or check > best[0]:
+            best = (check, fit)
+    return predict_ridge(best[1], dev)
+
+
+def probe(run_dir: Path, budgets: list[float]) -> dict:
+    run = load_run(run_dir, "cpu")
+    model = run.model
+    if not isinstance(model, SharcsModel) or len(model.config.widths) != 2 or model.calibration is None:
+        raise SystemExit(f"{run_dir}: needs a two-width SHARCS run of the sandwich recipe")
+    pad = pad_id(run.tokenizer)
+    options = load_train_options(run_dir)
+    prepared = prepare_data(options)
+    held = tokenize(prepared.held_out, run.tokenizer, options.max_seq_length)
+    dev, _, info = dev_data(run, None)
+    metric, regression = info.main_metric, info.is_regression
+    held_table, dev_table = (
+        held_out_table(model, held, pad_token_id=pad),
+        held_out_table(model, dev, pad_token_id=pad),
+    )
+    held_x, dev_x = pooled(model, held, pad), pooled(model, dev, pad)
+    fit_rows, check_rows = split_rows(len(held), options.seed)
+    binary, graded = narrow_targets(held_table), graded_target(model, held, pad, regression)
+    labels = np.asarray(dev_table["labels"])
+    narrow, full = np.asarray(dev_table["prediction_narrow"]), np.asarray(dev_table["prediction_full"])
+    if regression:
+        oracle = np.abs(full - labels) - np.abs(narrow - labels)
+    else:
+        oracle = (narrow == labels).astype(float) - (full == labels).astype(float)
+    rng = np.random.default_rng(0)
+    found = {"run": str(run_dir), "metric": metric, "budgets": {}}
+    for budget in budgets:
+
+        def at(score: np.ndarray | None, rule: str = "tau", budget: float = budget) -> dict:
+            ranks = None if score is None else ranked(score)
+            point = rule_point(dev_table, rule, budget, metric, None, ranks)
+            return {"metric": point.metric, "cost": point.cost, "full_share": point.full_share}
+
+        row = {"router": at(None)}
+        for name, features, target in (
+            ("ridge-mean", "mean", binary),
+            ("ridge-rich", "rich", binary),
+            ("soft-rich", "rich", graded),
+        ):
+            args = (
+                held_x[features],
+                dev_x[features],
+                target,
+                fit_rows,
+                check_rows,
+                held_table,
+                budget,
+                metric,
+            )
+            row[name] = at(fitted_scores(*args))
+        row["length"] = at(-dev_x["length"] + 1e-9 * rng.standard_normal(len(labels)))
+        row["random"] = {"metric": float(np.mean([at(rng.random(len(labels)))["metric"] for _ in range(50)]))}
+        row["oracle"] = at(oracle + 1e-9 * rng.standard_normal(len(labels)))
+        if not regression:
+            row["cascade"] = at(None, "cascade")
+        found["budgets"][str(budget)] = row
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--budgets", default="0.5,0.4", help="FLOPs budgets, fractions of the full model's")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "notes" / "router_features.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    budgets = [float(b) for b in args.budgets.split(",")]
+    found = [probe(run, budgets) for run in args.runs]
+    names = ["router", "ridge-mean", "ridge-rich", "soft-rich", "length", "random", "oracle", "cascade"]
+    print("| run | budget | " + " | ".join(names) + " | best fitted scorer's share of random→oracle gap |")
+    print("|---" * (len(names) + 3) + "|")
+    for r in found:
+        for budget, row in r["budgets"].items():
+            cells = [
+                f"{100 * row[n]['metric']:.2f}" + (f" ({row[n]['cost']:.2f})" if "cost" in row[n] else "")
+                if n in row
+                else "n/a"
+                for n in names
+            ]
+            random, oracle = row["random"]["metric"], row["oracle"]["metric"]
+            best = max(row[n]["metric"] for n in ("router", "ridge-mean", "ridge-rich", "soft-rich"))
+            share = (best - random) / (oracle - random) if oracle > random else float("nan")
+            print(
+                f"| {Path(r['run']).parent.name}/{Path(r['run']).name} | {budget} | "
+                + " | ".join(cells)
+                + f" | {share:.2f} |"
+            )
+    atomic_write_text(args.out, json.dumps(found, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
