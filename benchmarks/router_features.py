@@ -146,17 +146,10 @@ def probe(run_dir: Path, budgets: list[float]) -> dict:
             ("ridge-rich", "rich", binary),
             ("soft-rich", "rich", graded),
         ):
-            args = (
-                held_x[features],
-                dev_x[features],
-                target,
-                fit_rows,
-                check_rows,
-                held_table,
-                budget,
-                metric,
+            x, dev_features = held_x[features], dev_x[features]
+            row[name] = at(
+                fitted_scores(x, dev_features, target, fit_rows, check_rows, held_table, budget, metric)
             )
-            row[name] = at(fitted_scores(*args))
         row["length"] = at(-dev_x["length"] + 1e-9 * rng.standard_normal(len(labels)))
         row["random"] = {"metric": float(np.mean([at(rng.random(len(labels)))["metric"] for _ in range(50)]))}
         row["oracle"] = at(oracle + 1e-9 * rng.standard_normal(len(labels)))
