@@ -20,7 +20,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sharcs import SharcsConfig, SharcsModel, get_sharcs_model
 from sharcs.data import load_glue, tokenize
-from sharcs.measure.bench import benchmark, format_report
+from sharcs.measure.bench import benchmark
+from sharcs.measure.report_text import format_report
 from sharcs.measure.run_dirs import bench_dir
 from sharcs.storage.files import atomic_write_text
 

@@ -10,9 +10,10 @@ from conftest import random_dataset, tiny_model
 
 from sharcs import SharcsConfig, get_sharcs_model
 from sharcs.inference.predict import predict
-from sharcs.measure.bench import benchmark, format_report, own_full_setting, spread
+from sharcs.measure.bench import benchmark, own_full_setting, spread
 from sharcs.measure.curve import pareto_front, plot_curves, share_taus, sweep, write_curves
 from sharcs.measure.evaluation import evaluate_model
+from sharcs.measure.report_text import format_report
 from sharcs.methods.sharcs.flops import predicted_speedup, sharcs_flops
 from sharcs.modeling.flops import measure_flops
 

@@ -240,9 +240,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from sharcs.measure.bench import format_report
+    from sharcs.measure.report_text import format_report, format_runtimes
     from sharcs.measure.run_dirs import bench_dir, write_report
-    from sharcs.measure.runtimes import format_runtimes
     from sharcs.training.options import parse_floats
 
     sizes = batch_sizes(args.batch_sizes)

@@ -1,6 +1,6 @@
 """Wall-clock measurement of a SHARCS model against the full-width model, side by side in one run.
 
-    report = benchmark(model, dev_data, threads=2)   # -> dict, see `format_report` for the table
+    report = benchmark(model, dev_data, threads=2)   # -> dict; report_text.format_report: its tables
 
 Every configuration runs on the same inputs, interleaved (full model, the model's own full width,
 then SHARCS, per sample or batch), after a warm-up, with the thread count pinned; figures are medians
@@ -46,7 +46,7 @@ def pinned_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -154,7 +154,7 @@ def _latency_timings(
                 run(batch)
         for batch in tqdm(batches, desc="latency bs=1", leave=False):
             for name, run in runners.items():
-                times[name].append([_timed(lambda r=run, b=batch: r(b)) for _ in range(repeats)])
+                times[name].append([timed(lambda r=run, b=batch: r(b)) for _ in range(repeats)])
     return times
 
 
@@ -210,7 +210,7 @@ def _throughput_seconds(
             run(batches[0])
         for _ in tqdm(range(repeats), desc=f"throughput bs={batch_size}", leave=False):
             for name, run in runners.items():
-                seconds[name].append(_timed(lambda r=run: [r(b) for b in batches]))
+                seconds[name].append(timed(lambda r=run: [r(b) for b in batches]))
     return seconds
 
 
@@ -237,7 +237,7 @@ def routing_overhead(model: SharcsModel, data: Dataset, samples: int, pad_token_
                 h[rows], m[rows]
 
         route()
-        times.append(min(_timed(route) for _ in range(3)))
+        times.append(min(timed(route) for _ in range(3)))
     return statistics.median(times)
 
 
@@ -369,101 +369,3 @@ def runtime_rows(
             }
         rows[name] = row
     return rows
-
-
-def _range(stats: dict[str, float], scale: float = 1.0, digits: int = 2) -> str:
-    """A spread as "median [p25-p75] (min-max)"."""
-    values = [stats[key] * scale for key in ("median", "p25", "p75", "min", "max")]
-    median, p25, p75, low, high = (f"{v:.{digits}f}" for v in values)
-    return f"{median} [{p25}-{p75}] ({low}-{high})"
-
-
-def _speedup(value: float, stats: dict[str, float] | None) -> str:
-    """A speed-up with the min-max of its repeats: "1.12x (1.08-1.15)"."""
-    return f"{value:.2f}x" + (f" ({stats['min']:.2f}-{stats['max']:.2f})" if stats else "")
-
-
-def format_report(report: dict) -> str:
-    """Markdown tables of a `benchmark` report: speed-ups, then the spread of every timing."""
-    sizes = list(next(iter(report["modes"].values()))["throughput"])
-    header = ["mode", "narrowest share", "GFLOPs/sample", "predicted speed-up"]
-    header += ["bs=1 ms mean (full / sharcs)", "bs=1 ms p50", "bs=1 ms p90", "speed-up bs=1"]
-    header += [f"speed-up bs={s}" for s in sizes]
-    header += ["vs own full bs=1"] + [f"vs own full bs={s}" for s in sizes]
-    header += ["efficiency bs=1"] + [f"efficiency bs={s}" for s in sizes]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, m in report["modes"].items():
-        lat = m["latency_bs1"]
-        pair = [f"{lat['full'][q] * 1e3:.2f} / {lat['sharcs'][q] * 1e3:.2f}" for q in ("mean", "p50", "p90")]
-        row = [
-            name,
-            f"{next(iter(m['width_share'].values())):.2f}",
-            f"{m['flops_per_sample'] / 1e9:.3f} (full {m['full_flops_per_sample'] / 1e9:.3f})",
-            f"{m['predicted_speedup']:.2f}x",
-            *pair,
-            _speedup(m["latency_speedup_bs1"], m.get("latency_speedup_bs1_spread")),
-        ]
-        spreads = m.get("throughput_spread", {})
-        row += [_speedup(m["throughput"][s]["speedup"], spreads.get(s, {}).get("speedup")) for s in sizes]
-        own = m.get("own_full")
-        if own:
-            row.append(_speedup(own["latency_speedup_bs1"], own["latency_speedup_bs1_spread"]))
-            row += [
-                _speedup(own["throughput"][s]["speedup"], own["throughput"][s]["speedup_spread"])
-                for s in sizes
-            ]
-        else:
-            row += ["n/a"] * (1 + len(sizes))
-        row += [f"{m['efficiency_bs1']:.2f}"] + [f"{m['throughput'][s]['efficiency']:.2f}" for s in sizes]
-        lines.append("| " + " | ".join(row) + " |")
-    first = next(iter(report["modes"].values()))
-    own = first.get("own_full")
-    lines.append("")
-    if own:
-        code = ", ".join(
-            [f"{own['code_speedup_bs1']:.2f}x at bs=1"]
-            + [f"{own['throughput'][s]['code_speedup']:.2f}x at bs={s}" for s in sizes]
-        )
-        lines.append(
-            f"`vs own full`: against this model at its own full width ({own['setting']}), same code, so "
-            f"only the width counts. The code alone (own full width vs the Hugging Face model): {code}."
-        )
-    else:
-        lines.append(f"`vs own full`: {first.get('own_full_note', 'n/a')}.")
-    lines.append("Speed-ups: value (min-max over repeats).")
-    overhead = report.get("routing_overhead")
-    if overhead is not None:
-        lines.append("")
-        lines.append(
-            f"Routing overhead (router + choice + grouping, bs=1): {overhead['seconds'] * 1e3:.3f} ms = "
-            f"{overhead['fraction_of_full_latency'] * 100:.1f}% of the full model's latency."
-        )
-    if all("mean_by_repeat" in m["latency_bs1"]["full"] for m in report["modes"].values()):
-        lines += ["", _spread_table(report, sizes)]
-    return "\n".join(lines)
-
-
-_RUNNER_NAMES = {"full": "full (HF eager)", "own_full": "own full width", "sharcs": "sharcs"}
-
-
-def _spread_table(report: dict, sizes: list[str]) -> str:
-    """Every timing of a report as median [p25-p75] (min-max)."""
-    runners = [r for r in _RUNNER_NAMES if r in next(iter(report["modes"].values()))["latency_bs1"]]
-    header = ["mode", "timing", *(_RUNNER_NAMES[r] for r in runners)]
-    lines = [
-        "Timings: median [p25-p75] (min-max).",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for name, m in report["modes"].items():
-        lat = m["latency_bs1"]
-        per_sample = [_range({**lat[r], "median": lat[r]["p50"]}, 1e3) for r in runners]  # best repeats
-        lines.append(f"| {name} | bs=1 ms per sample, over samples | " + " | ".join(per_sample) + " |")
-        by_repeat = [_range(lat[r]["mean_by_repeat"], 1e3) for r in runners]
-        lines.append(f"| {name} | bs=1 ms mean, over repeats | " + " | ".join(by_repeat) + " |")
-        for size in sizes:
-            tput = m["throughput_spread"][size]
-            cells = [_range(tput[r], digits=0) for r in runners]
-            lines.append(f"| {name} | bs={size} samples/s, over repeats | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

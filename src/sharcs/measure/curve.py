@@ -18,7 +18,6 @@ import csv
 import json
 import math
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import torch
 from datasets import Dataset
 
 from sharcs.inference.predict import predict
-from sharcs.measure.bench import full_model_pass, own_full_setting, spread
+from sharcs.measure.bench import full_model_pass, own_full_setting, spread, timed
 from sharcs.measure.evaluation import evaluate_model
 from sharcs.methods.sharcs.model import SharcsModel, cascade_problem, has_trained_router
 from sharcs.modeling.adaptive import AdaptiveModel, Setting
@@ -154,12 +153,6 @@ def _own_full_reference(
     return {"setting": name, "kwargs": dict(kwargs), "metrics": dict(metrics), "flops_per_sample": flops}
 
 
-def _timed(run: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
-
-
 def _add_latency(
     model: AdaptiveModel, data: Dataset, points: list[dict], batch_size: int, repeats: int, pad_token_id: int
 ) -> None:
@@ -182,10 +175,10 @@ def _add_latency(
         times: dict[str, list[float]] = {"full": [], "own_full": [], "point": []}
         run()  # warm-up (builds the sliced-weight cache)
         for _ in range(repeats):
-            times["full"].append(_timed(full_pass) / n)
+            times["full"].append(timed(full_pass) / n)
             if own_pass is not None:
-                times["own_full"].append(_timed(own_pass) / n)
-            times["point"].append(_timed(run) / n)
+                times["own_full"].append(timed(own_pass) / n)
+            times["point"].append(timed(run) / n)
         full, point = statistics.median(times["full"]), statistics.median(times["point"])
         p["seconds_per_sample"], p["full_seconds_per_sample"], p["speedup"] = point, full, full / point
         p["seconds_per_sample_spread"] = spread(times["point"])

@@ -30,17 +30,6 @@ from sharcs.inference.predict import MODEL_INPUTS
 from sharcs.measure.bench import Alternative
 from sharcs.storage.saved_run import Run
 
-NAMES = {  # runner -> how the tables name it
-    "full": "full model, PyTorch eager (Hugging Face)",
-    "own_full": "sharcs at width 1, PyTorch",
-    "sharcs": "sharcs, PyTorch",
-    "torch_int8_full": "full model, PyTorch dynamic int8",
-    "onnx_fp32_full": "full model, ONNX Runtime fp32",
-    "onnx_int8_full": "full model, ONNX Runtime int8",
-    "onnx_fp32_sharcs": "sharcs, ONNX Runtime fp32",
-    "onnx_int8_sharcs": "sharcs, ONNX Runtime int8",
-}
-
 
 def onnx_exports(
     run: Run, scratch: Path, threads: int = 0, given: dict[str, Path] | None = None
@@ -59,7 +48,7 @@ def onnx_exports(
 
 
 def alternatives(run: Run, exports: dict[str, OnnxSharcsModel]) -> dict[str, Alternative]:
-    """The runners of the module docstring, by the names of `NAMES`."""
+    """The runners of the module docstring, by the names of `report_text.RUNNERS`."""
     base = run.model.full_width_base().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notice
@@ -98,42 +87,3 @@ def runner_scores(
         predictions = logits[:, 0].numpy() if logits.shape[1] == 1 else logits.argmax(-1).numpy()
         scores[name] = compute_metrics(list(metrics), predictions, list(labels))
     return scores
-
-
-def format_runtimes(report: dict[str, Any]) -> str:
-    """One markdown table per mode: every runner's metric, batch-1 latency and speed-ups."""
-    lines = []
-    for mode_name, mode in report["modes"].items():
-        rows = mode.get("runtimes")
-        if not rows:
-            continue
-        sizes = list(next(iter(rows.values()))["throughput"])
-        scores = mode.get("scores", {})
-        metric = next(iter(next(iter(scores.values())))) if scores else None
-        header = ["runner", metric or "metric", "bs=1 ms", "speed-up bs=1"]
-        header += [f"speed-up bs={s}" for s in sizes]
-        lines += [
-            f"Against what users run instead ({mode_name}); speed-ups against the first row, "
-            "value (min-max over repeats):",
-            "",
-        ]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for name, row in rows.items():
-            score = scores.get(name, {}).get(metric) if metric else None
-            cells = [
-                NAMES.get(name, name),
-                f"{score:.4f}" if score is not None else "-",
-                f"{row['latency_bs1_ms']:.2f}",
-                _speedup(row["speedup_bs1"], row["speedup_bs1_spread"]),
-                *(
-                    _speedup(row["throughput"][s]["speedup"], row["throughput"][s]["speedup_spread"])
-                    for s in sizes
-                ),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _speedup(value: float, stats: dict[str, float]) -> str:
-    return f"{value:.2f}x ({stats['min']:.2f}-{stats['max']:.2f})"
