@@ -16,9 +16,16 @@ the FLOPs budget is spent (`rule_point`, the calibration's own rule). The scorer
   full width's (regression: the full width's absolute error minus the narrow path's);
 - length: shorter inputs narrow, no fitting.
 
+And learned deferral rules, which read the narrow path's own output and so pay the cascade's costs (both
+passes for what they re-run), in place of the cascade's top class probability:
+
+- defer-probs: a ridge regression on the narrow path's sorted class probabilities, its predicted class
+  and the log length, predicting the router's target (a recalibrated confidence);
+- defer-rich: the same on the narrow path's final first-token state too (regression: the only cascade
+  there is, since a regression head has no confidence).
+
 Beside them: random routing (mean of 50 draws), the oracle, and the cascade (the narrowest width's own
-confidence; it pays both passes for what it re-runs). Prints a markdown table and writes
-docs/notes/router_features.json.
+confidence). Prints a markdown table and writes docs/notes/router_features.json.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from sharcs.methods.sharcs.calibration import held_out_table, rule_point, split_
 from sharcs.methods.sharcs.model import SharcsModel
 from sharcs.methods.sharcs.router import masked_mean
 from sharcs.methods.sharcs.router_fit import narrow_targets
+from sharcs.modeling.adaptive import trim_padding
 from sharcs.modeling.pretrained import pad_id
 from sharcs.storage.files import atomic_write_text
 from sharcs.storage.saved_run import load_run
@@ -66,10 +74,35 @@ def pooled(model: SharcsModel, data, pad: int) -> dict[str, np.ndarray]:
     return {"mean": mean, "rich": rich, "length": length[:, 0]}
 
 
-def graded_target(model: SharcsModel, data, pad: int, regression: bool) -> np.ndarray:
-    """Higher where the narrow path does relatively better than full width on the row's label."""
-    widths = model.config.widths
-    narrow, full = (predict(model, data, 64, width=w, pad_token_id=pad).logits.float() for w in widths)
+@torch.inference_mode()
+def narrow_outputs(model: SharcsModel, data, pad: int) -> tuple[torch.Tensor, np.ndarray]:
+    """The narrowest width's logits and deferral features per row: its class probabilities sorted from the
+    top one down and its predicted class one-hot (regression: its prediction), the log length, and its
+    final first-token state. Sorted, so that a linear fit can read the top class probability itself."""
+    logits, states = [], []
+    inputs = data.select_columns([c for c in MODEL_INPUTS if c in data.column_names])
+    for start in range(0, len(data), 64):
+        batch = pad_batch(inputs[start : start + 64], pad)
+        mask = batch["attention_mask"]
+        hidden = model.encode_prefix(batch["input_ids"], mask, batch.get("token_type_ids"))
+        out, layer_states = model.width_pass(*trim_padding(hidden, mask), model.config.widths[0])
+        logits.append(out.float())
+        states.append(layer_states[-1][:, 0].float())
+    narrow = torch.cat(logits)
+    if narrow.shape[1] == 1:
+        outputs = narrow
+    else:
+        probs = narrow.softmax(-1)
+        predicted = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[1]).float()
+        outputs = torch.cat([probs.sort(-1, descending=True).values, predicted], 1)
+    length = np.log(np.asarray([len(ids) for ids in data["input_ids"]], dtype=np.float64))[:, None]
+    return narrow, np.concatenate([outputs.numpy(), length, torch.cat(states).numpy()], 1)
+
+
+def graded_target(model: SharcsModel, data, pad: int, narrow: torch.Tensor, regression: bool) -> np.ndarray:
+    """Higher where the narrow path (its `narrow` logits) does relatively better than full width on the
+    row's label."""
+    full = predict(model, data, 64, width=model.config.widths[-1], pad_token_id=pad).logits.float()
     labels = torch.tensor(data["labels"])
     if regression:
         return ((full[:, 0] - labels).abs() - (narrow[:, 0] - labels).abs()).numpy()
@@ -96,12 +129,15 @@ def ranked(score: np.ndarray) -> np.ndarray:
     return (np.argsort(np.argsort(score, kind="stable")) + 0.5) / len(score)
 
 
-def fitted_scores(held: dict, dev: dict, target: np.ndarray, fit_rows, check_rows, table, budget, metric):
-    """Ridge scores on dev, with the penalty that does best on the calibration half at `budget`."""
+def fitted_scores(
+    held: dict, dev: dict, target: np.ndarray, fit_rows, check_rows, table, budget, metric, rule: str = "tau"
+):
+    """Ridge scores on dev, with the penalty that does best on the calibration half at `budget` under
+    `rule`'s costs."""
     best = None
     for lam in LAMBDAS:
         fit = ridge(held[fit_rows], target[fit_rows], lam)
-        check = rule_point(table, "tau", budget, metric, check_rows, ranked(predict_ridge(fit, held))).metric
+        check = rule_point(table, rule, budget, metric, check_rows, ranked(predict_ridge(fit, held))).metric
         if best is None or check > best[0]:
             best = (check, fit)
     return predict_ridge(best[1], dev)
@@ -123,8 +159,13 @@ def probe(run_dir: Path, budgets: list[float]) -> dict:
         held_out_table(model, dev, pad_token_id=pad),
     )
     held_x, dev_x = pooled(model, held, pad), pooled(model, dev, pad)
+    held_narrow, held_defer = narrow_outputs(model, held, pad)
+    dev_defer = narrow_outputs(model, dev, pad)[1]
+    outputs = 1 if regression else 2 * model.num_labels  # the output columns, then length
+    held_x |= {"probs": held_defer[:, : outputs + 1], "defer": held_defer}
+    dev_x |= {"probs": dev_defer[:, : outputs + 1], "defer": dev_defer}
     fit_rows, check_rows = split_rows(len(held), options.seed)
-    binary, graded = narrow_targets(held_table), graded_target(model, held, pad, regression)
+    binary, graded = narrow_targets(held_table), graded_target(model, held, pad, held_narrow, regression)
     labels = np.asarray(dev_table["labels"])
     narrow, full = np.asarray(dev_table["prediction_narrow"]), np.asarray(dev_table["prediction_full"])
     if regression:
@@ -141,15 +182,17 @@ def probe(run_dir: Path, budgets: list[float]) -> dict:
             return {"metric": point.metric, "cost": point.cost, "full_share": point.full_share}
 
         row = {"router": at(None)}
-        for name, features, target in (
-            ("ridge-mean", "mean", binary),
-            ("ridge-rich", "rich", binary),
-            ("soft-rich", "rich", graded),
+        for name, features, target, rule in (
+            ("ridge-mean", "mean", binary, "tau"),
+            ("ridge-rich", "rich", binary, "tau"),
+            ("soft-rich", "rich", graded, "tau"),
+            ("defer-probs", "probs", binary, "cascade"),
+            ("defer-rich", "defer", binary, "cascade"),
         ):
             x, dev_features = held_x[features], dev_x[features]
-            row[name] = at(
-                fitted_scores(x, dev_features, target, fit_rows, check_rows, held_table, budget, metric)
-            )
+            splits = (fit_rows, check_rows)
+            score = fitted_scores(x, dev_features, target, *splits, held_table, budget, metric, rule)
+            row[name] = at(score, rule)
         row["length"] = at(-dev_x["length"] + 1e-9 * rng.standard_normal(len(labels)))
         row["random"] = {"metric": float(np.mean([at(rng.random(len(labels)))["metric"] for _ in range(50)]))}
         row["oracle"] = at(oracle + 1e-9 * rng.standard_normal(len(labels)))
@@ -170,9 +213,14 @@ def main() -> None:
     torch.set_num_threads(1)
     budgets = [float(b) for b in args.budgets.split(",")]
     found = [probe(run, budgets) for run in args.runs]
-    names = ["router", "ridge-mean", "ridge-rich", "soft-rich", "length", "random", "oracle", "cascade"]
-    print("| run | budget | " + " | ".join(names) + " | best fitted scorer's share of random→oracle gap |")
-    print("|---" * (len(names) + 3) + "|")
+    fitted = ["router", "ridge-mean", "ridge-rich", "soft-rich"]
+    deferral = ["defer-probs", "defer-rich"]
+    names = [*fitted, "length", "random", "oracle", "cascade", *deferral]
+    print(
+        "| run | budget | " + " | ".join(names) + " | best router's share of random→oracle gap |"
+        " best deferral's share |"
+    )
+    print("|---" * (len(names) + 4) + "|")
     for r in found:
         for budget, row in r["budgets"].items():
             cells = [
@@ -182,12 +230,17 @@ def main() -> None:
                 for n in names
             ]
             random, oracle = row["random"]["metric"], row["oracle"]["metric"]
-            best = max(row[n]["metric"] for n in ("router", "ridge-mean", "ridge-rich", "soft-rich"))
-            share = (best - random) / (oracle - random) if oracle > random else float("nan")
+            shares = [
+                (max(row[n]["metric"] for n in group) - random) / (oracle - random)
+                if oracle > random
+                else float("nan")
+                for group in (fitted, deferral)
+            ]
             print(
                 f"| {Path(r['run']).parent.name}/{Path(r['run']).name} | {budget} | "
                 + " | ".join(cells)
-                + f" | {share:.2f} |"
+                + "".join(f" | {share:.2f}" for share in shares)
+                + " |"
             )
     atomic_write_text(args.out, json.dumps(found, indent=2) + "\n")
     print(f"wrote {args.out}")
