@@ -40,7 +40,7 @@ import torch
 from sharcs.data import tokenize
 from sharcs.data.collate import pad_batch
 from sharcs.data.prepare import prepare_data
-from sharcs.inference.predict import MODEL_INPUTS, predict
+from sharcs.inference.predict import MODEL_INPUTS
 from sharcs.measure.run_dirs import dev_data
 from sharcs.methods.sharcs.calibration import held_out_table, rule_point, split_rows
 from sharcs.methods.sharcs.model import SharcsModel
@@ -57,53 +57,55 @@ LAMBDAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 
 
 @torch.inference_mode()
-def pooled(model: SharcsModel, data, pad: int) -> dict[str, np.ndarray]:
-    """Layer K's masked mean, first-token state and masked max per row, and the log length."""
-    means, firsts, maxes = [], [], []
-    inputs = data.select_columns([c for c in MODEL_INPUTS if c in data.column_names])
-    for start in range(0, len(data), 64):
-        batch = pad_batch(inputs[start : start + 64], pad)
-        hidden = model.encode_prefix(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        mask = batch["attention_mask"].bool().unsqueeze(-1)
-        means.append(masked_mean(hidden, batch["attention_mask"]).float())
-        firsts.append(hidden[:, 0].float())
-        maxes.append(hidden.masked_fill(~mask, float("-inf")).amax(1).float())
-    length = np.log(np.asarray([len(ids) for ids in data["input_ids"]], dtype=np.float64))[:, None]
-    mean = torch.cat(means).numpy()
-    rich = np.concatenate([mean, torch.cat(firsts).numpy(), torch.cat(maxes).numpy(), length], 1)
-    return {"mean": mean, "rich": rich, "length": length[:, 0]}
+def row_features(
+    model: SharcsModel, data, pad: int
+) -> tuple[dict[str, np.ndarray], torch.Tensor, torch.Tensor]:
+    """Every scorer's features per row, from one pass (layer K once, then each width), and the logits at
+    the narrowest and full widths.
 
-
-@torch.inference_mode()
-def narrow_outputs(model: SharcsModel, data, pad: int) -> tuple[torch.Tensor, np.ndarray]:
-    """The narrowest width's logits and deferral features per row: its class probabilities sorted from the
-    top one down and its predicted class one-hot (regression: its prediction), the log length, and its
-    final first-token state. Sorted, so that a linear fit can read the top class probability itself."""
-    logits, states = [], []
+    Router features (layer K): "mean" (the masked mean), "rich" (the mean, the first token's state, the
+    masked max and the log length), "length" (the log length). Deferral features (the narrow path's own
+    output): "probs" (its class probabilities sorted from the top one down, so that a linear fit can
+    read the top class probability itself, and its predicted class one-hot; regression: its prediction,
+    and the log length), "defer" ("probs" and its final first-token state)."""
+    narrowest, full_width = model.config.widths[0], model.config.widths[-1]
+    means, firsts, maxes, narrow, full, states = [], [], [], [], [], []
     inputs = data.select_columns([c for c in MODEL_INPUTS if c in data.column_names])
     for start in range(0, len(data), 64):
         batch = pad_batch(inputs[start : start + 64], pad)
         mask = batch["attention_mask"]
         hidden = model.encode_prefix(batch["input_ids"], mask, batch.get("token_type_ids"))
-        out, layer_states = model.width_pass(*trim_padding(hidden, mask), model.config.widths[0])
-        logits.append(out.float())
+        means.append(masked_mean(hidden, mask).float())
+        firsts.append(hidden[:, 0].float())
+        maxes.append(hidden.masked_fill(~mask.bool().unsqueeze(-1), float("-inf")).amax(1).float())
+        logits, layer_states = model.width_pass(*trim_padding(hidden, mask), narrowest)
+        narrow.append(logits.float())
         states.append(layer_states[-1][:, 0].float())
-    narrow = torch.cat(logits)
-    if narrow.shape[1] == 1:
-        outputs = narrow
+        full.append(model.run_width(*trim_padding(hidden, mask), full_width).float())
+    narrow_logits, full_logits = torch.cat(narrow), torch.cat(full)
+    if narrow_logits.shape[1] == 1:
+        outputs = narrow_logits
     else:
-        probs = narrow.softmax(-1)
+        probs = narrow_logits.softmax(-1)
         predicted = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[1]).float()
         outputs = torch.cat([probs.sort(-1, descending=True).values, predicted], 1)
     length = np.log(np.asarray([len(ids) for ids in data["input_ids"]], dtype=np.float64))[:, None]
-    return narrow, np.concatenate([outputs.numpy(), length, torch.cat(states).numpy()], 1)
+    mean = torch.cat(means).numpy()
+    probs_features = np.concatenate([outputs.numpy(), length], 1)
+    features = {
+        "mean": mean,
+        "rich": np.concatenate([mean, torch.cat(firsts).numpy(), torch.cat(maxes).numpy(), length], 1),
+        "length": length[:, 0],
+        "probs": probs_features,
+        "defer": np.concatenate([probs_features, torch.cat(states).numpy()], 1),
+    }
+    return features, narrow_logits, full_logits
 
 
-def graded_target(model: SharcsModel, data, pad: int, narrow: torch.Tensor, regression: bool) -> np.ndarray:
-    """Higher where the narrow path (its `narrow` logits) does relatively better than full width on the
-    row's label."""
-    full = predict(model, data, 64, width=model.config.widths[-1], pad_token_id=pad).logits.float()
-    labels = torch.tensor(data["labels"])
+def graded_target(narrow: torch.Tensor, full: torch.Tensor, labels: list, regression: bool) -> np.ndarray:
+    """Higher where the narrow path (its `narrow` logits) does relatively better than full width (`full`)
+    on the row's label."""
+    labels = torch.tensor(labels)
     if regression:
         return ((full[:, 0] - labels).abs() - (narrow[:, 0] - labels).abs()).numpy()
     pick = labels.long().unsqueeze(1)
@@ -158,14 +160,11 @@ def probe(run_dir: Path, budgets: list[float]) -> dict:
         held_out_table(model, held, pad_token_id=pad),
         held_out_table(model, dev, pad_token_id=pad),
     )
-    held_x, dev_x = pooled(model, held, pad), pooled(model, dev, pad)
-    held_narrow, held_defer = narrow_outputs(model, held, pad)
-    dev_defer = narrow_outputs(model, dev, pad)[1]
-    outputs = 1 if regression else 2 * model.num_labels  # the output columns, then length
-    held_x |= {"probs": held_defer[:, : outputs + 1], "defer": held_defer}
-    dev_x |= {"probs": dev_defer[:, : outputs + 1], "defer": dev_defer}
+    held_x, held_narrow, held_full = row_features(model, held, pad)
+    dev_x = row_features(model, dev, pad)[0]
     fit_rows, check_rows = split_rows(len(held), options.seed)
-    binary, graded = narrow_targets(held_table), graded_target(model, held, pad, held_narrow, regression)
+    binary = narrow_targets(held_table)
+    graded = graded_target(held_narrow, held_full, held["labels"], regression)
     labels = np.asarray(dev_table["labels"])
     narrow, full = np.asarray(dev_table["prediction_narrow"]), np.asarray(dev_table["prediction_full"])
     if regression:
