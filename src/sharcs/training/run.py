@@ -38,6 +38,7 @@ from sharcs.training import distributed
 from sharcs.training.build import build_model
 from sharcs.training.checkpoints import BEST_DIR, find_checkpoint, remove_training_state
 from sharcs.training.options import TrainOptions, load_train_options, pick_device, training_arguments
+from sharcs.training.summary import collapsed_note, epoch_line, few_calibration_note, savings_note
 from sharcs.training.trainer import HISTORY_NAME, Trainer
 
 RESULTS_NAME = "results.json"
@@ -88,23 +89,6 @@ def _device(options: TrainOptions) -> Any:
         device = torch.device("cuda", distributed.local_rank())
         torch.cuda.set_device(device)
     return device
-
-
-FEW_CALIBRATION_ROWS = 100  # fewer held-out rows than this make the calibrated budget a rough guess
-COLLAPSED_TOP_CLASS_SHARE = 0.98  # the narrow path answering one class this often has collapsed
-
-
-def _epoch_line(epoch: int, record: dict[str, Any], info: TaskInfo) -> str:
-    main = info.main_metric
-    parts = [f"epoch {epoch}: train loss {record['train_loss']:.4f}"]
-    if f"heldout_{main}" in record:
-        parts.append(f"held-out {main} {record[f'heldout_{main}']:.4f}")
-    if f"heldout_narrowest_{main}" in record:
-        parts.append(f"held-out at narrowest width {main} {record[f'heldout_narrowest_{main}']:.4f}")
-    parts.append(f"dev {main} {record[f'dev_{main}']:.4f}")
-    parts.append(f"FLOPs {reduction_text(record['flops_reduction'])} fewer")
-    parts.append(f"dev routes {share_text(record['dev_width_share'])}")
-    return " | ".join(parts)
 
 
 def train(
@@ -210,12 +194,9 @@ def _train(
             )
             record["calibration"] = summary
             logger.info(calibration_line(summary, info.main_metric))
-            if summary["calibration_samples"] < FEW_CALIBRATION_ROWS and not trainer.history:
-                logger.warning(
-                    f"the router is fitted on {summary['router_fit_samples']} and the budget calibrated on "
-                    f"{summary['calibration_samples']} held-out samples: on new data the cost and accuracy "
-                    "will differ from these; more training data or a larger --held-out-fraction helps"
-                )
+            note = few_calibration_note(summary)
+            if note is not None and not trainer.history:
+                logger.warning(note)
         if held_data is not None:
             record.update(evaluate_model(m, held_data, info.metrics, eval_batch, None, pad).record("heldout"))
             if narrowest is not None:  # the narrow path alone: one that collapsed to a class shows here
@@ -223,21 +204,16 @@ def _train(
                 record[f"heldout_narrowest_{info.main_metric}"] = narrow.metrics[info.main_metric]
                 if narrow.top_class_share is not None:
                     record["heldout_narrowest_top_class_share"] = narrow.top_class_share
-                    if narrow.top_class_share >= COLLAPSED_TOP_CLASS_SHARE:
-                        logger.warning(
-                            f"at width {narrowest} the model gives one class to "
-                            f"{100 * narrow.top_class_share:.1f}% of held-out samples: the narrow path has "
-                            "collapsed, so whatever routes samples there decides their class (it may recover "
-                            "in later epochs; else try more data or epochs, --keep-residual where it is off, "
-                            "or a wider narrowest width; see docs/notes/recipe-findings.md)"
-                        )
+                    note = collapsed_note(narrow.top_class_share, narrowest)
+                    if note is not None:
+                        logger.warning(note)
         dev = evaluate_model(m, dev_data, info.metrics, eval_batch, None, pad)
         record.update(dev.record("dev"))
         record["full_flops_per_sample"] = dev.full_flops_per_sample
         record["flops_reduction"] = dev.flops_reduction
         sums = trainer.epoch_sums
         train_loss = sums["loss"] / max(1, sums["steps"])
-        logger.info(_epoch_line(len(trainer.history) + 1, {"train_loss": train_loss, **record}, info))
+        logger.info(epoch_line(len(trainer.history) + 1, {"train_loss": train_loss, **record}, info))
         return record
 
     select = f"heldout_{info.main_metric}" if held_data is not None else None
@@ -321,38 +297,6 @@ def _train(
             out / MODEL_DIR,
         )
     return results
-
-
-NOTHING_SAVED = 1.05  # a FLOPs reduction below this is reported as saving nothing
-
-
-def savings_note(results: dict[str, Any], options: TrainOptions) -> str | None:
-    """A plain sentence when a SHARCS run saves (almost) nothing on dev, with the likely reason and what
-    to try; None otherwise (and for the baselines that are not meant to save)."""
-    if options.method not in ("sharcs", "cascade") or results["flops_reduction"] >= NOTHING_SAVED:
-        return None
-    full = 100 * results["width_share"].get("1.0", 0.0)
-    head = (
-        f"this run saves nothing: {results['flops_reduction']:.2f}x fewer FLOPs, {full:.0f}% of dev samples "
-        "ran at full width"
-    )
-    if options.method == "cascade":
-        return (
-            f"{head}, because the narrowest width's confidence is below --cascade-confidence "
-            f"{options.cascade_confidence:g} for them; try a lower --cascade-confidence, or --method sharcs "
-            "with a --flops-budget"
-        )
-    if options.recipe == "paper":
-        return (
-            f"{head}, because the paper recipe labelled those samples hard (their confidence did not stay "
-            f"above --threshold over --window {options.window} epochs); try the default --recipe sandwich "
-            "with --flops-budget 0.5, a lower --threshold, or more epochs"
-        )
-    return (
-        f"{head} at --flops-budget {options.flops_budget:g}; lower the budget (e.g. --flops-budget 0.5) "
-        "or check that the narrowest width learns the task (sharcs evaluate RUN --width "
-        f"{min(options.widths):g})"
-    )
 
 
 RESULT_KEYS = ("task", "split", "best_epoch", "selected_on", "epochs", "metrics", "flops_per_sample",

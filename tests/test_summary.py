@@ -1,0 +1,52 @@
+"""The sentences a training run gives its user (sharcs.training.summary): each speaks exactly when its
+figures say something is off, and names the option to try."""
+
+from __future__ import annotations
+
+import pytest
+
+from sharcs.training.options import TrainOptions
+from sharcs.training.summary import (
+    COLLAPSED_TOP_CLASS_SHARE,
+    FEW_CALIBRATION_ROWS,
+    NOTHING_SAVED,
+    collapsed_note,
+    few_calibration_note,
+    savings_note,
+)
+
+
+def _results(reduction: float, full_share: float) -> dict:
+    return {"flops_reduction": reduction, "width_share": {"0.25": 1 - full_share, "1.0": full_share}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        ([], "--flops-budget 0.5"),
+        (["recipe=paper"], "--window 2"),
+        (["method=cascade"], "--cascade-confidence"),
+    ],
+)
+def test_a_run_that_saves_nothing_says_so_with_what_to_try(extra: list[str], names: str) -> None:
+    fields = dict(item.split("=") for item in extra)
+    options = TrainOptions(output_dir="x", task="sst2", flops_budget=0.5, **fields)
+    note = savings_note(_results(1.0, 1.0), options)
+    assert note is not None and note.startswith("this run saves nothing: 1.00x fewer FLOPs, 100% of dev")
+    assert names in note
+    assert savings_note(_results(NOTHING_SAVED, 0.9), options) is None  # it saved something
+
+
+def test_baselines_that_are_not_meant_to_save_get_no_savings_note() -> None:
+    assert savings_note(_results(1.0, 1.0), TrainOptions(output_dir="x", task="sst2", method="full")) is None
+
+
+def test_collapse_and_few_calibration_rows_are_warned_at_their_thresholds() -> None:
+    assert collapsed_note(None, 0.25) is None  # regression: no classes
+    assert collapsed_note(COLLAPSED_TOP_CLASS_SHARE - 0.01, 0.25) is None
+    note = collapsed_note(1.0, 0.25)
+    assert note is not None and "at width 0.25 the model gives one class to 100.0%" in note
+    enough = {"router_fit_samples": 100, "calibration_samples": FEW_CALIBRATION_ROWS}
+    assert few_calibration_note(enough) is None
+    note = few_calibration_note({"router_fit_samples": 40, "calibration_samples": 40})
+    assert note is not None and "fitted on 40 and the budget calibrated on 40" in note
