@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sharcs.measure.report_text import RUNNERS
+
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("sst2", "mrpc")
 BUDGETS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 1.0)
@@ -97,17 +99,7 @@ def measure_task(task: str, threads: int, samples: int, repeats: int) -> dict[st
     }
 
 
-NAMES = {
-    "full": "full fine-tune, PyTorch eager (Hugging Face)",
-    "torch_int8_full": "full fine-tune, PyTorch dynamic int8",
-    "onnx_fp32_full": "full fine-tune, ONNX Runtime fp32",
-    "onnx_int8_full": "full fine-tune, ONNX Runtime int8",
-    "own_full": "SHARCS run at width 1, PyTorch",
-    "sharcs": "SHARCS routed, PyTorch",
-    "onnx_fp32_sharcs": "SHARCS routed, ONNX Runtime fp32",
-    "onnx_int8_sharcs": "SHARCS routed, ONNX Runtime int8",
-}
-ORDER = list(NAMES)
+ORDER = (*FULL_RUNNERS, "own_full", "sharcs", "onnx_fp32_sharcs", "onnx_int8_sharcs")  # table rows
 
 
 def render(results: dict[str, Any]) -> str:
@@ -155,7 +147,7 @@ def render(results: dict[str, Any]) -> str:
             tput, lat = row["throughput"]["64"], row["speedup_bs1_spread"]
             score = f"{row['metric']:.4f}" if row.get("metric") is not None else "-"
             lines.append(
-                f"| {NAMES[name]} | {score} | {row['latency_bs1_ms']:.2f} | {row['speedup_bs1']:.2f}x "
+                f"| {RUNNERS[name]} | {score} | {row['latency_bs1_ms']:.2f} | {row['speedup_bs1']:.2f}x "
                 f"({lat['min']:.2f}-{lat['max']:.2f}) | {tput['speedup']:.2f}x "
                 f"({tput['speedup_spread']['min']:.2f}-{tput['speedup_spread']['max']:.2f}) |"
             )
