@@ -64,17 +64,28 @@ def test_every_sample_trains_at_full_width_and_the_router_is_left_alone():
     assert not torch.equal(backbone, model.base.bert.encoder.layer[0].attention.self.query.weight)
 
 
-@pytest.mark.parametrize("narrow_weight", [1.0, 0.25])
-def test_a_sandwich_step_is_full_width_loss_plus_distillation_from_a_detached_teacher(narrow_weight):
+@pytest.mark.parametrize(
+    ("narrow_weight", "num_labels", "weight"),
+    [(1.0, 2, 1.0), (0.25, 2, 0.25), (None, 2, 1.0), (None, 1, 0.25), (1.0, 1, 1.0)],
+)
+def test_a_sandwich_step_is_full_width_loss_plus_distillation_from_a_detached_teacher(
+    narrow_weight: float | None, num_labels: int, weight: float
+) -> None:
     """The full width's gradient is the plain fine-tuning one; the narrow path adds only its own
-    distillation term (times --narrow-weight), whose teacher is a constant (no gradient flows back
-    through the full logits)."""
+    distillation term (times --narrow-weight: by default 1 for classification, 0.25 for regression),
+    whose teacher is a constant (no gradient flows back through the full logits)."""
     data = random_dataset(8)
-    model = sandwich_model()
-    args = TrainingArguments(epochs=1, batch_size=8, max_grad_norm=0.0, lr=1e-3, narrow_weight=narrow_weight)
+    if num_labels == 1:
+        data = data.map(lambda row: {"labels": float(row["labels"]) * 2.0})
+    model = sandwich_model(num_labels=num_labels)
+    regression = {"label_range": 2.0} if num_labels == 1 else {}
+    args = TrainingArguments(
+        epochs=1, batch_size=8, max_grad_norm=0.0, lr=1e-3, narrow_weight=narrow_weight, **regression
+    )
+    assert args.narrow_loss_weight() == weight
     trainer = Trainer(model, data, args)
     steps, _ = trainer.plan_epoch(0)
-    reference = sandwich_model()
+    reference = sandwich_model(num_labels=num_labels)
     reference.load_state_dict(model.state_dict())
     reference.train()
     batch = pad_batch(data[steps[0].batches[0][1]], 0)
@@ -85,7 +96,7 @@ def test_a_sandwich_step_is_full_width_loss_plus_distillation_from_a_detached_te
     teacher = full.detach().clone()
     narrow = reference(**batch, width=0.25).logits
     narrow_loss = 0.5 * distillation_loss(narrow, teacher) + 0.5 * task_loss(narrow, labels)
-    (task_loss(full, labels) + narrow_weight * narrow_loss).backward()  # narrow_label_weight 0.5, the default
+    (task_loss(full, labels) + weight * narrow_loss).backward()  # narrow_label_weight 0.5, the default
     torch.manual_seed(5)
     model.train()
     trainer.optimizer.zero_grad()

@@ -16,6 +16,9 @@ from sharcs.errors import SharcsError
 
 RECIPES = ("sandwich", "paper")
 HARDNESS_SOURCES = ("routed", "narrowest")
+# the sandwich recipe's weight of the narrow path's loss on regression tasks: on STS-B (3 seeds,
+# docs/recipe.md) it kept the forced full width within the plain fine-tune's seed spread; weight 1 did not
+REGRESSION_NARROW_WEIGHT = 0.25
 
 
 def option(
@@ -114,12 +117,21 @@ class TrainingArguments:
         "the full width + X x the labels; 0: distillation only",
         metavar="X",
     )
-    narrow_weight: float = option(
-        1.0,
+    narrow_weight: float | None = option(
+        None,
         "--recipe sandwich and --method cascade: the weight of each narrower width's loss against the full "
-        "width's (below 1 shields the shared weights, and so the full width, from the narrow path)",
+        "width's; below 1 shields the shared weights, and so the full width, from the narrow path (default: "
+        f"1 for classification, {REGRESSION_NARROW_WEIGHT:g} for regression, whose narrow path's squared "
+        "error dwarfs the full width's and pulled its accuracy down; docs/recipe.md)",
         metavar="W",
+        show_default=False,
     )
+
+    def narrow_loss_weight(self) -> float:
+        """`narrow_weight`, or its default for the head: regression when `label_range` is set."""
+        if self.narrow_weight is not None:
+            return self.narrow_weight
+        return REGRESSION_NARROW_WEIGHT if self.label_range is not None else 1.0
 
     def __post_init__(self) -> None:
         self.check_training()
@@ -145,7 +157,7 @@ class TrainingArguments:
             raise SharcsError(
                 f"must lie in [0, 1], got {self.narrow_label_weight}", option="narrow_label_weight"
             )
-        if not self.narrow_weight > 0.0:
+        if self.narrow_weight is not None and not self.narrow_weight > 0.0:
             raise SharcsError(f"must be above 0, got {self.narrow_weight}", option="narrow_weight")
         if self.recipe not in RECIPES:
             raise SharcsError(f"must be sandwich or paper, got {self.recipe!r}", option="recipe")

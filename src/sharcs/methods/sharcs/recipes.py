@@ -4,8 +4,8 @@ its router-free baselines.
 - The sandwich recipe (the default for a model with a router) and routing "cascade": every sample
   trains at full width every step, and every narrower width learns on the same batch from the full
   width's detached logits, mixed with the labels by `narrow_label_weight`, its loss weighted by
-  `narrow_weight` against the full width's. The router is not trained
-  here; sharcs.methods.sharcs.calibration fits it on held-out data after each epoch.
+  `narrow_weight` against the full width's (by default 1, and 0.25 on regression). The router is not
+  trained here; sharcs.methods.sharcs.calibration fits it on held-out data after each epoch.
 - The paper recipe: each epoch the hardness labeler assigns every sample a width from its confidence
   history; samples are bucketed by width, and the router trains on the labels at `router_lr`.
 - Routing "random" buckets samples at random with the configured shares; routing "fixed" puts every
@@ -78,7 +78,7 @@ class SharcsTraining(TrainingHooks):
                 narrow = model(**batch, width=narrower, **states)
                 narrowest_logits = narrow.logits
                 narrow_loss = self.narrow_loss(narrowest_logits, out.logits.detach(), batch["labels"])
-                loss = loss + (args.narrow_weight if self.sandwich else 1.0) * narrow_loss
+                loss = loss + (args.narrow_loss_weight() if self.sandwich else 1.0) * narrow_loss
                 if args.distill_hidden:
                     loss = loss + hidden_distillation_loss(
                         narrow.hidden_states, teacher, batch["attention_mask"]
