@@ -78,11 +78,8 @@ def test_a_sandwich_step_is_full_width_loss_plus_distillation_from_a_detached_te
     if num_labels == 1:
         data = data.map(lambda row: {"labels": float(row["labels"]) * 2.0})
     model = sandwich_model(num_labels=num_labels)
-    regression = {"label_range": 2.0} if num_labels == 1 else {}
-    args = TrainingArguments(
-        epochs=1, batch_size=8, max_grad_norm=0.0, lr=1e-3, narrow_weight=narrow_weight, **regression
-    )
-    assert args.narrow_loss_weight() == weight
+    args = TrainingArguments(epochs=1, batch_size=8, max_grad_norm=0.0, lr=1e-3, narrow_weight=narrow_weight)
+    assert args.narrow_loss_weight(regression=num_labels == 1) == weight
     trainer = Trainer(model, data, args)
     steps, _ = trainer.plan_epoch(0)
     reference = sandwich_model(num_labels=num_labels)

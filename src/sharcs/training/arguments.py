@@ -127,11 +127,11 @@ class TrainingArguments:
         show_default=False,
     )
 
-    def narrow_loss_weight(self) -> float:
-        """`narrow_weight`, or its default for the head: regression when `label_range` is set."""
+    def narrow_loss_weight(self, regression: bool) -> float:
+        """`narrow_weight`, or its default for a regression (one-output) or classification head."""
         if self.narrow_weight is not None:
             return self.narrow_weight
-        return REGRESSION_NARROW_WEIGHT if self.label_range is not None else 1.0
+        return REGRESSION_NARROW_WEIGHT if regression else 1.0
 
     def __post_init__(self) -> None:
         self.check_training()

@@ -45,6 +45,8 @@ class SharcsTraining(TrainingHooks):
             )
         # every sample at full width, every narrower width distilled from it
         self.sandwich = config.routing == "cascade" or (config.uses_router and args.recipe == "sandwich")
+        # the narrow losses' weight: the paper recipe's distillation adds them at 1
+        self.narrow_weight = args.narrow_loss_weight(model.num_labels == 1) if self.sandwich else 1.0
         if args.distill_hidden and not (args.distill_narrow or self.sandwich):
             raise SharcsError(
                 "distill_hidden needs distill_narrow, the sandwich recipe or a model with routing 'cascade'"
@@ -78,7 +80,7 @@ class SharcsTraining(TrainingHooks):
                 narrow = model(**batch, width=narrower, **states)
                 narrowest_logits = narrow.logits
                 narrow_loss = self.narrow_loss(narrowest_logits, out.logits.detach(), batch["labels"])
-                loss = loss + (args.narrow_loss_weight() if self.sandwich else 1.0) * narrow_loss
+                loss = loss + self.narrow_weight * narrow_loss
                 if args.distill_hidden:
                     loss = loss + hidden_distillation_loss(
                         narrow.hidden_states, teacher, batch["attention_mask"]
