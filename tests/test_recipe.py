@@ -272,3 +272,25 @@ def test_the_cascade_is_kept_unless_the_router_is_clearly_better():
     chosen, _ = choose_operating_point(synthetic_table(good, good), 0.65, "accuracy")
     assert chosen.rule == "cascade"  # a tie keeps the cascade
     assert all(p.cost <= 0.65 for p in points)
+
+
+def test_train_options_record_the_narrow_weight_their_head_trains_with() -> None:
+    """`sharcs train` resolves --narrow-weight's default from the labels' kind, so run_config.json names the
+    weight used, and a run saved before the default depended on the head (weight 1.0 written) still
+    resumes as a classifier."""
+    from sharcs.cli.checks import check_resumable
+    from sharcs.training.options import TrainOptions
+
+    assert TrainOptions(output_dir="x", task="sst2").narrow_weight == 1.0
+    assert TrainOptions(output_dir="x", task="stsb").narrow_weight == 0.25
+    assert TrainOptions(output_dir="x", task="stsb", narrow_weight=1.0).narrow_weight == 1.0
+    files = {"train_file": "t.csv", "validation_file": "v.csv"}
+    assert TrainOptions(output_dir="x", regression=True, **files).narrow_weight == 0.25
+    saved = TrainOptions(output_dir="x", task="sst2", narrow_weight=1.0)
+    check_resumable(saved, TrainOptions(output_dir="x", task="sst2"), continuing=True)
+    with pytest.raises(SharcsError, match="--narrow-weight is 0.25 here and 1.0"):
+        check_resumable(
+            TrainOptions(output_dir="x", task="stsb", narrow_weight=1.0),
+            TrainOptions(output_dir="x", task="stsb"),
+            continuing=True,
+        )

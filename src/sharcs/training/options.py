@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sharcs.data.tasks import get_task
 from sharcs.errors import SharcsError, option_name
 from sharcs.methods.registry import METHODS, get_method, method_names, methods_help
 from sharcs.methods.sharcs.config import NORM_INITS, check_budget
@@ -214,6 +215,20 @@ class TrainOptions(TrainingArguments):
             self.threshold = thresholds[0] if len(thresholds) == 1 else thresholds
         if self.text_columns is not None:
             self.text_columns = parse_names(self.text_columns, "--text-columns")
+        regression = self._regression_labels()
+        if self.narrow_weight is None and regression is not None:
+            # the head's default, so that run_config.json records the weight the run trains with
+            self.narrow_weight = self.narrow_loss_weight(regression)
+
+    def _regression_labels(self) -> bool | None:
+        """Whether the labels are numbers: the GLUE task's kind, or --regression for files; None for an
+        unknown task (`validate` names it)."""
+        if self.task is None:
+            return self.regression
+        try:
+            return get_task(self.task).is_regression
+        except SharcsError:
+            return None
 
     @property
     def slices_residual(self) -> bool:
