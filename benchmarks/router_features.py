@@ -78,10 +78,11 @@ def row_features(
         means.append(masked_mean(hidden, mask).float())
         firsts.append(hidden[:, 0].float())
         maxes.append(hidden.masked_fill(~mask.bool().unsqueeze(-1), float("-inf")).amax(1).float())
-        logits, layer_states = model.width_pass(*trim_padding(hidden, mask), narrowest)
+        trimmed = trim_padding(hidden, mask)
+        logits, layer_states = model.width_pass(*trimmed, narrowest)
         narrow.append(logits.float())
         states.append(layer_states[-1][:, 0].float())
-        full.append(model.run_width(*trim_padding(hidden, mask), full_width).float())
+        full.append(model.run_width(*trimmed, full_width).float())
     narrow_logits, full_logits = torch.cat(narrow), torch.cat(full)
     if narrow_logits.shape[1] == 1:
         outputs = narrow_logits

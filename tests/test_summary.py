@@ -21,15 +21,14 @@ def _results(reduction: float, full_share: float) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("extra", "names"),
+    ("fields", "names"),
     [
-        ([], "--flops-budget 0.5"),
-        (["recipe=paper"], "--window 2"),
-        (["method=cascade"], "--cascade-confidence"),
+        ({}, "--flops-budget 0.5"),
+        ({"recipe": "paper"}, "--window 2"),
+        ({"method": "cascade"}, "--cascade-confidence"),
     ],
 )
-def test_a_run_that_saves_nothing_says_so_with_what_to_try(extra: list[str], names: str) -> None:
-    fields = dict(item.split("=") for item in extra)
+def test_a_run_that_saves_nothing_says_so_with_what_to_try(fields: dict[str, str], names: str) -> None:
     options = TrainOptions(output_dir="x", task="sst2", flops_budget=0.5, **fields)
     note = savings_note(_results(1.0, 1.0), options)
     assert note is not None and note.startswith("this run saves nothing: 1.00x fewer FLOPs, 100% of dev")
