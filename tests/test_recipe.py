@@ -16,7 +16,9 @@ from sharcs.errors import SharcsError
 from sharcs.measure.evaluation import evaluate_model
 from sharcs.methods.sharcs.calibration import (
     calibrate,
+    calibration_line,
     choose_operating_point,
+    drop_point,
     held_out_table,
     operating_point,
     rule_point,
@@ -214,10 +216,23 @@ def test_cli_default_recipe_budget_knob_and_plain_summary(tiny_dir, tmp_path: Pa
         assert cli.main(["evaluate", str(out), "--json", "--flops-budget", budget]) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["flops_budget"] == float(budget) and report["routing"] in ("tau", "cascade")
+    # --max-drop: the cheapest routing within D of full width on the calibration rows
+    table = json.loads((out / "model" / "calibration.json").read_text())
+    full = choose_operating_point(table, 1.0, "accuracy", table["calibration_rows"])[0].metric
+    assert cli.main(["evaluate", str(out), "--json", "--max-drop", "0.05"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    point = operating_point(load_model(out / "model"), None, max_drop=0.05)
+    assert report["max_drop"] == 0.05 and report["routing"] == point.rule
+    assert point.max_drop == 0.05 and point.metric >= full - 0.05 - 1e-9
     assert cli.main(["evaluate", str(out), "--flops-budget", "0.5", "--tau", "0.3"]) == 2
-    assert "one of --tau, --cascade and --flops-budget" in capsys.readouterr().err
+    assert "one of --tau, --cascade, --flops-budget and --max-drop" in capsys.readouterr().err
+    for bad in (["--flops-budget", "0.5", "--max-drop", "0.01"], ["--width", "0.25", "--max-drop", "0.01"]):
+        assert cli.main(["evaluate", str(out), *bad]) == 2
+        assert "give " in capsys.readouterr().err
     assert cli.main(["evaluate", str(out), "--flops-budget", "1.5"]) == 2
     assert "--flops-budget: must lie in (0, 1]" in capsys.readouterr().err
+    assert cli.main(["predict", str(out), "--max-drop", "-0.1", "a fine film"]) == 2
+    assert "--max-drop: must lie in [0, 1]" in capsys.readouterr().err
 
     # a cascade that re-runs every sample saves nothing, and the summary says so plainly
     args[4] = tmp_path / "nothing"
@@ -236,6 +251,9 @@ def test_recipe_option_errors(tiny_dir, tmp_path: Path, capsys) -> None:
         (["--held-out-fraction", "0"], "--held-out-fraction must be above 0"),
         (["--data-dir", str(GLUE_DIR), "--max-train-samples", "20"], "it needs 4 or more"),
         (["--flops-budget", "0"], "--flops-budget: must lie in (0, 1]"),
+        (["--max-drop", "1.5"], "--max-drop: must lie in [0, 1]"),
+        (["--max-drop", "0.01", "--recipe", "paper"], "--max-drop calibrates the routing of --method sharcs"),
+        (["--max-drop", "0.01", "--method", "full"], "--max-drop calibrates the routing of --method sharcs"),
     ]
     for extra, message in cases:
         assert cli.main([*base, *extra]) == 2
@@ -272,6 +290,53 @@ def test_the_cascade_is_kept_unless_the_router_is_clearly_better():
     chosen, _ = choose_operating_point(synthetic_table(good, good), 0.65, "accuracy")
     assert chosen.rule == "cascade"  # a tie keeps the cascade
     assert all(p.cost <= 0.65 for p in points)
+
+
+def test_max_drop_keeps_the_cheapest_routing_within_the_drop_and_prefers_the_cascade_on_ties():
+    good = [0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.6, 0.95, 0.85]  # ranks the four wrong ones first
+    confident_wrong = [0.1, 0.2, 0.3, 0.99, 0.4, 0.8, 0.7, 0.6, 0.95, 0.85]  # one wrong one ranked last
+    table = synthetic_table(good, confident_wrong)
+    # no drop allowed: the router sends exactly the four wrong ones to full width (4 x 10 + 6 x 3 FLOPs);
+    # the cascade would answer its most confident (wrong) sample narrow first, so it keeps all at full
+    chosen, (tau, cascade) = choose_operating_point(table, None, "accuracy", max_drop=0.0)
+    assert (tau.full_share, tau.metric, tau.cost) == (0.4, 1.0, pytest.approx(0.58))
+    assert (cascade.full_share, cascade.cost) == (1.0, 1.0) and chosen is tau
+    assert chosen.max_drop == 0.0 and chosen.budget == chosen.cost and chosen.met
+    # a 10-point drop: both reach 3 of 10 at full width (0.51 of the FLOPs); the tie keeps the cascade
+    chosen, (tau, cascade) = choose_operating_point(table, None, "accuracy", max_drop=0.1)
+    assert tau.cost == cascade.cost == pytest.approx(0.51) and chosen is cascade
+    assert chosen.metric == pytest.approx(0.9)
+    with pytest.raises(SharcsError, match="--max-drop: must lie in"):
+        choose_operating_point(table, None, "accuracy", max_drop=-0.1)
+    with pytest.raises(SharcsError, match="a --flops-budget or a --max-drop"):
+        choose_operating_point(table, None, "accuracy")
+
+
+def test_max_drop_stops_at_the_first_fall_below_the_floor():
+    """Walking from every sample at full width towards the cheap path, the point kept is the last one
+    before the metric first drops below the floor, even when a cheaper point is above it again."""
+    table = synthetic_table([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95], [0.5] * 10)
+    # the highest-scored sample is wrong on the narrow path; the next one is wrong at full width only
+    table["prediction_narrow"] = [1.0] * 8 + [1.0, 0.0]
+    table["prediction_full"] = [1.0] * 8 + [0.0, 1.0]
+    point = drop_point(table, "tau", 0.05, "accuracy")
+    assert point.full_share == 1.0  # one step down loses 10 points; two steps would recover them
+    assert drop_point(table, "tau", 0.1, "accuracy").full_share == 0.0  # 0.8 (the floor), then 0.9
+
+
+@pytest.mark.parametrize("max_drop", [0.0, 0.05])
+def test_a_model_calibrated_with_max_drop_scores_within_it_on_the_calibration_rows(max_drop):
+    model = trained()
+    data = random_dataset(60, seed=4)
+    summary = calibrate(model, data, None, "accuracy", seed=0, batch_size=7, max_drop=max_drop)
+    chosen = summary["chosen"]
+    rows = model.calibration["calibration_rows"]
+    full = evaluate_model(model, data.select(rows), ("accuracy",), batch_size=5, width=1.0)
+    routed = evaluate_model(model, data.select(rows), ("accuracy",), batch_size=5)
+    assert routed.metrics["accuracy"] == pytest.approx(chosen["metric"])
+    assert routed.metrics["accuracy"] >= full.metrics["accuracy"] - max_drop - 1e-9
+    assert 1.0 / routed.flops_reduction == pytest.approx(chosen["cost"], rel=1e-9)
+    assert "--max-drop" in calibration_line(summary, "accuracy")
 
 
 def test_train_options_record_the_narrow_weight_their_head_trains_with() -> None:

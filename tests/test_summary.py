@@ -26,6 +26,7 @@ def _results(reduction: float, full_share: float) -> dict:
         ({}, "--flops-budget 0.5"),
         ({"recipe": "paper"}, "--window 2"),
         ({"method": "cascade"}, "--cascade-confidence"),
+        ({"max_drop": 0.01}, "within --max-drop 0.01 of full width"),
     ],
 )
 def test_a_run_that_saves_nothing_says_so_with_what_to_try(fields: dict[str, str], names: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from sharcs.errors import SharcsError, first_line, option_name
 from sharcs.export.manifest import ONNX_PACKAGES, ExportManifest, is_export
 from sharcs.methods.registry import METHODS, SHARCS_MODEL
-from sharcs.methods.sharcs.config import check_budget
+from sharcs.methods.sharcs.config import check_budget, check_max_drop
 from sharcs.modeling.packaged import resolve_model_path
 from sharcs.storage.files import newest_numbered
 from sharcs.storage.run_folder import MODEL_CONFIG, RUN_CONFIG, find_model_dir, read_run_config
@@ -191,15 +191,20 @@ def check_train(options: TrainOptions, resume: bool = False, overwrite: bool = F
 
 # ------------------------------------------------------------------------------ using a trained run
 def _check_inference_options(args: argparse.Namespace) -> None:
-    """--batch-size, --tau, --cascade, --flops-budget and --width of evaluate and predict."""
+    """--batch-size, --tau, --cascade, --flops-budget, --max-drop and --width of evaluate and predict."""
     at_least(args.batch_size, "--batch-size", 1)
-    if sum(x is not None for x in (args.tau, args.cascade, args.flops_budget)) > 1:
-        raise SharcsError("give one of --tau, --cascade and --flops-budget")
-    if args.width is not None and args.cascade is not None:
-        raise SharcsError("give --width or --cascade, not both")
-    if args.width is not None and args.flops_budget is not None:
-        raise SharcsError("give --width or --flops-budget, not both")
+    if sum(x is not None for x in (args.tau, args.cascade, args.flops_budget, args.max_drop)) > 1:
+        raise SharcsError("give one of --tau, --cascade, --flops-budget and --max-drop")
+    routing = (
+        ("--cascade", args.cascade),
+        ("--flops-budget", args.flops_budget),
+        ("--max-drop", args.max_drop),
+    )
+    for name, value in routing:
+        if args.width is not None and value is not None:
+            raise SharcsError(f"give --width or {name}, not both")
     check_budget(args.flops_budget)
+    check_max_drop(args.max_drop)
     in_unit_interval(args.tau, "--tau")
     in_unit_interval(args.cascade, "--cascade")
     check_width_value(args.width, "--width")
@@ -262,9 +267,10 @@ def check_bench(args: argparse.Namespace) -> None:
         check_width_value(width, "--widths")
     if widths and args.cascade is not None:
         raise SharcsError("give --widths or --cascade, not both")
-    if args.cascade is not None and args.flops_budget is not None:
-        raise SharcsError("give --cascade or --flops-budget, not both")
+    if sum(x is not None for x in (args.cascade, args.flops_budget, args.max_drop)) > 1:
+        raise SharcsError("give one of --cascade, --flops-budget and --max-drop")
     check_budget(args.flops_budget)
+    check_max_drop(args.max_drop)
     in_unit_interval(args.cascade, "--cascade")
     if args.out:
         check_writable_file(args.out, "--out")

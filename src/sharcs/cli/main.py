@@ -149,6 +149,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             encoding=args.encoding,
             cascade=args.cascade,
             budget=args.flops_budget,
+            max_drop=args.max_drop,
         )
     if args.json:
         print(json.dumps(report))
@@ -196,7 +197,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     run = load_run(args.dir, args.device)
     check_width(run.model, args.width, args.cascade)  # fail before waiting for stdin
-    setting = routing_arguments(run.model, args.tau, args.cascade, args.flops_budget)
+    setting = routing_arguments(run.model, args.tau, args.cascade, args.flops_budget, args.max_drop)
     pairs = len(run.info.text_columns) if run.info is not None else None
     size = args.batch_size
     with contextlib.ExitStack() as stack:
@@ -257,6 +258,7 @@ def _bench(args: argparse.Namespace) -> int:
         args.cascade,
         args.flops_budget,
         runtimes=not args.no_onnx,
+        max_drop=args.max_drop,
     )
     if args.out:
         write_report(report, args.out)

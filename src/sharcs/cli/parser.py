@@ -226,6 +226,12 @@ def _add_bench(commands: Any) -> None:
         type=float,
         help="time the operating point at budget B (evaluate --flops-budget)",
     )
+    parser.add_argument(
+        "--max-drop",
+        metavar="D",
+        type=float,
+        help="time the cheapest operating point within D of full width (evaluate --max-drop)",
+    )
     parser.add_argument("--max-eval-samples", metavar="N", type=int, help="use only the first N dev samples")
     parser.add_argument(
         "--no-onnx",
@@ -326,6 +332,13 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="a model trained with the sandwich recipe: the best operating point (router or cascade) whose "
         "mean FLOPs are at most B of the full model's, from its held-out calibration table",
+    )
+    parser.add_argument(
+        "--max-drop",
+        metavar="D",
+        type=float,
+        help="a model trained with the sandwich recipe: the cheapest operating point whose main metric on "
+        "its held-out calibration rows is within D of full width's (in the metric's units: 0.01 = 1 point)",
     )
     parser.add_argument(
         "--width", metavar="W", type=float, help="run every sample at this width instead of routing"

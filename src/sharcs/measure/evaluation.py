@@ -103,18 +103,23 @@ def evaluate_model(
 
 
 def routing_arguments(
-    model: AdaptiveModel, tau: float | None = None, cascade: float | None = None, budget: float | None = None
+    model: AdaptiveModel,
+    tau: float | None = None,
+    cascade: float | None = None,
+    budget: float | None = None,
+    max_drop: float | None = None,
 ) -> dict[str, float]:
     """The forward's inference keywords for rule tau at `tau`, a cascade at confidence `cascade`, or the
-    operating point the model's calibration table gives for the FLOPs `budget`; {} (the model's own
-    routing) when all are None. The model is not changed."""
-    if sum(x is not None for x in (tau, cascade, budget)) > 1:
-        raise SharcsError("give one of --tau, --cascade and --flops-budget")
-    if budget is not None:
+    operating point the model's calibration table gives for the FLOPs `budget` or the tolerated drop
+    `max_drop`; {} (the model's own routing) when all are None. The model is not changed."""
+    if sum(x is not None for x in (tau, cascade, budget, max_drop)) > 1:
+        raise SharcsError("give one of --tau, --cascade, --flops-budget and --max-drop")
+    if budget is not None or max_drop is not None:
+        option = "--flops-budget" if budget is not None else "--max-drop"
         if not isinstance(model, SharcsModel):
-            raise SharcsError(f"--flops-budget: a {model.method} model has no calibrated routing")
-        point = operating_point(model, budget)
-        if not point.met:
+            raise SharcsError(f"{option}: a {model.method} model has no calibrated routing")
+        point = operating_point(model, budget, max_drop=max_drop)
+        if budget is not None and not point.met:
             logging.getLogger("sharcs").warning(
                 f"--flops-budget {budget:g} cannot be met: the cheapest path alone costs {point.cost:.2f} of "
                 "the full model's FLOPs, so every sample runs it"
@@ -215,6 +220,7 @@ def evaluate_dir(
     cascade: float | None = None,
     budget: float | None = None,
     encoding: str | None = None,
+    max_drop: float | None = None,
 ) -> dict[str, Any]:
     """Dev metrics, width shares and FLOPs of a trained model, as one JSON-ready dict.
 
@@ -225,7 +231,7 @@ def evaluate_dir(
         raise SharcsError(f"--max-eval-samples: must be at least 1, got {max_samples}")
     run = load_run(directory, device)
     check_width(run.model, width, cascade)
-    setting = routing_arguments(run.model, tau, cascade, budget)
+    setting = routing_arguments(run.model, tau, cascade, budget, max_drop)
     examples, info = evaluation_examples(
         run, task, data_dir, validation_file, text_columns, label_column, split, encoding
     )
@@ -250,5 +256,6 @@ def evaluate_dir(
         else None,
         "width": width,
         "flops_budget": budget,
+        "max_drop": max_drop,
         **evaluation.to_dict(),
     }

@@ -46,9 +46,11 @@ def bench_dir(
     cascade: float | None = None,
     budget: float | None = None,
     runtimes: bool = True,
+    max_drop: float | None = None,
 ) -> dict[str, Any]:
     """Benchmark a run (or the run an export folder came from) on CPU: routed (or as a cascade at
-    confidence `cascade`, or at the operating point of FLOPs `budget`), plus each forced width in
+    confidence `cascade`, or at the operating point of FLOPs `budget` or within `max_drop` of full
+    width), plus each forced width in
     `widths`, against the full model; with `runtimes`, also against the alternatives of
     `sharcs.measure.runtimes` (ONNX Runtime fp32 and int8, torch int8), each with its dev metric."""
     if any(size < 1 for size in batch_sizes) or latency_samples < 1 or repeats < 1:
@@ -67,7 +69,7 @@ def bench_dir(
         directory = manifest.source
         runtimes = True
     run = load_run(directory, "cpu")
-    setting = routing_arguments(run.model, None, cascade, budget)
+    setting = routing_arguments(run.model, None, cascade, budget, max_drop)
     for width in widths:
         run.model.width_index(width)  # a clear error for a width the model does not have
     data, labels, info = dev_data(run, max_samples)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sharcs.data.tasks import get_task
 from sharcs.errors import SharcsError, option_name
 from sharcs.methods.registry import METHODS, get_method, method_names, methods_help
-from sharcs.methods.sharcs.config import NORM_INITS, check_budget
+from sharcs.methods.sharcs.config import NORM_INITS, check_budget, check_max_drop
 from sharcs.modeling.packaged import MINILM
 from sharcs.storage.run_folder import RUN_CONFIG, read_run_config
 from sharcs.training.arguments import TrainingArguments, option
@@ -195,6 +195,13 @@ class TrainOptions(TrainingArguments):
         "fewer; calibrated on held-out training data (evaluate/predict --flops-budget changes it later)",
         metavar="B",
     )
+    max_drop: float | None = option(
+        None,
+        "--recipe sandwich: instead of --flops-budget, the cheapest routing whose main metric on held-out "
+        "training data stays within D of the model's own full width (in the metric's units: 0.01 = 1 "
+        "point); evaluate/predict --max-drop changes it later",
+        metavar="D",
+    )
     device: str = option("auto", "auto, cpu or cuda[:N]", metavar="DEVICE")
     keep_checkpoint: bool = option(
         False,
@@ -326,6 +333,9 @@ class TrainOptions(TrainingArguments):
         if self.method != "sharcs" and (self.distill_narrow or self.hardness_from != "routed"):
             raise SharcsError("--distill-narrow and --hardness-from are for --method sharcs")
         check_budget(self.flops_budget)
+        check_max_drop(self.max_drop)
+        if self.max_drop is not None and not (self.method == "sharcs" and self.recipe == "sandwich"):
+            raise SharcsError("--max-drop calibrates the routing of --method sharcs --recipe sandwich")
         if self.method == "sharcs" and self.recipe == "sandwich":
             if self.distill_narrow or self.hardness_from != "routed":
                 raise SharcsError(

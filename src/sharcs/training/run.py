@@ -186,11 +186,19 @@ def _train(
 
     def evaluate(m: AdaptiveModel) -> dict[str, Any]:
         """After each epoch: held-out scores (for choosing the epoch), dev scores and costs (for the log).
-        The sandwich recipe first fits the router and calibrates the routing to --flops-budget."""
+        The sandwich recipe first fits the router and calibrates the routing to --flops-budget or
+        --max-drop."""
         record: dict[str, Any] = {}
         if calibrated and held_data is not None:
             summary = calibrate(
-                m, held_data, options.flops_budget, info.main_metric, options.seed, eval_batch, pad
+                m,
+                held_data,
+                options.flops_budget,
+                info.main_metric,
+                options.seed,
+                eval_batch,
+                pad,
+                options.max_drop,
             )
             record["calibration"] = summary
             logger.info(calibration_line(summary, info.main_metric))

@@ -77,8 +77,15 @@ def savings_note(results: dict[str, Any], options: TrainOptions) -> str | None:
             f"above --threshold over --window {options.window} epochs); try the default --recipe sandwich "
             "with --flops-budget 0.5, a lower --threshold, or more epochs"
         )
+    narrowest = min(options.widths)
+    check = f"check that the narrowest width learns the task (sharcs evaluate RUN --width {narrowest:g})"
+    if options.max_drop is not None:
+        return (
+            f"{head}: no cheaper routing kept the held-out metric within --max-drop {options.max_drop:g} of "
+            f"full width; {check}, allow a larger --max-drop, or set a cost with --flops-budget (accepting "
+            "the drop it brings)"
+        )
     return (
         f"{head} at --flops-budget {options.flops_budget:g}; lower the budget (e.g. --flops-budget 0.5) "
-        "or check that the narrowest width learns the task (sharcs evaluate RUN --width "
-        f"{min(options.widths):g})"
+        f"or {check}"
     )

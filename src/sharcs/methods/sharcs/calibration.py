@@ -3,6 +3,7 @@
 
     table = held_out_table(model, held_data)          # per-sample costs, scores and outcomes per width
     choice, points = choose_operating_point(table, budget=0.5, metric="accuracy")
+    choice, points = choose_operating_point(table, None, "accuracy", max_drop=0.01)  # within 1 point
     apply_choice(model, choice)                        # routing "tau" or "cascade" at the chosen threshold
     summary = calibrate(model, held_data, 0.5, "accuracy", seed=0)   # all of it: fit, choose, apply
 
@@ -18,6 +19,9 @@ Two rules compete at a budget B (mean FLOPs per sample <= B x the full model's):
   at full width from layer K, as many as the budget allows.
 The cascade is kept unless the router is better on the calibration rows by more than ROUTER_MARGIN.
 For regression only "tau" applies.
+
+With a tolerated drop D instead of a budget (`--max-drop`), each rule's point is the cheapest one whose
+metric on the calibration rows stays within D of every sample at full width (`drop_point`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from sharcs.data import compute_metrics
 from sharcs.data.collate import pad_batch
 from sharcs.errors import SharcsError
 from sharcs.inference.predict import MODEL_INPUTS
-from sharcs.methods.sharcs.config import check_budget
+from sharcs.methods.sharcs.config import check_budget, check_max_drop
 from sharcs.methods.sharcs.flops import sharcs_flops
 from sharcs.methods.sharcs.model import SharcsModel
 from sharcs.methods.sharcs.router import masked_mean
@@ -55,8 +59,9 @@ class OperatingPoint:
     metric: float
     full_share: float
     cost: float  # mean FLOPs / mean full-model FLOPs
-    budget: float
+    budget: float  # the FLOPs budget asked for; for a --max-drop point, the cost it amounts to
     met: bool  # False: even every sample on the cheapest path costs more than the budget
+    max_drop: float | None = None  # set when the point was chosen by --max-drop instead of a budget
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -212,6 +217,54 @@ def rule_scores(table: dict[str, Any], rule: str) -> np.ndarray:
     return np.asarray(table["router_score" if rule == "tau" else "narrow_confidence"], dtype=np.float64)
 
 
+@dataclass
+class _Rows:
+    """The rows a point is computed on, with `rule`'s scores (also sorted), cheap and full-width costs,
+    and the full model's FLOPs summed over them."""
+
+    index: np.ndarray
+    score: np.ndarray
+    ordered: np.ndarray
+    cheap: np.ndarray
+    dear: np.ndarray
+    reference: float
+
+
+def _rows(table: dict[str, Any], rule: str, rows: list[int] | None, score: np.ndarray | None) -> _Rows:
+    score = rule_scores(table, rule) if score is None else np.asarray(score, dtype=np.float64)
+    index = np.arange(len(table["labels"])) if rows is None else np.asarray(rows)
+    cheap, dear = (c[index] for c in path_costs(table, rule))
+    reference = float(np.asarray(table["full_model_flops"], dtype=np.float64)[index].sum())
+    return _Rows(index, score[index], np.sort(score[index]), cheap, dear, reference)
+
+
+def _point(
+    table: dict[str, Any],
+    rule: str,
+    metric: str,
+    at: _Rows,
+    count: int,
+    budget: float | None,
+    met: bool = True,
+    max_drop: float | None = None,
+) -> OperatingPoint:
+    """The point of `rule` that sends the `count` lowest-scored rows to full width: a threshold between
+    the last score sent there and the next one (rule "tau" sends a sample narrow when its score >= tau,
+    the cascade re-runs it when its confidence < C; tied scores go together)."""
+    if count == 0:  # every sample on the cheap path, on these rows and on any others
+        threshold = 0.0
+    elif count == len(at.ordered):
+        threshold = 1.0
+    else:
+        threshold = float((at.ordered[count - 1] + at.ordered[count]) / 2)
+    threshold = min(1.0, max(0.0, threshold))
+    full_mask = at.score < threshold  # what the model does at this threshold
+    cost = float(np.where(full_mask, at.dear, at.cheap).sum() / at.reference)
+    value = _metric(table, at.index, full_mask, metric)
+    spent = cost if budget is None else budget
+    return OperatingPoint(rule, threshold, value, float(full_mask.mean()), cost, spent, met, max_drop)
+
+
 def rule_point(
     table: dict[str, Any],
     rule: str,
@@ -223,46 +276,58 @@ def rule_point(
     """The operating point of `rule` within `budget`: samples go to full width in ascending order of
     `score` (default: the rule's own, `rule_scores`), paying `rule`'s costs, as far as a threshold
     between scores allows (tied scores go together, so the budget is never exceeded)."""
-    score = rule_scores(table, rule) if score is None else np.asarray(score, dtype=np.float64)
-    index = np.arange(len(table["labels"])) if rows is None else np.asarray(rows)
-    cheap, dear = (c[index] for c in path_costs(table, rule))
-    score = score[index]
-    reference = float(np.asarray(table["full_model_flops"], dtype=np.float64)[index].sum())
-    order = np.argsort(score, kind="stable")
-    extra = np.concatenate([[0.0], np.cumsum((dear - cheap)[order])])  # cost of the first r at full
-    count = int(np.searchsorted(extra, budget * reference - cheap.sum(), side="right")) - 1
-    met = count >= 0
-    count = max(0, min(count, len(order)))
-    # a threshold between the last score sent to full width and the next one (rule "tau" sends a
-    # sample narrow when its score >= tau, the cascade re-runs it when its confidence < C)
-    ranked = score[order]
-    if count == 0:  # every sample on the cheap path, on these rows and on any others
-        threshold = 0.0
-    elif count == len(order):
-        threshold = 1.0
-    else:
-        threshold = float((ranked[count - 1] + ranked[count]) / 2)
-    threshold = min(1.0, max(0.0, threshold))
-    full_mask = score < threshold  # what the model does at this threshold (tied scores go together)
-    cost = float(np.where(full_mask, dear, cheap).sum() / reference)
-    return OperatingPoint(
-        rule,
-        threshold,
-        _metric(table, index, full_mask, metric),
-        float(full_mask.mean()),
-        cost,
-        budget,
-        met,
-    )
+    at = _rows(table, rule, rows, score)
+    order = np.argsort(at.score, kind="stable")
+    extra = np.concatenate([[0.0], np.cumsum((at.dear - at.cheap)[order])])  # cost of the first r at full
+    count = int(np.searchsorted(extra, budget * at.reference - at.cheap.sum(), side="right")) - 1
+    return _point(table, rule, metric, at, max(0, min(count, len(order))), budget, count >= 0)
+
+
+def drop_point(
+    table: dict[str, Any], rule: str, max_drop: float, metric: str, rows: list[int] | None = None
+) -> OperatingPoint:
+    """The cheapest operating point of `rule` whose metric on `rows` stays within `max_drop` of every
+    sample at full width: walking from all of them at full width towards the cheap path (lowest scores
+    last), the last point before the metric first falls below that floor. Stopping at the first fall,
+    rather than taking the cheapest point anywhere above the floor, keeps a lucky dip of a few rows
+    from choosing a point the rows around it do not support."""
+    at = _rows(table, rule, rows, None)
+    # the counts at which the threshold can lie: between distinct scores, plus none and all at full
+    n = len(at.ordered)
+    counts = [0, *(c for c in range(1, n) if at.ordered[c - 1] < at.ordered[c]), n]
+    points = [_point(table, rule, metric, at, c, None, max_drop=max_drop) for c in reversed(counts)]
+    floor = points[0].metric - max_drop - 1e-12  # points[0]: every sample at full width
+    kept = points[0]
+    for point in points[1:]:
+        if point.metric < floor:
+            break
+        if point.cost <= kept.cost:
+            kept = point
+    return kept
 
 
 def choose_operating_point(
-    table: dict[str, Any], budget: float, metric: str, rows: list[int] | None = None
+    table: dict[str, Any],
+    budget: float | None,
+    metric: str,
+    rows: list[int] | None = None,
+    max_drop: float | None = None,
 ) -> tuple[OperatingPoint, list[OperatingPoint]]:
-    """The rule kept at `budget` on the calibration rows, and every rule's point. A classifier keeps the
-    cascade unless the router beats it there by more than ROUTER_MARGIN: a few hundred calibration rows
-    cannot tell smaller differences from noise, and across seeds on SST-2 the cascade was the better
-    rule at equal cost (docs/recipe.md)."""
+    """The rule kept on the calibration rows at `budget`, or with `max_drop` (then `budget` is ignored)
+    the cheapest routing within max_drop of full width (`drop_point`), and every rule's point. A
+    classifier keeps the cascade unless the router beats it by more than ROUTER_MARGIN (in the metric at
+    a budget, in the cost at a max drop): a few hundred calibration rows cannot tell smaller differences
+    from noise, and across seeds on SST-2 the cascade was the better rule at equal cost
+    (docs/recipe.md)."""
+    if max_drop is not None:
+        check_max_drop(max_drop)
+        tau = drop_point(table, "tau", max_drop, metric, rows)
+        if table["regression"]:
+            return tau, [tau]
+        cascade = drop_point(table, "cascade", max_drop, metric, rows)
+        return (tau if tau.cost < cascade.cost - ROUTER_MARGIN else cascade), [tau, cascade]
+    if budget is None:
+        raise SharcsError("calibration needs a --flops-budget or a --max-drop")
     check_budget(budget)
     tau = rule_point(table, "tau", budget, metric, rows)
     if table["regression"]:
@@ -291,9 +356,11 @@ def calibrate(
     seed: int,
     batch_size: int = 64,
     pad_token_id: int = 0,
+    max_drop: float | None = None,
 ) -> dict[str, Any]:
-    """Fit the router on one half of the held-out `data`, choose the rule at `budget` on the other,
-    apply it to `model` and store the table on the model (`model.calibration`). Returns a summary."""
+    """Fit the router on one half of the held-out `data`, choose the rule at `budget` (or within
+    `max_drop` of full width) on the other, apply it to `model` and store the table on the model
+    (`model.calibration`). Returns a summary."""
     features, router_logits, logits = _passes(model, data, batch_size, pad_token_id)
     table = _table(model, data, router_logits, logits)
     fit_rows, calibration_rows = split_rows(len(data), seed)
@@ -305,7 +372,7 @@ def calibrate(
     table["router_score"] = torch.sigmoid(scored[:, 0].float()).cpu().tolist()
     table["calibration_rows"] = calibration_rows
     table["metric"] = metric
-    best, points = choose_operating_point(table, budget, metric, calibration_rows)
+    best, points = choose_operating_point(table, budget, metric, calibration_rows, max_drop)
     apply_choice(model, best)
     model.calibration = table
     return {
@@ -316,19 +383,25 @@ def calibrate(
     }
 
 
-def operating_point(model: SharcsModel, budget: float, rule: str | None = None) -> OperatingPoint:
-    """The operating point for `budget` from the table saved with the model (no data needed); the
-    model is not changed (`point.arguments()` are the forward's keywords for it)."""
+def operating_point(
+    model: SharcsModel, budget: float | None, rule: str | None = None, max_drop: float | None = None
+) -> OperatingPoint:
+    """The operating point for `budget`, or within `max_drop` of full width, from the table saved with
+    the model (no data needed); the model is not changed (`point.arguments()` are the forward's keywords
+    for it)."""
     table = getattr(model, "calibration", None)
     if table is None:
+        option = "--max-drop" if max_drop is not None else "--flops-budget"
         raise SharcsError(
-            "--flops-budget: this model has no calibration table (it was not trained with the sandwich "
+            f"{option}: this model has no calibration table (it was not trained with the sandwich "
             "recipe); use --tau or --cascade instead"
         )
     table = check_table(table)
     rows, metric = table.get("calibration_rows"), table.get("metric", "accuracy")
     if rule is None:
-        point, _ = choose_operating_point(table, budget, metric, rows)
+        point, _ = choose_operating_point(table, budget, metric, rows, max_drop)
+    elif max_drop is not None:
+        point = drop_point(table, rule, max_drop, metric, rows)
     else:
         point = rule_point(table, rule, budget, metric, rows)
     return point
@@ -343,8 +416,10 @@ def calibration_line(summary: dict[str, Any], metric: str) -> str:
         for p in summary["points"]
     ]
     met = "" if chosen["met"] else " (not met: even the cheapest path costs more)"
+    drop = chosen.get("max_drop")
+    target = f"--max-drop {drop:g}" if drop is not None else f"--flops-budget {chosen['budget']:g}{met}"
     return (
-        f"calibrated to --flops-budget {chosen['budget']:g}{met} on {summary['calibration_samples']} "
+        f"calibrated to {target} on {summary['calibration_samples']} "
         f"held-out samples: kept rule {chosen['rule']} (threshold {chosen['threshold']:.4g}); "
         + "; ".join(parts)
     )

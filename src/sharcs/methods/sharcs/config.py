@@ -219,6 +219,14 @@ class SharcsConfig:
         return cls(**data)
 
 
+def check_max_drop(value: float | None) -> None:
+    """A tolerated drop (`--max-drop`) is in the main metric's own units (0.01 = 1 point), in [0, 1]."""
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise SharcsError(
+            f"--max-drop: must lie in [0, 1] (in the metric's units: 0.01 is one point), got {value}"
+        )
+
+
 def check_budget(value: float | None) -> None:
     """A FLOPs budget (`--flops-budget`) is a fraction of the full model's FLOPs in (0, 1]."""
     if value is not None and not 0.0 < value <= 1.0:
