@@ -9,8 +9,10 @@ from sharcs.training.options import TrainOptions
 from sharcs.training.summary import (
     COLLAPSED_TOP_CLASS_SHARE,
     FEW_CALIBRATION_ROWS,
+    LARGE_DROP,
     NOTHING_SAVED,
     collapsed_note,
+    drop_note,
     few_calibration_note,
     savings_note,
 )
@@ -50,3 +52,16 @@ def test_collapse_and_few_calibration_rows_are_warned_at_their_thresholds() -> N
     assert few_calibration_note(enough) is None
     note = few_calibration_note({"router_fit_samples": 40, "calibration_samples": 40})
     assert note is not None and "fitted on 40 and the budget calibrated on 40" in note
+
+
+def test_a_budget_far_below_full_width_on_held_out_rows_is_reported_with_the_one_point_cost() -> None:
+    def calibration(routed: float, max_drop: float | None = None) -> dict:
+        chosen = {"budget": 0.5, "metric": routed, "max_drop": max_drop}
+        return {"chosen": chosen, "full_width_metric": 0.8, "one_point_drop": {"cost": 0.8}}
+
+    note = drop_note(calibration(0.635), "accuracy", "runs/x")
+    assert note is not None and "16.5 points below its full width's 0.8000" in note
+    assert "saves 1.25x: `sharcs evaluate runs/x --max-drop 0.01`" in note
+    assert drop_note(calibration(0.8 - LARGE_DROP / 2), "accuracy", "runs/x") is None  # close enough
+    assert drop_note(calibration(0.6, max_drop=0.2), "accuracy", "runs/x") is None  # asked for it
+    assert drop_note(None, "accuracy", "runs/x") is None  # not calibrated (baselines, the paper recipe)

@@ -38,7 +38,13 @@ from sharcs.training import distributed
 from sharcs.training.build import build_model
 from sharcs.training.checkpoints import BEST_DIR, find_checkpoint, remove_training_state
 from sharcs.training.options import TrainOptions, load_train_options, pick_device, training_arguments
-from sharcs.training.summary import collapsed_note, epoch_line, few_calibration_note, savings_note
+from sharcs.training.summary import (
+    collapsed_note,
+    drop_note,
+    epoch_line,
+    few_calibration_note,
+    savings_note,
+)
 from sharcs.training.trainer import HISTORY_NAME, Trainer
 
 RESULTS_NAME = "results.json"
@@ -293,10 +299,14 @@ def _train(
         results = _finish(model, history, out, info, dev_data, eval_batch, pad, select)
         if main and not options.keep_checkpoint:
             remove_training_state(out)  # a finished run keeps its model and metrics, not optimizer state
-        note = savings_note(results, options)
-        if note is not None:
-            results["savings_note"] = note
-            logger.warning(note)
+        kept = history[results["best_epoch"] - 1] if history else {}
+        for key, note in (
+            ("drop_note", drop_note(kept.get("calibration"), info.main_metric, str(out))),
+            ("savings_note", savings_note(results, options)),
+        ):
+            if note is not None:
+                results[key] = note
+                logger.warning(note)
         logger.info(
             "done: dev %s, %s fewer FLOPs than the full model, routes %s; model in %s",
             ", ".join(f"{k} {v:.4f}" for k, v in results["metrics"].items()),

@@ -16,6 +16,7 @@ from sharcs.training.options import TrainOptions
 FEW_CALIBRATION_ROWS = 100  # fewer held-out rows than this make the calibrated budget a rough guess
 COLLAPSED_TOP_CLASS_SHARE = 0.98  # the narrow path answering one class this often has collapsed
 NOTHING_SAVED = 1.05  # a FLOPs reduction below this is reported as saving nothing
+LARGE_DROP = 0.02  # a calibrated budget costing more than this below full width (held out) is reported
 
 
 def epoch_line(epoch: int, record: dict[str, Any], info: TaskInfo) -> str:
@@ -52,6 +53,24 @@ def collapsed_note(top_class_share: float | None, narrowest: float) -> str | Non
         "samples: the narrow path has collapsed, so whatever routes samples there decides their class (it "
         "may recover in later epochs; else try more data or epochs, --keep-residual where it is off, or a "
         "wider narrowest width; see docs/notes/recipe-findings.md)"
+    )
+
+
+def drop_note(calibration: dict[str, Any] | None, metric: str, out: str) -> str | None:
+    """A warning when the routing calibrated to --flops-budget scores far (LARGE_DROP) below the model's
+    own full width on the held-out calibration rows, with what --max-drop 0.01 would cost instead."""
+    if calibration is None or "full_width_metric" not in calibration:
+        return None
+    chosen, full = calibration["chosen"], calibration["full_width_metric"]
+    if chosen.get("max_drop") is not None or full - chosen["metric"] <= LARGE_DROP:
+        return None
+    one = calibration["one_point_drop"]
+    return (
+        f"at --flops-budget {chosen['budget']:g} the routed model's held-out {metric} is "
+        f"{chosen['metric']:.4f}, {100 * (full - chosen['metric']):.1f} points below its full width's "
+        f"{full:.4f}: on this task the narrow path cannot answer that many samples well. Within 1 point of "
+        f"full width it saves "
+        f"{1 / one['cost']:.2f}x: `sharcs evaluate {out} --max-drop 0.01` (or train with --max-drop 0.01)"
     )
 
 

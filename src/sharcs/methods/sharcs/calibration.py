@@ -46,6 +46,7 @@ from sharcs.methods.sharcs.router_fit import fit_router
 
 RULES = ("tau", "cascade")
 ROUTER_MARGIN = 0.01  # the router is kept over the cascade only when better by more than this
+ONE_POINT = 0.01  # the drop whose cheapest routing every calibration summary also reports
 TABLE_VERSION = 1
 
 
@@ -375,11 +376,15 @@ def calibrate(
     best, points = choose_operating_point(table, budget, metric, calibration_rows, max_drop)
     apply_choice(model, best)
     model.calibration = table
+    everything_full = np.ones(len(calibration_rows), dtype=bool)
+    one_point, _ = choose_operating_point(table, None, metric, calibration_rows, ONE_POINT)
     return {
         **fit,
         "calibration_samples": len(calibration_rows),
         "chosen": best.to_dict(),
         "points": [p.to_dict() for p in points],
+        "full_width_metric": _metric(table, np.asarray(calibration_rows), everything_full, metric),
+        "one_point_drop": one_point.to_dict(),  # what --max-drop 0.01 would choose, for the summary
     }
 
 
