@@ -107,6 +107,50 @@ def test_a_sandwich_step_is_full_width_loss_plus_distillation_from_a_detached_te
             assert torch.allclose(p.grad, q.grad, atol=1e-6), name
 
 
+def test_a_projected_sandwich_step_never_pulls_a_weight_tensor_against_the_full_widths_gradient() -> None:
+    """--narrow-gradient project: the full width's gradient is kept whole; the narrow path's is added per
+    parameter tensor, minus its component along the full width's where the two point apart."""
+    data = random_dataset(8)
+    model = sandwich_model()
+    args = TrainingArguments(epochs=1, batch_size=8, max_grad_norm=0.0, lr=1e-3, narrow_gradient="project")
+    trainer = Trainer(model, data, args)
+    steps, _ = trainer.plan_epoch(0)
+    reference = sandwich_model()
+    reference.load_state_dict(model.state_dict())
+    reference.train()
+    batch = pad_batch(data[steps[0].batches[0][1]], 0)
+    batch.pop("index")
+    labels = batch.pop("labels")
+    torch.manual_seed(5)
+    full = reference(**batch, width=1.0).logits
+    narrow = reference(**batch, width=0.25).logits
+    narrow_loss = 0.5 * distillation_loss(narrow, full.detach()) + 0.5 * task_loss(narrow, labels)
+    parameters = list(reference.parameters())
+    g_full = torch.autograd.grad(task_loss(full, labels), parameters, allow_unused=True)
+    g_narrow = torch.autograd.grad(narrow_loss, parameters, allow_unused=True)
+    torch.manual_seed(5)
+    model.train()
+    trainer.optimizer.zero_grad()
+    trainer.train_step(steps[0], 0.0)
+    projected = 0
+    for (name, p), f, n in zip(model.named_parameters(), g_full, g_narrow, strict=True):
+        if f is None or n is None:
+            expected = f if n is None else n
+        elif torch.sum(f * n) < 0:
+            projected += 1
+            expected = f + n - torch.sum(f * n) / torch.sum(f * f) * f
+            assert torch.sum(p.grad * f) >= torch.sum(f * f) * (1 - 1e-4), name  # never against full width
+        else:
+            expected = f + n
+        if expected is None:
+            assert p.grad is None or not p.grad.any(), name
+        else:
+            assert torch.allclose(p.grad, expected, atol=1e-6), name
+    assert projected > 0  # the narrow path did point against the full width somewhere, and was corrected
+    with pytest.raises(SharcsError, match="narrow_gradient: must be sum or project"):
+        TrainingArguments(narrow_gradient="mean")
+
+
 def test_fitting_the_router_changes_only_the_router_and_learns_its_targets():
     model = trained()
     data = random_dataset(64, seed=3)
@@ -254,6 +298,7 @@ def test_recipe_option_errors(tiny_dir, tmp_path: Path, capsys) -> None:
         (["--max-drop", "1.5"], "--max-drop: must lie in [0, 1]"),
         (["--max-drop", "0.01", "--recipe", "paper"], "--max-drop calibrates the routing of --method sharcs"),
         (["--max-drop", "0.01", "--method", "full"], "--max-drop calibrates the routing of --method sharcs"),
+        (["--narrow-gradient", "project", "--recipe", "paper"], "--narrow-gradient project is for --recipe"),
     ]
     for extra, message in cases:
         assert cli.main([*base, *extra]) == 2

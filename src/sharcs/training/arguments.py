@@ -16,6 +16,7 @@ from sharcs.errors import SharcsError
 
 RECIPES = ("sandwich", "paper")
 HARDNESS_SOURCES = ("routed", "narrowest")
+NARROW_GRADIENTS = ("sum", "project")
 # the sandwich recipe's weight of the narrow path's loss on regression tasks: on STS-B (3 seeds,
 # docs/recipe.md) it kept the forced full width within the plain fine-tune's seed spread; weight 1 did not
 REGRESSION_NARROW_WEIGHT = 0.25
@@ -127,6 +128,15 @@ class TrainingArguments:
         show_default=False,
     )
 
+    narrow_gradient: str = option(
+        "sum",
+        "--recipe sandwich and --method cascade: how a narrower width's gradient joins the full width's "
+        "on the shared weights: sum, or project (per weight tensor, where it points against the full "
+        "width's gradient its component along it is removed, so it never pulls a tensor against what the "
+        "full width asks for; gradient surgery, Yu et al. 2020)",
+        choices=NARROW_GRADIENTS,
+    )
+
     def narrow_loss_weight(self, regression: bool) -> float:
         """`narrow_weight`, or its default for a regression (one-output) or classification head."""
         if self.narrow_weight is not None:
@@ -159,6 +169,10 @@ class TrainingArguments:
             )
         if self.narrow_weight is not None and not self.narrow_weight > 0.0:
             raise SharcsError(f"must be above 0, got {self.narrow_weight}", option="narrow_weight")
+        if self.narrow_gradient not in NARROW_GRADIENTS:
+            raise SharcsError(
+                f"must be sum or project, got {self.narrow_gradient!r}", option="narrow_gradient"
+            )
         if self.recipe not in RECIPES:
             raise SharcsError(f"must be sandwich or paper, got {self.recipe!r}", option="recipe")
         if self.hardness_from not in HARDNESS_SOURCES:

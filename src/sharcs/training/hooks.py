@@ -42,6 +42,10 @@ class TrainingHooks:
         """(the loss of one bucket's batch, (sample indices, values) to `record` after the step, or None)."""
         return self.model(**batch).loss, None
 
+    def backward(self, loss: torch.Tensor, scale: float) -> None:
+        """Add the gradient of `scale` x the loss `batch_loss` just returned to the parameters' .grad."""
+        (loss * scale).backward()
+
     def record(self, index: torch.Tensor, values: torch.Tensor) -> None:
         """What `batch_loss` returned to record, gathered from every process."""
 

@@ -364,6 +364,8 @@ class TrainOptions(TrainingArguments):
         if not 0.0 <= self.cascade_confidence <= 1.0:
             raise SharcsError(f"--cascade-confidence: must lie in [0, 1], got {self.cascade_confidence}")
         sandwich = self.method == "sharcs" and self.recipe == "sandwich"
+        if self.narrow_gradient == "project" and not (self.method == "cascade" or sandwich):
+            raise SharcsError("--narrow-gradient project is for --recipe sandwich and --method cascade")
         if self.distill_hidden and not (self.distill_narrow or self.method == "cascade" or sandwich):
             raise SharcsError(
                 "--distill-hidden needs --method cascade, --recipe sandwich, or --distill-narrow"

@@ -209,7 +209,7 @@ class Trainer:
             index = batch.pop("index", torch.tensor(indices))
             batch = {k: v.to(_device(model)) for k, v in batch.items()}
             loss, record = self.hooks.batch_loss(batch, bucket, index)
-            (loss * (share / len(step.batches))).backward()
+            self.hooks.backward(loss, share / len(step.batches))
             total += loss.item() * share / len(step.batches)
             if record is not None:
                 records.append(record)

@@ -51,6 +51,10 @@ class SharcsTraining(TrainingHooks):
             raise SharcsError(
                 "distill_hidden needs distill_narrow, the sandwich recipe or a model with routing 'cascade'"
             )
+        self.project = args.narrow_gradient == "project"
+        if self.project and not self.sandwich:
+            raise SharcsError("narrow_gradient 'project' is for the sandwich recipe and routing 'cascade'")
+        self.parts: tuple[torch.Tensor, torch.Tensor] | None = None  # batch_loss's (full, narrow) parts
 
     def router_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.model.router.parameters()) if self.labeler is not None else []
@@ -76,19 +80,44 @@ class SharcsTraining(TrainingHooks):
         loss, narrowest_logits = out.loss, out.logits
         if args.distill_narrow or self.sandwich:
             teacher = [state.detach() for state in out.hidden_states] if args.distill_hidden else []
+            narrow_part = out.loss.new_zeros(())
             for narrower in reversed(model.config.widths[:bucket]):  # the narrowest last
                 narrow = model(**batch, width=narrower, **states)
                 narrowest_logits = narrow.logits
                 narrow_loss = self.narrow_loss(narrowest_logits, out.logits.detach(), batch["labels"])
-                loss = loss + self.narrow_weight * narrow_loss
+                narrow_part = narrow_part + self.narrow_weight * narrow_loss
                 if args.distill_hidden:
-                    loss = loss + hidden_distillation_loss(
+                    narrow_part = narrow_part + hidden_distillation_loss(
                         narrow.hidden_states, teacher, batch["attention_mask"]
                     )
+            loss = loss + narrow_part
+            self.parts = (out.loss, narrow_part) if self.project and bucket > 0 else None
         if self.labeler is None:
             return loss, None
         logits = narrowest_logits if args.hardness_from == "narrowest" else out.logits
         return loss, (index, confidence(logits, batch["labels"], args.label_range))
+
+    def backward(self, loss: torch.Tensor, scale: float) -> None:
+        """The summed gradient, or with narrow_gradient 'project' the full width's plus the narrower widths'
+        with, per parameter tensor, any component against the full width's removed: afterwards
+        <grad, g_full> >= |g_full|^2 for every tensor."""
+        parts, self.parts = self.parts, None
+        if parts is None:  # summed, or no narrower width on this batch
+            super().backward(loss, scale)
+            return
+        full, narrow = parts
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        g_full = torch.autograd.grad(full * scale, parameters, retain_graph=True, allow_unused=True)
+        g_narrow = torch.autograd.grad(narrow * scale, parameters, allow_unused=True)
+        for parameter, f, n in zip(parameters, g_full, g_narrow, strict=True):
+            if f is None and n is None:
+                continue
+            if f is not None and n is not None:
+                dot = torch.sum(f * n)
+                if dot < 0:
+                    n = n - (dot / torch.sum(f * f).clamp_min(1e-30)) * f
+            total = n if f is None else f if n is None else f + n
+            parameter.grad = total if parameter.grad is None else parameter.grad + total
 
     def narrow_loss(self, logits: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """A narrower width's loss: distillation from the wider width's detached logits, mixed (sandwich
