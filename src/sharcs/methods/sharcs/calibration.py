@@ -47,6 +47,7 @@ from sharcs.methods.sharcs.router_fit import fit_router
 RULES = ("tau", "cascade")
 ROUTER_MARGIN = 0.01  # the router is kept over the cascade only when better by more than this
 ONE_POINT = 0.01  # the drop whose cheapest routing every calibration summary also reports
+DROP_STEPS = 1000  # the most thresholds `drop_point` walks through (each costs a metric over the rows)
 TABLE_VERSION = 1
 
 
@@ -296,6 +297,8 @@ def drop_point(
     # the counts at which the threshold can lie: between distinct scores, plus none and all at full
     n = len(at.ordered)
     counts = [0, *(c for c in range(1, n) if at.ordered[c - 1] < at.ordered[c]), n]
+    if len(counts) > DROP_STEPS:  # many calibration rows: an even subset of the steps, both ends kept
+        counts = [counts[round(i)] for i in np.linspace(0, len(counts) - 1, DROP_STEPS)]
     points = [_point(table, rule, metric, at, c, None, max_drop=max_drop) for c in reversed(counts)]
     floor = points[0].metric - max_drop - 1e-12  # points[0]: every sample at full width
     kept = points[0]
