@@ -267,6 +267,19 @@ def _point(
     return OperatingPoint(rule, threshold, value, float(full_mask.mean()), cost, spent, met, max_drop)
 
 
+def threshold_point(
+    table: dict[str, Any], rule: str, threshold: float, metric: str, rows: list[int] | None = None
+) -> OperatingPoint:
+    """What `rule` at `threshold` does on `rows` of a table (e.g. one of dev data, to see how a point
+    chosen on the calibration rows transfers): the metric, full-width share and cost a model routed so
+    gets there."""
+    at = _rows(table, rule, rows, None)
+    full_mask = at.score < threshold
+    cost = float(np.where(full_mask, at.dear, at.cheap).sum() / at.reference)
+    value = _metric(table, at.index, full_mask, metric)
+    return OperatingPoint(rule, threshold, value, float(full_mask.mean()), cost, cost, True)
+
+
 def rule_point(
     table: dict[str, Any],
     rule: str,
