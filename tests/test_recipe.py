@@ -22,6 +22,7 @@ from sharcs.methods.sharcs.calibration import (
     held_out_table,
     operating_point,
     rule_point,
+    threshold_point,
 )
 from sharcs.methods.sharcs.router import masked_mean
 from sharcs.methods.sharcs.router_fit import fit_router, narrow_targets
@@ -355,6 +356,15 @@ def test_max_drop_keeps_the_cheapest_routing_within_the_drop_and_prefers_the_cas
         choose_operating_point(table, None, "accuracy", max_drop=-0.1)
     with pytest.raises(SharcsError, match="a --flops-budget or a --max-drop"):
         choose_operating_point(table, None, "accuracy")
+
+
+def test_a_threshold_applied_to_a_table_reproduces_the_point_it_came_from():
+    table = held_out_table(trained(), random_dataset(60, seed=4))
+    for rule in ("tau", "cascade"):
+        for budget in (0.4, 0.7):
+            point = rule_point(table, rule, budget, "accuracy")
+            again = threshold_point(table, rule, point.threshold, "accuracy")
+            assert (again.metric, again.cost, again.full_share) == (point.metric, point.cost, point.full_share)
 
 
 def test_max_drop_stops_at_the_first_fall_below_the_floor():
