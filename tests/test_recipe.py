@@ -257,6 +257,10 @@ def test_cli_default_recipe_budget_knob_and_plain_summary(tiny_dir, tmp_path: Pa
     assert (out / "model" / "calibration.json").is_file()
     results = json.loads((out / "results.json").read_text())
     assert results["flops_reduction"] > 1.2  # the default budget is half the full model's FLOPs
+    # epochs compare on the calibration rows, not on the half of the held-out slice the router was fitted on
+    history = json.loads((out / "history.json").read_text())
+    assert results["selected_on"] == "calibration_accuracy"
+    assert all(r["calibration_accuracy"] == r["calibration"]["chosen"]["metric"] for r in history)
     for budget in ("0.3", "0.8"):
         assert cli.main(["evaluate", str(out), "--json", "--flops-budget", budget]) == 0
         report = json.loads(capsys.readouterr().out)

@@ -13,6 +13,7 @@ from sharcs.training.summary import (
     NOTHING_SAVED,
     collapsed_note,
     drop_note,
+    epoch_line,
     few_calibration_note,
     savings_note,
 )
@@ -65,3 +66,14 @@ def test_a_budget_far_below_full_width_on_held_out_rows_is_reported_with_the_one
     assert drop_note(calibration(0.8 - LARGE_DROP / 2), "accuracy", "runs/x") is None  # close enough
     assert drop_note(calibration(0.6, max_drop=0.2), "accuracy", "runs/x") is None  # asked for it
     assert drop_note(None, "accuracy", "runs/x") is None  # not calibrated (baselines, the paper recipe)
+
+
+def test_the_epoch_line_shows_a_calibrated_runs_held_out_score_on_its_calibration_half() -> None:
+    from sharcs.data.prepare import TaskInfo
+
+    info = TaskInfo("sst2", ("sentence",), "label", ("0", "1"), ("accuracy",), "dev", 64)
+    record = {"train_loss": 0.5, "heldout_accuracy": 0.715, "dev_accuracy": 0.63, "flops_reduction": 2.0}
+    record["dev_width_share"] = {"0.25": 0.75, "1.0": 0.25}
+    assert "held-out accuracy 0.7150 |" in epoch_line(1, record, info)
+    line = epoch_line(1, {**record, "calibration_accuracy": 0.6}, info)
+    assert "held-out accuracy 0.6000 (calibration half)" in line and "0.7150" not in line

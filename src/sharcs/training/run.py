@@ -106,7 +106,8 @@ def train(
     `sharcs.training.trainer`); only rank 0 writes files and logs, every rank returns the results.
 
     The epoch kept is the one with the best held-out score (a seeded slice of the training data,
-    never the dev set), or with --select-tolerance the cheapest one near it. Writes the tokenizer,
+    never the dev set; for the sandwich recipe its calibration half, on which the router was not
+    fitted), or with --select-tolerance the cheapest one near it. Writes the tokenizer,
     run_config.json, train.log, history.json, checkpoint-E-S/, best/, then model/ (the kept model) and
     results.json (its dev evaluation); then the checkpoints and best/ are deleted unless
     options.keep_checkpoint.
@@ -189,6 +190,9 @@ def _train(
     narrowest = min(model.config.widths) if has_router(model) or is_cascade(model) else None
 
     calibrated = has_router(model) and options.recipe == "sandwich"
+    # a calibrated run's epochs compare on the calibration rows alone: on the other half of the held-out
+    # slice the router was fitted, and there it looks better than it is
+    calibration_metric = f"calibration_{info.main_metric}"
 
     def evaluate(m: AdaptiveModel) -> dict[str, Any]:
         """After each epoch: held-out scores (for choosing the epoch), dev scores and costs (for the log).
@@ -207,6 +211,7 @@ def _train(
                 options.max_drop,
             )
             record["calibration"] = summary
+            record[calibration_metric] = summary["chosen"]["metric"]
             logger.info(calibration_line(summary, info.main_metric))
             note = few_calibration_note(summary)
             if note is not None and not trainer.history:
@@ -230,7 +235,9 @@ def _train(
         logger.info(epoch_line(len(trainer.history) + 1, {"train_loss": train_loss, **record}, info))
         return record
 
-    select = f"heldout_{info.main_metric}" if held_data is not None else None
+    select = (
+        None if held_data is None else calibration_metric if calibrated else f"heldout_{info.main_metric}"
+    )
     cost = "heldout_flops_per_sample" if held_data is not None else None
     trainer = Trainer(model, train_data, args, out, evaluate, select, pad, select_cost=cost)
     if resume:
@@ -378,7 +385,7 @@ def _finish(
         **evaluation.to_dict(),
     }
     if select is not None:
-        results["held_out_" + info.main_metric] = history[best_epoch - 1][select]
+        results["held_out_" + info.main_metric] = history[best_epoch - 1].get(select)
     if distributed.is_main():
         atomic_write_text(out / RESULTS_NAME, json.dumps(results, indent=2) + "\n")
     distributed.barrier()

@@ -23,7 +23,9 @@ def epoch_line(epoch: int, record: dict[str, Any], info: TaskInfo) -> str:
     """One epoch's losses, held-out and dev scores, cost and routes, for the log."""
     main = info.main_metric
     parts = [f"epoch {epoch}: train loss {record['train_loss']:.4f}"]
-    if f"heldout_{main}" in record:
+    if f"calibration_{main}" in record:  # the half of the held-out slice the router was not fitted on
+        parts.append(f"held-out {main} {record[f'calibration_{main}']:.4f} (calibration half)")
+    elif f"heldout_{main}" in record:
         parts.append(f"held-out {main} {record[f'heldout_{main}']:.4f}")
     if f"heldout_narrowest_{main}" in record:
         parts.append(f"held-out at narrowest width {main} {record[f'heldout_narrowest_{main}']:.4f}")
