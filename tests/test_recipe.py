@@ -14,6 +14,7 @@ from sharcs import SharcsConfig, get_sharcs_model, load_model
 from sharcs.data.collate import pad_batch
 from sharcs.errors import SharcsError
 from sharcs.measure.evaluation import evaluate_model
+from sharcs.methods.sharcs import calibration
 from sharcs.methods.sharcs.calibration import (
     calibrate,
     calibration_line,
@@ -342,7 +343,8 @@ def test_the_cascade_is_kept_unless_the_router_is_clearly_better():
     assert all(p.cost <= 0.65 for p in points)
 
 
-def test_max_drop_keeps_the_cheapest_routing_within_the_drop_and_prefers_the_cascade_on_ties():
+def test_max_drop_keeps_the_cheapest_routing_within_the_drop_and_prefers_the_cascade_on_ties(monkeypatch):
+    monkeypatch.setattr(calibration, "DROP_Z", 0.0)  # the walk alone; the noise margin is tested below
     good = [0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.6, 0.95, 0.85]  # ranks the four wrong ones first
     confident_wrong = [0.1, 0.2, 0.3, 0.99, 0.4, 0.8, 0.7, 0.6, 0.95, 0.85]  # one wrong one ranked last
     table = synthetic_table(good, confident_wrong)
@@ -372,9 +374,10 @@ def test_a_threshold_applied_to_a_table_reproduces_the_point_it_came_from():
             assert again.cost == point.cost
 
 
-def test_max_drop_stops_at_the_first_fall_below_the_floor():
+def test_max_drop_stops_at_the_first_fall_below_the_floor(monkeypatch):
     """Walking from every sample at full width towards the cheap path, the point kept is the last one
     before the metric first drops below the floor, even when a cheaper point is above it again."""
+    monkeypatch.setattr(calibration, "DROP_Z", 0.0)
     table = synthetic_table([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95], [0.5] * 10)
     # the highest-scored sample is wrong on the narrow path; the next one is wrong at full width only
     table["prediction_narrow"] = [1.0] * 8 + [1.0, 0.0]
@@ -382,6 +385,25 @@ def test_max_drop_stops_at_the_first_fall_below_the_floor():
     point = drop_point(table, "tau", 0.05, "accuracy")
     assert point.full_share == 1.0  # one step down loses 10 points; two steps would recover them
     assert drop_point(table, "tau", 0.1, "accuracy").full_share == 0.0  # 0.8 (the floor), then 0.9
+
+
+@pytest.mark.parametrize(("differing", "all_narrow"), [(4, True), (16, False)])
+def test_max_drop_keeps_a_margin_for_the_noise_of_the_rows_the_narrow_answers_change(differing, all_narrow):
+    """400 rows on which the narrow path is as accurate as full width but answers `differing` of them
+    otherwise (half right, half wrong): every sample narrow drops nothing on these rows, and is kept
+    within a 1-point drop only while 1.645 x sqrt(differing) / 400 stays below the point."""
+    n = 400
+    table = synthetic_table([i / n for i in range(n)], [0.5] * n)
+    table = {**table, "labels": [1.0] * n, "prediction_full": [1.0] * n, "full_model_flops": [10.0] * n}
+    table["flops"] = {k: [v[0]] * n for k, v in table["flops"].items()}
+    # full width is wrong on rows 0, 2, ...; the narrow path is right there and wrong on rows 1, 3, ...
+    half = differing // 2
+    table["prediction_full"] = [0.0 if i < differing and i % 2 == 0 else 1.0 for i in range(n)]
+    table["prediction_narrow"] = [0.0 if i < differing and i % 2 == 1 else 1.0 for i in range(n)]
+    assert table["prediction_full"].count(0.0) == table["prediction_narrow"].count(0.0) == half
+    point = drop_point(table, "tau", 0.01, "accuracy")
+    assert (point.full_share == 0.0) == all_narrow
+    assert point.metric == pytest.approx(1 - half / n)  # the walk never lost accuracy on these rows
 
 
 @pytest.mark.parametrize("max_drop", [0.0, 0.05])

@@ -21,7 +21,8 @@ The cascade is kept unless the router is better on the calibration rows by more 
 For regression only "tau" applies.
 
 With a tolerated drop D instead of a budget (`--max-drop`), each rule's point is the cheapest one whose
-metric on the calibration rows stays within D of every sample at full width (`drop_point`).
+metric on the calibration rows stays within D of every sample at full width, with a margin for their
+noise on classifiers (`drop_point`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from sharcs.methods.sharcs.router_fit import fit_router
 RULES = ("tau", "cascade")
 ROUTER_MARGIN = 0.01  # the router is kept over the cascade only when better by more than this
 ONE_POINT = 0.01  # the drop whose cheapest routing every calibration summary also reports
+DROP_Z = 1.645  # --max-drop's noise margin: the one-sided 95% quantile of a standard normal
 DROP_STEPS = 1000  # the most thresholds `drop_point` walks through (each costs a metric over the rows)
 TABLE_VERSION = 1
 
@@ -305,7 +307,12 @@ def drop_point(
     sample at full width: walking from all of them at full width towards the cheap path (lowest scores
     last), the last point before the metric first falls below that floor. Stopping at the first fall,
     rather than taking the cheapest point anywhere above the floor, keeps a lucky dip of a few rows
-    from choosing a point the rows around it do not support."""
+    from choosing a point the rows around it do not support.
+
+    For a classifier the floor is raised by a margin for the rows' own noise: DROP_Z x sqrt(m) / n,
+    where m of the n rows get a narrow answer that differs from full width's (the standard error of
+    the accuracy difference when each of those is a coin flip between the two answers); so the point
+    stays within `max_drop` with about 95% confidence, one-sided, on rows like these."""
     at = _rows(table, rule, rows, None)
     # the counts at which the threshold can lie: between distinct scores, plus none and all at full
     n = len(at.ordered)
@@ -314,9 +321,14 @@ def drop_point(
         counts = [counts[round(i)] for i in np.linspace(0, len(counts) - 1, DROP_STEPS)]
     points = [_point(table, rule, metric, at, c, None, max_drop=max_drop) for c in reversed(counts)]
     floor = points[0].metric - max_drop - 1e-12  # points[0]: every sample at full width
+    differs = np.zeros(n, dtype=bool)
+    if not table["regression"]:
+        narrow = np.asarray(table["prediction_narrow"])[at.index]
+        differs = narrow != np.asarray(table["prediction_full"])[at.index]
     kept = points[0]
     for point in points[1:]:
-        if point.metric < floor:
+        changed = int((differs & ~(at.score < point.threshold)).sum())  # narrow answers unlike full's
+        if point.metric - DROP_Z * np.sqrt(changed) / n < floor:
             break
         if point.cost <= kept.cost:
             kept = point
