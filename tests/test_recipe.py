@@ -262,6 +262,7 @@ def test_cli_default_recipe_budget_knob_and_plain_summary(tiny_dir, tmp_path: Pa
     history = json.loads((out / "history.json").read_text())
     assert results["selected_on"] == "calibration_accuracy"
     assert all(r["calibration_accuracy"] == r["calibration"]["chosen"]["metric"] for r in history)
+    assert all(r["calibration_cost"] == r["calibration"]["chosen"]["cost"] for r in history)
     for budget in ("0.3", "0.8"):
         assert cli.main(["evaluate", str(out), "--json", "--flops-budget", budget]) == 0
         report = json.loads(capsys.readouterr().out)

@@ -150,9 +150,12 @@ def scripted_trainer(tmp_path, records, tolerance, epochs=None):
     [
         (0.0, [(0.80, 9), (0.85, 9), (0.85, 5), (0.84, 1)], 2),  # the best; a tie goes to the cheaper
         (0.0, [(0.80, 9), (0.85, 5), (0.85, 9)], 1),  # a tie never goes to the dearer
+        (0.0, [(0.80, 9), (0.85, 5.0), (0.85, 5.05)], 2),  # as cheap within 2%: the later epoch
+        (0.0, [(0.85, 5.0), (0.85, 5.0), (0.84, 1)], 1),  # a tie at equal cost: the later epoch
         (0.02, [(0.80, 9), (0.85, 9), (0.84, 5), (0.82, 1)], 2),  # cheapest within 2 points of 0.85
         (0.02, [(0.85, 5), (0.90, 9), (0.89, 7)], 2),  # 0.85 falls out when 0.90 arrives
         (0.02, [(0.85, 5), (0.86, 5)], 1),  # as cheap and better
+        (0.02, [(0.86, 5), (0.85, 5.05)], 0),  # as cheap but worse: the earlier stays
     ],
 )
 def test_select_tolerance_keeps_the_cheapest_epoch_near_the_best(tmp_path, tolerance, records, kept):

@@ -190,8 +190,8 @@ def _train(
     narrowest = min(model.config.widths) if has_router(model) or is_cascade(model) else None
 
     calibrated = has_router(model) and options.recipe == "sandwich"
-    # a calibrated run's epochs compare on the calibration rows alone: on the other half of the held-out
-    # slice the router was fitted, and there it looks better than it is
+    # a calibrated run's epochs compare on the calibration rows alone (metric, then cost): on the other
+    # half of the held-out slice the router was fitted, and there it looks better than it is
     calibration_metric = f"calibration_{info.main_metric}"
 
     def evaluate(m: AdaptiveModel) -> dict[str, Any]:
@@ -212,6 +212,7 @@ def _train(
             )
             record["calibration"] = summary
             record[calibration_metric] = summary["chosen"]["metric"]
+            record["calibration_cost"] = summary["chosen"]["cost"]
             logger.info(calibration_line(summary, info.main_metric))
             note = few_calibration_note(summary)
             if note is not None and not trainer.history:
@@ -238,7 +239,7 @@ def _train(
     select = (
         None if held_data is None else calibration_metric if calibrated else f"heldout_{info.main_metric}"
     )
-    cost = "heldout_flops_per_sample" if held_data is not None else None
+    cost = None if held_data is None else "calibration_cost" if calibrated else "heldout_flops_per_sample"
     trainer = Trainer(model, train_data, args, out, evaluate, select, pad, select_cost=cost)
     if resume:
         trainer.load_checkpoint()  # fail early (before any log line) on a missing or corrupt checkpoint

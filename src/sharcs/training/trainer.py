@@ -53,6 +53,9 @@ from sharcs.training.checkpoints import (
 )
 
 HISTORY_NAME = "history.json"
+# epochs whose selection costs (e.g. held-out FLOPs) differ by less than this fraction count as equally
+# cheap; a budget-calibrated model's cost moves by about this much between epochs by chance
+COST_TIE = 0.02
 
 
 def schedule_progress(epoch: int, fraction: float, epochs: int, starts: tuple[int, ...]) -> float:
@@ -253,7 +256,8 @@ class Trainer:
 
     def keeps_epoch(self, record: dict) -> bool:
         """Whether this epoch replaces best/: it is within `select_tolerance` of the best metric so far,
-        and either the kept epoch no longer is, or this one is cheaper (or as cheap and better).
+        and either the kept epoch no longer is, or this one is cheaper, or it is as cheap (within
+        COST_TIE) and at least as good: a later epoch wins a tie, having trained longer.
 
         An online rule (only the kept epoch is stored): the kept epoch is always within tolerance of the
         best metric seen, though an earlier unkept epoch may be cheaper in hindsight.
@@ -263,7 +267,9 @@ class Trainer:
         self.best_value = max(self.best_value, value)
         floor = self.best_value - self.args.select_tolerance
         kept_value, kept_cost = self.kept
-        if value < floor or (kept_value >= floor and (cost, -value) >= (kept_cost, -kept_value)):
+        cheaper = cost < kept_cost * (1 - COST_TIE)
+        as_cheap = cost <= kept_cost * (1 + COST_TIE)
+        if value < floor or (kept_value >= floor and not cheaper and not (as_cheap and value >= kept_value)):
             return False
         self.kept = (value, cost)
         return True
