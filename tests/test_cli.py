@@ -309,7 +309,8 @@ def test_cascade_in_evaluate_predict_bench_and_curve(
     assert code == 0, err
     points = json.loads((tmp_path / "curve" / "curve.json").read_text())[sst2_run.name]
     cascade = [p for p in points if p["setting"].startswith("cascade=")]
-    assert len(cascade) == 1 and cascade[0]["width_share"]["1.0"] == pytest.approx(0.5, abs=0.07)
+    # half of the 16 samples, give or take the tied confidences at the cut (two samples)
+    assert len(cascade) == 1 and cascade[0]["width_share"]["1.0"] == pytest.approx(0.5, abs=0.13)
     expect_error(capsys, *curve, "--cascade-shares", "1.5", needles=("--cascade-shares",))
 
 
