@@ -136,6 +136,7 @@ class Trainer:
         self.best_value = -math.inf  # the best selection metric of any competing epoch
         self.kept = (-math.inf, math.inf)  # (metric, cost) of the epoch in best/
         self.resumed = False  # load_checkpoint ran: train(resume=True) continues from there
+        self.resume_rng: torch.Tensor | None = None  # the checkpoint's RNG state, set again by train()
 
     # ------------------------------------------------------------------------------- planning
     def plan_epoch(self, epoch: int) -> tuple[list[Step], torch.Tensor]:
@@ -164,6 +165,8 @@ class Trainer:
             self.load_checkpoint()
         elif not resume:
             torch.manual_seed(self.args.seed)
+        if resume and self.resume_rng is not None:  # again: what ran since the checkpoint was read
+            torch.set_rng_state(self.resume_rng)  # (building a model to check best/) drew from it
         model, args = self.model, self.args
         while self.epoch < args.epochs:
             model.start_epoch(self.epoch, args.epochs)
@@ -341,6 +344,7 @@ class Trainer:
         if method_state:
             self.hooks.load_state_dict(method_state)
         torch.set_rng_state(tensors["torch_rng"])
+        self.resume_rng = tensors["torch_rng"]
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.epoch_sums = {"loss": float(state["epoch_sums"]["loss"]), "steps": state["epoch_sums"]["steps"]}
         self.history, self.best_value = state["history"], float(state["best_value"])
