@@ -68,6 +68,24 @@ def test_every_sample_trains_at_full_width_and_the_router_is_left_alone():
     assert not torch.equal(backbone, model.base.bert.encoder.layer[0].attention.self.query.weight)
 
 
+def first_sandwich_step(args: TrainingArguments, num_labels: int = 2, rows: int = 8):
+    """A sandwich model, a Trainer on `rows` random rows, its first step, a reference copy of the model in
+    train mode, and that step's batch without index and labels, and its labels."""
+    data = random_dataset(rows)
+    if num_labels == 1:
+        data = data.map(lambda row: {"labels": float(row["labels"]) * 2.0})
+    model = sandwich_model(num_labels=num_labels)
+    trainer = Trainer(model, data, args)
+    steps, _ = trainer.plan_epoch(0)
+    reference = sandwich_model(num_labels=num_labels)
+    reference.load_state_dict(model.state_dict())
+    reference.train()
+    batch = pad_batch(data[steps[0].batches[0][1]], 0)
+    batch.pop("index")
+    labels = batch.pop("labels")
+    return model, trainer, steps[0], reference, batch, labels
+
+
 @pytest.mark.parametrize(
     ("narrow_weight", "num_labels", "weight"),
     [(1.0, 2, 1.0), (0.25, 2, 0.25), (None, 2, 1.0), (None, 1, 0.25), (1.0, 1, 1.0)],
@@ -78,20 +96,9 @@ def test_a_sandwich_step_is_full_width_loss_plus_distillation_from_a_detached_te
     """The full width's gradient is the plain fine-tuning one; the narrow path adds only its own
     distillation term (times --narrow-weight: by default 1 for classification, 0.25 for regression),
     whose teacher is a constant (no gradient flows back through the full logits)."""
-    data = random_dataset(8)
-    if num_labels == 1:
-        data = data.map(lambda row: {"labels": float(row["labels"]) * 2.0})
-    model = sandwich_model(num_labels=num_labels)
     args = TrainingArguments(epochs=1, batch_size=8, max_grad_norm=0.0, lr=1e-3, narrow_weight=narrow_weight)
     assert args.narrow_loss_weight(regression=num_labels == 1) == weight
-    trainer = Trainer(model, data, args)
-    steps, _ = trainer.plan_epoch(0)
-    reference = sandwich_model(num_labels=num_labels)
-    reference.load_state_dict(model.state_dict())
-    reference.train()
-    batch = pad_batch(data[steps[0].batches[0][1]], 0)
-    batch.pop("index")
-    labels = batch.pop("labels")
+    model, trainer, step, reference, batch, labels = first_sandwich_step(args, num_labels)
     torch.manual_seed(5)
     full = reference(**batch, width=1.0).logits
     teacher = full.detach().clone()
@@ -101,7 +108,7 @@ def test_a_sandwich_step_is_full_width_loss_plus_distillation_from_a_detached_te
     torch.manual_seed(5)
     model.train()
     trainer.optimizer.zero_grad()
-    trainer.train_step(steps[0], 0.0)  # learning rate factor 0: gradients computed, weights unchanged
+    trainer.train_step(step, 0.0)  # learning rate factor 0: gradients computed, weights unchanged
     for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
         if q.grad is None:
             assert p.grad is None or not p.grad.any(), name
@@ -112,17 +119,8 @@ def test_a_sandwich_step_is_full_width_loss_plus_distillation_from_a_detached_te
 def test_a_projected_sandwich_step_never_pulls_a_weight_tensor_against_the_full_widths_gradient() -> None:
     """--narrow-gradient project: the full width's gradient is kept whole; the narrow path's is added per
     parameter tensor, minus its component along the full width's where the two point apart."""
-    data = random_dataset(8)
-    model = sandwich_model()
     args = TrainingArguments(epochs=1, batch_size=8, max_grad_norm=0.0, lr=1e-3, narrow_gradient="project")
-    trainer = Trainer(model, data, args)
-    steps, _ = trainer.plan_epoch(0)
-    reference = sandwich_model()
-    reference.load_state_dict(model.state_dict())
-    reference.train()
-    batch = pad_batch(data[steps[0].batches[0][1]], 0)
-    batch.pop("index")
-    labels = batch.pop("labels")
+    model, trainer, step, reference, batch, labels = first_sandwich_step(args)
     torch.manual_seed(5)
     full = reference(**batch, width=1.0).logits
     narrow = reference(**batch, width=0.25).logits
@@ -133,7 +131,7 @@ def test_a_projected_sandwich_step_never_pulls_a_weight_tensor_against_the_full_
     torch.manual_seed(5)
     model.train()
     trainer.optimizer.zero_grad()
-    trainer.train_step(steps[0], 0.0)
+    trainer.train_step(step, 0.0)
     projected = 0
     for (name, p), f, n in zip(model.named_parameters(), g_full, g_narrow, strict=True):
         if f is None or n is None:

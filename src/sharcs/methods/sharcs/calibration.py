@@ -261,8 +261,22 @@ def _point(
         threshold = 1.0
     else:
         threshold = float((at.ordered[count - 1] + at.ordered[count]) / 2)
-    threshold = min(1.0, max(0.0, threshold))
-    full_mask = at.score < threshold  # what the model does at this threshold
+    return _at_threshold(table, rule, metric, at, min(1.0, max(0.0, threshold)), budget, met, max_drop)
+
+
+def _at_threshold(
+    table: dict[str, Any],
+    rule: str,
+    metric: str,
+    at: _Rows,
+    threshold: float,
+    budget: float | None,
+    met: bool = True,
+    max_drop: float | None = None,
+) -> OperatingPoint:
+    """What the model does on `at`'s rows at this threshold: metric, full-width share and cost (and the
+    budget asked for; without one, the cost)."""
+    full_mask = at.score < threshold
     cost = float(np.where(full_mask, at.dear, at.cheap).sum() / at.reference)
     value = _metric(table, at.index, full_mask, metric)
     spent = cost if budget is None else budget
@@ -275,11 +289,7 @@ def threshold_point(
     """What `rule` at `threshold` does on `rows` of a table (e.g. one of dev data, to see how a point
     chosen on the calibration rows transfers): the metric, full-width share and cost a model routed so
     gets there."""
-    at = _rows(table, rule, rows, None)
-    full_mask = at.score < threshold
-    cost = float(np.where(full_mask, at.dear, at.cheap).sum() / at.reference)
-    value = _metric(table, at.index, full_mask, metric)
-    return OperatingPoint(rule, threshold, value, float(full_mask.mean()), cost, cost, True)
+    return _at_threshold(table, rule, metric, _rows(table, rule, rows, None), threshold, None)
 
 
 def rule_point(
