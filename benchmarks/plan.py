@@ -11,8 +11,9 @@ A plan has three tables (see plans/recipe.toml and plans/results.toml):
                   results), start_from (--model that finished run), reference (its full fine-tune)
 
 Every job is `sharcs train --task T --data-dir GLUE --output-dir runs/<study>/<KEY>/<NAME>[-s<SEED>]`,
-then --epochs, --max-seq-length, the common options, --max-train-samples, --save-every-steps, the task's
-options, --method, the run's options, --width-shares, --model and --seed, each where the plan has it.
+then the task's --epochs, --max-seq-length, the common options, --max-train-samples, --save-every-steps,
+the task's options, --method, the run's options, the run's --epochs (last, so it wins), --width-shares,
+--model and --seed, each where the plan has it.
 """
 
 from __future__ import annotations
@@ -157,8 +158,7 @@ def run_dir(runs: Path, plan: dict[str, Any], task: str, run: str, seed: int | N
 def arguments(plan: dict[str, Any], task: str, run: str, out: Path) -> tuple[str, ...]:
     spec, run_spec = plan["tasks"][task], plan["runs"][run]
     found = ["--task", spec.get("task", task), "--data-dir", str(GLUE), "--output-dir", str(out)]
-    epochs = run_spec.get("epochs") or spec.get("epochs")
-    found += ["--epochs", str(epochs)] if epochs is not None else []
+    found += ["--epochs", str(spec["epochs"])] if spec.get("epochs") and not run_spec.get("epochs") else []
     found += ["--max-seq-length", str(spec["max_seq_length"])] if "max_seq_length" in spec else []
     found += plan["study"].get("common", [])
     found += ["--max-train-samples", str(spec["max_train_samples"])] if "max_train_samples" in spec else []
@@ -166,7 +166,9 @@ def arguments(plan: dict[str, Any], task: str, run: str, out: Path) -> tuple[str
     found += spec.get("options", [])
     method = run_spec.get("method", "sharcs")
     found += ["--method", method] if method != "sharcs" else []
-    return (*found, *run_spec.get("options", []))
+    found += run_spec.get("options", [])
+    # a run's own epochs come last, so they win over an --epochs in the common or the task's options
+    return (*found, *(["--epochs", str(run_spec["epochs"])] if run_spec.get("epochs") else []))
 
 
 def jobs(plan: dict[str, Any], runs: Path, tasks: list[str] | None = None) -> list[Job]:
