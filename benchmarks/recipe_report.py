@@ -211,9 +211,10 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def tables(summary: dict[str, Any]) -> dict[str, str]:
+def tables(summary: dict[str, Any], run_specs: dict[str, Any]) -> dict[str, str]:
     """The markdown tables the template's $placeholders take: the sandwich runs against their full
-    fine-tune, every run's routing rules at equal cost, and the other runs (ablations)."""
+    fine-tune, every run's routing rules at equal cost, and the other runs (ablations), each against
+    its plan's `reference` (default: the run `full`)."""
     headline = [
         "| task (metric) | full fine-tune | sandwich at its calibrated budget | FLOPs reduction | Δ to full |"
         " full width forced | narrowest width forced | measured speed-up bs 1 / bs 64 |",
@@ -224,7 +225,8 @@ def tables(summary: dict[str, Any]) -> dict[str, str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     ablation = [
-        "| task | run | dev metric | FLOPs reduction | Δ to full | full width forced | narrowest forced |",
+        "| task | run | dev metric | FLOPs reduction | Δ to its reference | full width forced"
+        " | narrowest forced |",
         "|---|---|---|---|---|---|---|",
     ]
     for task, runs in summary.items():
@@ -232,7 +234,10 @@ def tables(summary: dict[str, Any]) -> dict[str, str]:
         for run, entry in runs.items():
             if run == "full":
                 continue
-            delta = "" if full is None else f"{100 * (entry['metric']['mean'] - full['metric']['mean']):+.2f}"
+            name = run_specs.get(run, {}).get("reference", "full")
+            ref = runs.get(name)
+            delta = "" if ref is None else f"{100 * (entry['metric']['mean'] - ref['metric']['mean']):+.2f}"
+            delta += f" (vs {name})" if delta and name != "full" else ""
             common = [
                 _fmt(entry["metric"]),
                 f"{entry['flops_reduction']['mean']:.2f}x",
@@ -299,7 +304,7 @@ def main() -> int:
     earlier = json.loads(page_json.read_text())["runs"] if page_json.is_file() else None
     data = aggregate(plan, args.runs, earlier)
     template = (REPO / "benchmarks" / "templates" / f"{name}.md").read_text()
-    text = string.Template(template).substitute(**tables(data["summary"]))
+    text = string.Template(template).substitute(**tables(data["summary"], plan["runs"]))
     from sharcs.storage.files import atomic_write_text
 
     atomic_write_text(args.out / f"{name}.json", json.dumps({"plan": plan, **data}, indent=1) + "\n")

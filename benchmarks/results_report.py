@@ -271,8 +271,11 @@ def with_seeds(everything: dict, out: Path) -> dict:
     if recipe.is_file():
         from recipe_report import tables
 
-        summary = json.loads(recipe.read_text())["summary"]
-        everything["seeds"] = {"source": "docs/recipe.json", **tables(summary)}
+        study = json.loads(recipe.read_text())
+        everything["seeds"] = {
+            "source": "docs/recipe.json",
+            **tables(study["summary"], study["plan"]["runs"]),
+        }
     return everything
 
 
