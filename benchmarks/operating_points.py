@@ -79,11 +79,17 @@ def main() -> int:
     )
     parser.add_argument("--reference", help="TASK/RUN of docs/recipe.json (e.g. sst2/full)")
     parser.add_argument("--reference-run", nargs="+", help="full fine-tune run folders instead")
+    parser.add_argument(
+        "--budgets",
+        type=lambda text: tuple(float(b) for b in text.split(",")),
+        default=BUDGETS,
+        help=f"comma-separated --flops-budget values (default: {','.join(map(str, BUDGETS))})",
+    )
     parser.add_argument("--out", type=Path, help="write the figures here (JSON)")
     args = parser.parse_args()
     if not (args.reference or args.reference_run):
         parser.error("give --reference TASK/RUN or --reference-run DIR...")
-    measured = {str(run): knob_points(run, BUDGETS, DROPS) for run in args.runs}
+    measured = {str(run): knob_points(run, args.budgets, DROPS) for run in args.runs}
     metric = next(iter(measured.values()))["metric"]
     full = [m[metric] for m in reference_metrics(args)]
     print(f"{len(args.runs)} run(s); the full fine-tune: {_stat(full)} dev {metric}\n")
