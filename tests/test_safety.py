@@ -61,9 +61,11 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def train_args(tiny_dir: Path, data_dir: Path, out: Path, *extra: object) -> list[object]:
+    """One sandwich run (--finetune-epochs 0); tests/test_stages.py covers a staged run's folder and lock."""
     return [
         "train", "--model", tiny_dir, "--output-dir", out, "--train-file", data_dir / "train.csv",
         "--validation-file", data_dir / "dev.csv", "--text-columns", "text", "--epochs", 2, "--window", 1,
+        "--finetune-epochs", 0,
         "--router-hidden-size", 16, "--max-seq-length", 32, "--batch-size", 16, "--threshold", 0.3, *extra,
     ]  # fmt: skip
 

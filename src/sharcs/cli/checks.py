@@ -33,6 +33,7 @@ from sharcs.training.options import (
     load_train_options,
     parse_floats,
 )
+from sharcs.training.stages import FINETUNE_DIR
 
 CHECKPOINT_DIR = "checkpoint"  # = sharcs.training.checkpoints.CHECKPOINT_DIR
 MODEL_FILES = ("config.json", "model.safetensors")  # besides sharcs_config.json (sharcs.modeling.adaptive)
@@ -157,6 +158,17 @@ def check_resumable(saved: TrainOptions, options: TrainOptions, continuing: bool
             )
 
 
+def check_run_to_resume(out: Path) -> None:
+    """--resume needs the folder's run_config.json, which a staged run writes only in its stage 2."""
+    if not (out / RUN_CONFIG).is_file() and (out / FINETUNE_DIR / RUN_CONFIG).is_file():
+        raise SharcsError(
+            f"{out} stopped in its fine-tune stage ({out / FINETUNE_DIR}): rerun the same command with "
+            "--continue instead of --resume, which resumes that stage"
+        )
+    if not (out / RUN_CONFIG).is_file():
+        raise SharcsError(f"nothing to resume: {out / RUN_CONFIG} does not exist")
+
+
 def check_train(options: TrainOptions, resume: bool = False, overwrite: bool = False) -> None:
     """Everything about a `sharcs train` command line that needs no torch: the options (all but the
     device), the data files, the GLUE folder, a local --model and the output folder."""
@@ -174,8 +186,7 @@ def check_train(options: TrainOptions, resume: bool = False, overwrite: bool = F
     if source.exists() and out.resolve() in (source.resolve(), *source.resolve().parents):
         raise SharcsError(f"--model {options.model} is inside --output-dir {out}: the run would overwrite it")
     if resume:
-        if not (out / RUN_CONFIG).is_file():
-            raise SharcsError(f"nothing to resume: {out / RUN_CONFIG} does not exist")
+        check_run_to_resume(out)
         check_resumable(load_train_options(out), options)
         if newest_numbered(out / CHECKPOINT_DIR) is None and (out / "results.json").is_file():
             raise SharcsError(

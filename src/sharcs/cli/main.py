@@ -32,11 +32,12 @@ from sharcs.cli.checks import (
     check_evaluate,
     check_export,
     check_predict,
+    check_run_to_resume,
     check_train,
 )
 from sharcs.cli.parser import build_parser
 from sharcs.errors import SharcsError, first_line
-from sharcs.storage.run_folder import MODEL_DIR, RUN_CONFIG
+from sharcs.storage.run_folder import MODEL_DIR
 from sharcs.training.options import TrainOptions, load_train_options, parse_names
 
 EXIT_ERROR = 2
@@ -53,8 +54,7 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
     if not args.resume:
         return TrainOptions(**given)
     out = Path(args.output_dir).expanduser()
-    if not (out / RUN_CONFIG).is_file():
-        raise SharcsError(f"nothing to resume: {out / RUN_CONFIG} does not exist")
+    check_run_to_resume(out)
     return dataclasses.replace(load_train_options(out), **given)
 
 
@@ -90,6 +90,9 @@ def _train(args: argparse.Namespace) -> int:
     metrics = ", ".join(f"{name} {value:.4f}" for name, value in results["metrics"].items())
     where = f"{results['task']} {results['split']}" if results["split"] else "validation file"
     print(f"dev {metrics}  ({where}, {results['num_samples']} samples)")
+    if "finetune" in results:
+        plain = ", ".join(f"{name} {value:.4f}" for name, value in results["finetune"]["metrics"].items())
+        print(f"the plain fine-tune it started from: dev {plain}  ({results['finetune']['folder']})")
     if results["selected_on"] != "last epoch":
         print(f"kept epoch {results['best_epoch']} of {results['epochs']} (best {results['selected_on']})")
     routed, full = _flops(results["flops_per_sample"]), _flops(results["full_flops_per_sample"])

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 # the options a resumed (--resume) or continued (--continue) run may change; every other must match
 FREE_ON_RESUME = ("device", "output_dir", "keep_checkpoint")
+# the staged recipe's importance rewiring: scored on this many training rows under the fine-tuned head
+# (SST-2 and MRPC, docs/notes/recipe-findings.md §7)
+STAGED_REWIRE_SAMPLES = 512
 
 
 def parse_floats(text: str | float | Sequence[float], option: str) -> tuple[float, ...]:
@@ -152,13 +155,25 @@ class TrainOptions(TrainingArguments):
         group="model",
         show_default=False,
     )
-    rewire_samples: int = option(
-        0,
+    finetune_epochs: int | None = option(
+        None,
+        "--recipe sandwich: train the first F of the --epochs as a plain fine-tune of the full model alone "
+        "(kept in OUTPUT/finetune/, a run of its own), then rewire its heads and FFN units by importance "
+        "under its fine-tuned head (--rewire-samples) and train the remaining epochs of the sandwich recipe "
+        "from it (default: all epochs but the last; 0: the sandwich recipe from the first step)",
+        metavar="F",
+        group="model",
+        show_default=False,
+    )
+    rewire_samples: int | None = option(
+        None,
         "importance rewiring: score each layer's heads and FFN units on this many training samples and "
         "reorder them, most important first, before training (the narrow widths keep the leading ones; "
-        "the model computes the same function); 0: off",
+        f"the model computes the same function); 0: off (default: {STAGED_REWIRE_SAMPLES} after a "
+        "--finetune-epochs stage, else 0)",
         metavar="N",
         group="model",
+        show_default=False,
     )
     rewire_residual: int = option(
         0,
@@ -226,6 +241,11 @@ class TrainOptions(TrainingArguments):
         if self.narrow_weight is None and regression is not None:
             # the head's default, so that run_config.json records the weight the run trains with
             self.narrow_weight = self.narrow_loss_weight(regression)
+        # the staged recipe's defaults, resolved so that run_config.json records what the run trains
+        if self.finetune_epochs is None:
+            self.finetune_epochs = self.epochs - 1 if self.is_sandwich else 0
+        if self.rewire_samples is None:
+            self.rewire_samples = STAGED_REWIRE_SAMPLES if self.finetune_epochs else 0
 
     def _regression_labels(self) -> bool | None:
         """Whether the labels are numbers: the GLUE task's kind, or --regression for files; None for an
@@ -236,6 +256,11 @@ class TrainOptions(TrainingArguments):
             return get_task(self.task).is_regression
         except SharcsError:
             return None
+
+    @property
+    def is_sandwich(self) -> bool:
+        """Whether this is --method sharcs trained with the sandwich recipe."""
+        return self.method == "sharcs" and self.recipe == "sandwich"
 
     @property
     def slices_residual(self) -> bool:
@@ -249,7 +274,7 @@ class TrainOptions(TrainingArguments):
         --method sharcs (its narrow path then keeps the d-channel residual stream, docs/method.md §7)."""
         if self.keep_residual is not None:
             return self.keep_residual
-        return self.method == "sharcs" and self.recipe == "sandwich"
+        return self.is_sandwich
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready options (tuples become lists)."""
@@ -262,7 +287,8 @@ class TrainOptions(TrainingArguments):
         unknown = sorted(set(data) - known)
         if unknown:
             raise SharcsError(f"run config: unknown option(s) {unknown}")
-        return cls(**data)
+        # a run saved before --finetune-epochs existed trained the sandwich recipe from its first step
+        return cls(**{"finetune_epochs": 0, **data})
 
     def validate(self, check_device: bool = True) -> None:
         """Check the options that need no data or model; SharcsError names the offending option.
@@ -305,6 +331,19 @@ class TrainOptions(TrainingArguments):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SharcsError(f"{option_name(name)}: must be at least 1, got {value}")
+        if self.finetune_epochs < 0:
+            raise SharcsError(f"--finetune-epochs: must be at least 0, got {self.finetune_epochs}")
+        if self.finetune_epochs and not self.is_sandwich:
+            raise SharcsError(
+                "--finetune-epochs is for --method sharcs --recipe sandwich (a plain fine-tune first, then "
+                "the sandwich recipe from it)"
+            )
+        if self.finetune_epochs >= self.epochs:
+            raise SharcsError(
+                f"--finetune-epochs {self.finetune_epochs} leaves none of --epochs {self.epochs} for the "
+                f"sandwich recipe: use at most {self.epochs - 1} (0: the sandwich recipe alone), or more "
+                "--epochs"
+            )
         if self.rewire_samples < 0:
             raise SharcsError(f"--rewire-samples: must be at least 0, got {self.rewire_samples}")
         if self.rewire_samples and not get_method(self.method).narrows:
@@ -334,9 +373,9 @@ class TrainOptions(TrainingArguments):
             raise SharcsError("--distill-narrow and --hardness-from are for --method sharcs")
         check_budget(self.flops_budget)
         check_max_drop(self.max_drop)
-        if self.max_drop is not None and not (self.method == "sharcs" and self.recipe == "sandwich"):
+        if self.max_drop is not None and not self.is_sandwich:
             raise SharcsError("--max-drop calibrates the routing of --method sharcs --recipe sandwich")
-        if self.method == "sharcs" and self.recipe == "sandwich":
+        if self.is_sandwich:
             if self.distill_narrow or self.hardness_from != "routed":
                 raise SharcsError(
                     "--distill-narrow and --hardness-from are for --recipe paper; the sandwich recipe "
@@ -363,7 +402,7 @@ class TrainOptions(TrainingArguments):
             raise SharcsError(f"--keep-residual is for --method {names}")
         if not 0.0 <= self.cascade_confidence <= 1.0:
             raise SharcsError(f"--cascade-confidence: must lie in [0, 1], got {self.cascade_confidence}")
-        sandwich = self.method == "sharcs" and self.recipe == "sandwich"
+        sandwich = self.is_sandwich
         if self.narrow_gradient == "project" and not (self.method == "cascade" or sandwich):
             raise SharcsError("--narrow-gradient project is for --recipe sandwich and --method cascade")
         if self.distill_hidden and not (self.distill_narrow or self.method == "cascade" or sandwich):

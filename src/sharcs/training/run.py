@@ -38,6 +38,7 @@ from sharcs.training import distributed
 from sharcs.training.build import build_model
 from sharcs.training.checkpoints import BEST_DIR, find_checkpoint, remove_training_state
 from sharcs.training.options import TrainOptions, load_train_options, pick_device, training_arguments
+from sharcs.training.stages import finetune_folder, finetune_stage, sandwich_stage
 from sharcs.training.summary import (
     collapsed_note,
     drop_note,
@@ -112,6 +113,10 @@ def train(
     results.json (its dev evaluation); then the checkpoints and best/ are deleted unless
     options.keep_checkpoint.
 
+    A staged run (`options.finetune_epochs`, the default of the sandwich recipe; sharcs.training.stages)
+    first trains a plain fine-tune into OUT/finetune/ (resumed or skipped like any run), then the
+    sandwich recipe from it into OUT/; results.json names the fine-tune and its dev metrics.
+
     `continue_run` (--continue) makes one call rerunnable: a folder without a run starts one; one
     holding a run with the same options resumes it when interrupted and returns its results.json when
     finished (nothing is trained); a run with other options is a SharcsError.
@@ -143,6 +148,7 @@ def _train(
     continue_run: bool,
 ) -> dict[str, Any]:
     """`train` once rank 0 holds the lock of an existing output folder (`lock.acquire` creates one)."""
+    restart = overwrite  # the user's --overwrite (--continue may set `overwrite` below)
     if continue_run and (out / RUN_CONFIG).is_file():
         check_resumable(load_train_options(out), options, continuing=True)
         if (out / RESULTS_NAME).is_file():
@@ -152,18 +158,28 @@ def _train(
     check_train(options, resume, overwrite)  # the folder checks the command line also makes early
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
     main = distributed.is_main()
-
     data = prepare_data(options)
     info = data.info
     held_out = len(data.held_out) if data.held_out else 0
-    if options.method == "sharcs" and options.recipe == "sandwich" and held_out < 2 * MIN_FIT_ROWS:
+    if options.is_sandwich and held_out < 2 * MIN_FIT_ROWS:
         raise SharcsError(
             "--recipe sandwich fits its router on half of the held-out slice and calibrates the budget on "
             f"the other half, but --held-out-fraction {options.held_out_fraction:g} of "
             f"{len(data.train) + held_out} rows holds {held_out}; it needs {2 * MIN_FIT_ROWS} or more: "
             "raise --held-out-fraction or add data"
         )
+    recorded = options  # what run_config.json holds: the command as given, stages and all
     notes = []  # what preparing the model did, for the log once it is open
+    extra: dict[str, Any] = {}
+    if options.finetune_epochs:
+        if main:
+            _hold(lock, out)  # before stage 1 writes OUT/finetune/
+        options, extra["finetune"] = _fine_tune_first(options, restart)
+        resume = resume and find_checkpoint(out) is not None  # stopped in stage 1: stage 2 starts
+        notes.append(
+            f"stage 2 of 2: {options.epochs} epoch(s) of the sandwich recipe from the fine-tune in "
+            f"{options.model} (dev {_metrics_text(extra['finetune']['metrics'])})"
+        )
 
     def order_residual_first(base: Any, tokenizer: Any, layout: Layout) -> None:
         rows = data.train.subset(range(min(options.rewire_residual, len(data.train))))
@@ -247,12 +263,7 @@ def _train(
             load_model(out / BEST_DIR)  # and on a broken best/, which the end of training reads
 
     if main:
-        late = lock.active and not lock.held  # the folder did not exist when this run checked it
-        lock.acquire()  # creates the folder
-        if late and any(p.name != LOCK_NAME for p in out.iterdir()):
-            raise SharcsError(
-                f"{out} was written by another process while this run loaded its data; run again"
-            )
+        _hold(lock, out)
     if main and not resume:
         # an --overwrite must never resume, report or serve the old run
         remove_training_state(out)
@@ -260,9 +271,9 @@ def _train(
         for name in (RESULTS_NAME, HISTORY_NAME):
             (out / name).unlink(missing_ok=True)
         run_config = {
-            "options": options.to_dict(),
+            "options": recorded.to_dict(),
             "task_info": info.to_dict(),
-            "model_path": resolve_model_path(options.model),
+            "model_path": resolve_model_path(recorded.model),
             "paths": {name: _absolute(getattr(options, name)) for name in ("data_dir", "validation_file")},
             "num_samples": {
                 "train": len(data.train),
@@ -304,7 +315,7 @@ def _train(
             )
             logger.info(line)
         history = trainer.train(resume=resume)
-        results = _finish(model, history, out, info, dev_data, eval_batch, pad, select)
+        results = _finish(model, history, out, info, dev_data, eval_batch, pad, select, extra)
         if main and not options.keep_checkpoint:
             remove_training_state(out)  # a finished run keeps its model and metrics, not optimizer state
         kept = history[results["best_epoch"] - 1] if history else {}
@@ -317,7 +328,7 @@ def _train(
                 logger.warning(note)
         logger.info(
             "done: dev %s, %s fewer FLOPs than the full model, routes %s; model in %s",
-            ", ".join(f"{k} {v:.4f}" for k, v in results["metrics"].items()),
+            _metrics_text(results["metrics"]),
             reduction_text(results["flops_reduction"]),
             share_text(results["width_share"]),
             out / MODEL_DIR,
@@ -329,8 +340,41 @@ RESULT_KEYS = ("task", "split", "best_epoch", "selected_on", "epochs", "metrics"
                "full_flops_per_sample", "flops_reduction", "width_share", "num_samples")  # fmt: skip
 
 
-def _finished_results(out: Path) -> dict[str, Any]:
-    """The results.json of a finished run, which --continue reports instead of training it again."""
+def _fine_tune_first(options: TrainOptions, restart: bool) -> tuple[TrainOptions, dict[str, Any]]:
+    """Stage 1 of a staged run (sharcs.training.stages): train, resume or find finished the plain
+    fine-tune in OUT/finetune/ (`restart`: train it again); stage 2's options and the fine-tune's
+    folder and dev metrics."""
+    folder, stage = finetune_folder(options), finetune_stage(options)
+    if not restart and (folder / RESULTS_NAME).is_file() and (folder / RUN_CONFIG).is_file():
+        check_resumable(load_train_options(folder), stage, continuing=True)
+        results = _finished_results(folder, warn=False)  # quietly: stage 2 is what goes on
+    else:
+        logger.info(
+            "stage 1 of 2: a plain fine-tune of the full model for %d of the %d epochs, into %s",
+            options.finetune_epochs,
+            options.epochs,
+            folder,
+        )
+        results = train(stage, overwrite=restart, continue_run=not restart)
+    return sandwich_stage(options), {"folder": str(folder), "metrics": results["metrics"]}
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+
+
+def _hold(lock: OutputLock, out: Path) -> None:
+    """Take the output folder's lock (creating the folder); a SharcsError if another process wrote
+    into a folder that did not exist when this run checked it."""
+    late = lock.active and not lock.held
+    lock.acquire()
+    if late and any(p.name != LOCK_NAME for p in out.iterdir()):
+        raise SharcsError(f"{out} was written by another process while this run loaded its data; run again")
+
+
+def _finished_results(out: Path, warn: bool = True) -> dict[str, Any]:
+    """The results.json of a finished run, which --continue reports instead of training it again
+    (`warn`: saying so)."""
     path = out / RESULTS_NAME
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
@@ -345,9 +389,10 @@ def _finished_results(out: Path) -> dict[str, Any]:
         )
     if not (out / MODEL_DIR).is_dir():
         raise SharcsError(f"{out} holds {RESULTS_NAME} but no {MODEL_DIR}/; pass --overwrite to train again")
-    logger.warning(
-        "%s already holds this run, finished: not training it again (--overwrite retrains it)", out
-    )
+    if warn:
+        logger.warning(
+            "%s already holds this run, finished: not training it again (--overwrite retrains it)", out
+        )
     return results
 
 
@@ -364,8 +409,9 @@ def _finish(
     batch_size: int,
     pad: int,
     select: str | None,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
-    """Save the kept model to model/, evaluate it on dev and write results.json."""
+    """Save the kept model to model/, evaluate it on dev and write results.json (with `extra`)."""
     best_epochs = [i + 1 for i, record in enumerate(history) if record.get("best")]
     if not best_epochs:
         select = None  # no epoch ever scored (e.g. a NaN held-out metric): keep the last one
@@ -384,6 +430,7 @@ def _finish(
         "selected_on": select or "last epoch",
         "epochs": len(history),
         **evaluation.to_dict(),
+        **extra,
     }
     if select is not None:
         results["held_out_" + info.main_metric] = history[best_epoch - 1].get(select)
