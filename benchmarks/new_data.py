@@ -5,9 +5,12 @@
 
 QNLI has no training split in ../shared/glue, and no study of this project has used it: its dev split
 (5,463 question/sentence pairs) is cut into 4,000 training and 1,463 dev rows and written as a user's own
-TSV files. Each seed trains `sharcs train` with every default (the sandwich recipe, --flops-budget 0.5)
-and `--method full` with the same settings, one process at a time with one thread each, and prints dev
-accuracy, the FLOPs reduction and the routed shares side by side. Runs: runs/newdata/qnli/.
+TSV files. Each seed trains `sharcs train` with every default (`defaults-v3`: the staged recipe, a 2-epoch
+fine-tune in defaults-v3-sSEED/finetune/, rewiring, then 1 epoch of the sandwich recipe, --flops-budget
+0.5) and `--method full` with the same settings (3 epochs), one process at a time with one thread each,
+and prints dev accuracy, the FLOPs reduction and the routed shares side by side, with the staged run's
+own 2-epoch fine-tune. Runs: runs/newdata/qnli/. (The runs `defaults` and `defaults-v2` of
+docs/notes/recipe-findings.md §5 were the single-stage sandwich recipe, the default before.)
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def main() -> int:
     train, dev = split(args.runs / "data")
     data = ["--train-file", train, "--validation-file", dev, "--text-columns", "question,sentence"]
     data += ["--label-column", "label"]
-    runs = {"defaults": [], "full": ["--method", "full"]}
+    runs = {"defaults-v3": [], "full": ["--method", "full"]}
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         for name, extra in runs.items():
@@ -63,6 +66,9 @@ def main() -> int:
             if (out / "results.json").is_file():
                 results = json.loads((out / "results.json").read_text())
                 rows.append((name, seed, results))
+            if (out / "finetune" / "results.json").is_file():  # a staged run's own fine-tune
+                results = json.loads((out / "finetune" / "results.json").read_text())
+                rows.append((f"{name}/finetune", seed, results))
     print("| run | seed | dev accuracy | FLOPs reduction | width share |")
     print("|---|---|---|---|---|")
     for name, seed, r in rows:

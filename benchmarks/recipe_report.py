@@ -207,14 +207,39 @@ def _speed_text(entry: dict[str, Any]) -> str:
     return f"{bs1:.2f}x / {bs64:.2f}x ({bs1 / predicted:.2f} / {bs64 / predicted:.2f} of the FLOPs ratio)"
 
 
+def _delta(entry: dict[str, Any], reference: dict[str, Any] | None) -> str:
+    """Points between two runs' mean dev metric over the seeds both ran (marked when fewer than all)."""
+    if reference is None:
+        return ""
+    mine = dict(zip(entry["seeds"], entry["metric"]["values"], strict=True))
+    theirs = dict(zip(reference["seeds"], reference["metric"]["values"], strict=True))
+    both = [s for s in mine if s in theirs]
+    if not both:
+        return "no common seed"
+    delta = 100 * sum(mine[s] - theirs[s] for s in both) / len(both)
+    if len(both) == max(len(mine), len(theirs)):
+        return f"{delta:+.2f}"
+    return f"{delta:+.2f} (seed{'s' if len(both) > 1 else ''} {', '.join(map(str, both))})"
+
+
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+STAGED = "full-then-sandwich-rewired"  # the run that is what `sharcs train` does by default (2 + 1 epochs)
+
+
 def tables(summary: dict[str, Any], run_specs: dict[str, Any]) -> dict[str, str]:
-    """The markdown tables the template's $placeholders take: the sandwich runs against their full
-    fine-tune, every run's routing rules at equal cost, and the other runs (ablations), each against
-    its plan's `reference` (default: the run `full`)."""
+    """The markdown tables the template's $placeholders take: the default (staged) recipe against the
+    fine-tune it started from and against one more epoch of fine-tuning, the single-stage sandwich runs
+    against their full fine-tune, every run's routing rules at equal cost, and the other runs
+    (ablations), each against its plan's `reference` (default: the run `full`)."""
+    staged = [
+        "| task (metric) | 2-epoch fine-tune | 3-epoch fine-tune (2 + 1) | default recipe at its calibrated"
+        " budget | FLOPs reduction | Δ to 2-epoch | Δ to 3-epoch | full width forced | narrowest width forced"
+        " | measured speed-up bs 1 / bs 64 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     headline = [
         "| task (metric) | full fine-tune | sandwich at its calibrated budget | FLOPs reduction | Δ to full |"
         " full width forced | narrowest width forced | measured speed-up bs 1 / bs 64 |",
@@ -236,7 +261,7 @@ def tables(summary: dict[str, Any], run_specs: dict[str, Any]) -> dict[str, str]
                 continue
             name = run_specs.get(run, {}).get("reference", "full")
             ref = runs.get(name)
-            delta = "" if ref is None else f"{100 * (entry['metric']['mean'] - ref['metric']['mean']):+.2f}"
+            delta = _delta(entry, ref)
             delta += f" (vs {name})" if delta and name != "full" else ""
             common = [
                 _fmt(entry["metric"]),
@@ -246,7 +271,23 @@ def tables(summary: dict[str, Any], run_specs: dict[str, Any]) -> dict[str, str]
                 _fmt(entry.get("forced_narrowest"))
                 + (f" (w={entry['narrowest_width']:g})" if "narrowest_width" in entry else ""),
             ]
-            if run == "sandwich":
+            if run == STAGED:
+                more = runs.get(run_specs.get(run, {}).get("reference", ""))
+                staged.append(
+                    _row(
+                        [
+                            f"{task} ({entry['metric_name']})",
+                            _fmt(full["metric"]) if full else "not run",
+                            _fmt(more["metric"]) if more else "not run",
+                            *common[:2],
+                            _delta(entry, full),
+                            _delta(entry, more),
+                            *common[3:],
+                            _speed_text(entry),
+                        ]
+                    )
+                )
+            elif run == "sandwich":
                 reference = _fmt(full["metric"]) if full else "not run"
                 headline.append(
                     _row([f"{task} ({entry['metric_name']})", reference, *common, _speed_text(entry)])
@@ -270,6 +311,7 @@ def tables(summary: dict[str, Any], run_specs: dict[str, Any]) -> dict[str, str]
                     )
                 )
     return {
+        "staged": "\n".join(staged) if len(staged) > 2 else "(not run)",
         "headline": "\n".join(headline),
         "equal_cost": "\n".join(comparison),
         "ablation": "\n".join(ablation) if len(ablation) > 2 else "(none)",
