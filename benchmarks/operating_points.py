@@ -31,7 +31,8 @@ DROPS = (0.005, 0.01, 0.02)
 def knob_points(run_dir: Path, budgets: tuple[float, ...], drops: tuple[float, ...]) -> dict[str, Any]:
     """Dev metric, FLOPs reduction and full-width share at each knob, and the forced widths' metrics."""
     from sharcs.measure.run_dirs import dev_data
-    from sharcs.methods.sharcs.calibration import held_out_table, operating_point, threshold_point
+    from sharcs.methods.sharcs.calibration import held_out_table, operating_point
+    from sharcs.methods.sharcs.operating_points import threshold_point
     from sharcs.modeling.pretrained import pad_id
     from sharcs.storage.saved_run import load_run
 

@@ -32,7 +32,7 @@ RANDOM_DRAWS = 50
 
 def equal_cost(table: dict[str, Any], budget: float, metric: str, seed: int = 0) -> dict[str, Any]:
     """Router, random, oracle and cascade on the same samples at one FLOPs budget (routed costs)."""
-    from sharcs.methods.sharcs.calibration import rule_point
+    from sharcs.methods.sharcs.operating_points import rule_point
     from sharcs.methods.sharcs.router_fit import narrow_targets
 
     n = len(table["labels"])

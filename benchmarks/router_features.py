@@ -42,8 +42,9 @@ from sharcs.data.collate import pad_batch
 from sharcs.data.prepare import prepare_data
 from sharcs.inference.predict import MODEL_INPUTS
 from sharcs.measure.run_dirs import dev_data
-from sharcs.methods.sharcs.calibration import held_out_table, rule_point, split_rows
+from sharcs.methods.sharcs.calibration import held_out_table, split_rows
 from sharcs.methods.sharcs.model import SharcsModel
+from sharcs.methods.sharcs.operating_points import rule_point
 from sharcs.methods.sharcs.router import masked_mean
 from sharcs.methods.sharcs.router_fit import narrow_targets
 from sharcs.modeling.adaptive import trim_padding

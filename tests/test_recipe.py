@@ -14,14 +14,11 @@ from sharcs import SharcsConfig, get_sharcs_model, load_model
 from sharcs.data.collate import pad_batch
 from sharcs.errors import SharcsError
 from sharcs.measure.evaluation import evaluate_model
-from sharcs.methods.sharcs import calibration
-from sharcs.methods.sharcs.calibration import (
-    calibrate,
-    calibration_line,
+from sharcs.methods.sharcs import operating_points
+from sharcs.methods.sharcs.calibration import calibrate, calibration_line, held_out_table, operating_point
+from sharcs.methods.sharcs.operating_points import (
     choose_operating_point,
     drop_point,
-    held_out_table,
-    operating_point,
     rule_point,
     threshold_point,
 )
@@ -343,7 +340,7 @@ def test_the_cascade_is_kept_unless_the_router_is_clearly_better():
 
 
 def test_max_drop_keeps_the_cheapest_routing_within_the_drop_and_prefers_the_cascade_on_ties(monkeypatch):
-    monkeypatch.setattr(calibration, "DROP_Z", 0.0)  # the walk alone; the noise margin is tested below
+    monkeypatch.setattr(operating_points, "DROP_Z", 0.0)  # the walk alone; the noise margin is tested below
     good = [0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.6, 0.95, 0.85]  # ranks the four wrong ones first
     confident_wrong = [0.1, 0.2, 0.3, 0.99, 0.4, 0.8, 0.7, 0.6, 0.95, 0.85]  # one wrong one ranked last
     table = synthetic_table(good, confident_wrong)
@@ -376,7 +373,7 @@ def test_a_threshold_applied_to_a_table_reproduces_the_point_it_came_from():
 def test_max_drop_stops_at_the_first_fall_below_the_floor(monkeypatch):
     """Walking from every sample at full width towards the cheap path, the point kept is the last one
     before the metric first drops below the floor, even when a cheaper point is above it again."""
-    monkeypatch.setattr(calibration, "DROP_Z", 0.0)
+    monkeypatch.setattr(operating_points, "DROP_Z", 0.0)
     table = synthetic_table([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95], [0.5] * 10)
     # the highest-scored sample is wrong on the narrow path; the next one is wrong at full width only
     table["prediction_narrow"] = [1.0] * 8 + [1.0, 0.0]
