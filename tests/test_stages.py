@@ -106,6 +106,7 @@ def test_a_staged_run_is_the_fine_tune_then_the_rewired_sandwich_recipe_from_it(
     assert results["finetune"]["metrics"] == read(first / "results.json")["metrics"]
     assert "the plain fine-tune it started from: dev accuracy" in printed
     log = (out / "train.log").read_text()
+    assert "stage 1 of 2: a plain fine-tune of the full model for 2 of the 3 epochs" in log
     assert "stage 2 of 2: 1 epoch(s)" in log and "rewired heads and FFN units" in log
 
     # the same as the two commands of the measured recipe (docs/notes/recipe-findings.md §7), bit for bit:

@@ -174,7 +174,8 @@ def _train(
     if options.finetune_epochs:
         if main:
             _hold(lock, out)  # before stage 1 writes OUT/finetune/
-        options, extra["finetune"] = _fine_tune_first(options, restart)
+        with _RunLog(out / LOG_NAME) if main else _Quiet():  # OUT/train.log tells both stages
+            options, extra["finetune"] = _fine_tune_first(options, restart)
         resume = resume and find_checkpoint(out) is not None  # stopped in stage 1: stage 2 starts
         notes.append(
             f"stage 2 of 2: {options.epochs} epoch(s) of the sandwich recipe from the fine-tune in "
