@@ -135,6 +135,24 @@ def test_a_staged_run_is_the_fine_tune_then_the_rewired_sandwich_recipe_from_it(
     assert (first / "train.log").read_text() == log_before  # stage 1 was not trained again
     assert same_weights(saved, out)
 
+    # killed in stage 2 after a checkpoint: --continue resumes it there, to the same weights
+    killed, calls = tmp_path / "killed", {"n": 0}
+    step = Trainer.train_step
+
+    def stop_in_stage_two(self: Trainer, *args: object) -> float:
+        calls["n"] += 1
+        if calls["n"] == 11:  # stage 1: 2 epochs x 4 steps; then 2 steps into stage 2
+            raise KeyboardInterrupt
+        return step(self, *args)
+
+    monkeypatch.setattr(Trainer, "train_step", stop_in_stage_two)
+    assert cli.main(train_args(tiny_dir, killed, "--epochs", 3, "--save-every-steps", 1)) == 130
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert (killed / "finetune" / "results.json").is_file() and not (killed / "results.json").exists()
+    assert cli.main(train_args(tiny_dir, killed, "--epochs", 3, "--save-every-steps", 1, "--continue")) == 0
+    assert "resuming at epoch 1, step 2" in capsys.readouterr().err
+    assert same_weights(first, killed / "finetune") and same_weights(out, killed)
+
 
 def test_staged_option_errors(tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["train", "--model", str(tiny_dir), "--output-dir", str(tmp_path / "x"), "--task", "sst2"]
