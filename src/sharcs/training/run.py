@@ -125,6 +125,14 @@ def train(
     write (from its first check, when the folder exists) to the end: a second `train` into the same
     folder fails at once instead of writing beside the first.
     """
+    return _run(options, resume, overwrite, continue_run, [])
+
+
+def _run(
+    options: TrainOptions, resume: bool, overwrite: bool, continue_run: bool, notes: list[str]
+) -> dict[str, Any]:
+    """`train`, with `notes` for the run's log once its model is built (so that an error in building it
+    is still the only line a user sees)."""
     out = Path(options.output_dir).expanduser()
     options.validate()
     if continue_run and (resume or overwrite):
@@ -135,7 +143,7 @@ def train(
         raise SharcsError(f"--output-dir {out} exists and is not a folder")
     device = _device(options)  # under torchrun this starts the process group: rank 0 alone locks
     with OutputLock(out, active=distributed.is_main()) as lock:
-        return _train(options, out, device, lock, resume, overwrite, continue_run)
+        return _train(options, out, device, lock, resume, overwrite, continue_run, notes)
 
 
 def _train(
@@ -146,6 +154,7 @@ def _train(
     resume: bool,
     overwrite: bool,
     continue_run: bool,
+    notes: list[str],
 ) -> dict[str, Any]:
     """`train` once rank 0 holds the lock of an existing output folder (`lock.acquire` creates one)."""
     restart = overwrite  # the user's --overwrite (--continue may set `overwrite` below)
@@ -169,7 +178,7 @@ def _train(
             "raise --held-out-fraction or add data"
         )
     recorded = options  # what run_config.json holds: the command as given, stages and all
-    notes = []  # what preparing the model did, for the log once it is open
+    notes = list(notes)  # and what preparing the model did, for the log once it is open
     extra: dict[str, Any] = {}
     if options.finetune_epochs:
         if main:
@@ -350,13 +359,11 @@ def _fine_tune_first(options: TrainOptions, restart: bool) -> tuple[TrainOptions
         check_resumable(load_train_options(folder), stage, continuing=True)
         results = _finished_results(folder, warn=False)  # quietly: stage 2 is what goes on
     else:
-        logger.info(
-            "stage 1 of 2: a plain fine-tune of the full model for %d of the %d epochs, into %s",
-            options.finetune_epochs,
-            options.epochs,
-            folder,
+        note = (
+            f"stage 1 of 2: a plain fine-tune of the full model for {options.finetune_epochs} of the "
+            f"{options.epochs} epochs, into {folder}"
         )
-        results = train(stage, overwrite=restart, continue_run=not restart)
+        results = _run(stage, False, restart, not restart, [note])
     return sandwich_stage(options), {"folder": str(folder), "metrics": results["metrics"]}
 
 
