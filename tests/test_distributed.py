@@ -81,5 +81,8 @@ def test_cli_train_under_torchrun_writes_one_run_and_reports_once(tmp_path):
     ])  # fmt: skip
     assert stdout.count("model saved in") == 1, stdout
     assert (out / "results.json").is_file() and (out / "model").is_dir()
-    history = json.loads((out / "history.json").read_text())
-    assert len(history) == 2 and history[0]["steps"] == 3, "24 samples in global batches of 2 x 4"
+    # the default stages: 1 epoch of plain fine-tuning into finetune/, then 1 of the sandwich recipe
+    for folder in (out / "finetune", out):
+        history = json.loads((folder / "history.json").read_text())
+        assert len(history) == 1 and history[0]["steps"] == 3, "19 samples in global batches of 2 x 4"
+    assert "stage 2 of 2" in (out / "train.log").read_text()

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import save_model
+
 from sharcs.data.prepare import TaskInfo
 from sharcs.errors import SharcsError
 from sharcs.methods.registry import get_method
@@ -29,8 +31,11 @@ def load_run_base(path: str, info: TaskInfo, seed: int) -> tuple[Any, Any]:
     """The full width of a finished sharcs run as a plain Hugging Face classifier for `info`'s labels
     (a new head if they differ), and the run's tokenizer: a fine-tuned run becomes a starting point."""
     run = load_run(path, device="cpu")
+    base = run.model.full_width_base()
     with tempfile.TemporaryDirectory() as scratch:
-        run.model.full_width_base().save_pretrained(scratch)
+        # written by every process (under torchrun transformers' save_pretrained writes on rank 0 only)
+        base.config.save_pretrained(scratch)
+        save_model(base, str(Path(scratch) / "model.safetensors"))
         return load_base_model(scratch, info, seed), run.tokenizer
 
 
