@@ -28,6 +28,7 @@ from plan import REPO, jobs, load_plan
 
 BATCH = 64
 RANDOM_DRAWS = 50
+STAGED = "full-then-sandwich-rewired"  # the run that is what `sharcs train` does by default (2 + 1 epochs)
 
 
 def equal_cost(table: dict[str, Any], budget: float, metric: str, seed: int = 0) -> dict[str, Any]:
@@ -226,9 +227,6 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-STAGED = "full-then-sandwich-rewired"  # the run that is what `sharcs train` does by default (2 + 1 epochs)
-
-
 def tables(summary: dict[str, Any], run_specs: dict[str, Any]) -> dict[str, str]:
     """The markdown tables the template's $placeholders take: the default (staged) recipe against the
     fine-tune it started from and against one more epoch of fine-tuning, the single-stage sandwich runs
@@ -271,17 +269,16 @@ def tables(summary: dict[str, Any], run_specs: dict[str, Any]) -> dict[str, str]
                 _fmt(entry.get("forced_narrowest"))
                 + (f" (w={entry['narrowest_width']:g})" if "narrowest_width" in entry else ""),
             ]
-            if run == STAGED:
-                more = runs.get(run_specs.get(run, {}).get("reference", ""))
+            if run == STAGED:  # against `full` and against its plan reference, one more epoch of it
                 staged.append(
                     _row(
                         [
                             f"{task} ({entry['metric_name']})",
                             _fmt(full["metric"]) if full else "not run",
-                            _fmt(more["metric"]) if more else "not run",
+                            _fmt(ref["metric"]) if ref else "not run",
                             *common[:2],
                             _delta(entry, full),
-                            _delta(entry, more),
+                            _delta(entry, ref),
                             *common[3:],
                             _speed_text(entry),
                         ]

@@ -1,4 +1,4 @@
-"""The default recipe's two stages (docs/method.md §9): a plain fine-tune, then the sandwich recipe from it.
+"""The default recipe's two stages (docs/method.md §7): a plain fine-tune, then the sandwich recipe from it.
 
     sharcs train --task sst2 --epochs 3 --output-dir runs/sst2
     #  stage 1, runs/sst2/finetune/: 2 epochs of --method full (a run folder of its own)
