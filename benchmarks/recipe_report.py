@@ -259,8 +259,8 @@ def tables(summary: dict[str, Any], run_specs: dict[str, Any]) -> dict[str, str]
                 continue
             name = run_specs.get(run, {}).get("reference", "full")
             ref = runs.get(name)
-            delta = _delta(entry, ref)
-            delta += f" (vs {name})" if delta and name != "full" else ""
+            versus = _delta(entry, ref)
+            delta = versus + (f" (vs {name})" if versus and name != "full" else "")
             common = [
                 _fmt(entry["metric"]),
                 f"{entry['flops_reduction']['mean']:.2f}x",
@@ -278,7 +278,7 @@ def tables(summary: dict[str, Any], run_specs: dict[str, Any]) -> dict[str, str]
                             _fmt(ref["metric"]) if ref else "not run",
                             *common[:2],
                             _delta(entry, full),
-                            _delta(entry, ref),
+                            versus,
                             *common[3:],
                             _speed_text(entry),
                         ]

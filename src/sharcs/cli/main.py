@@ -69,7 +69,7 @@ def _train(args: argparse.Namespace) -> int:
 
     import torch
 
-    from sharcs.measure.evaluation import reduction_text, share_text
+    from sharcs.measure.evaluation import metrics_text, reduction_text, share_text
     from sharcs.training import distributed
     from sharcs.training import run as runs
 
@@ -87,12 +87,11 @@ def _train(args: argparse.Namespace) -> int:
         torch.distributed.destroy_process_group()
         if not main:
             return 0  # rank 0 reports
-    metrics = ", ".join(f"{name} {value:.4f}" for name, value in results["metrics"].items())
     where = f"{results['task']} {results['split']}" if results["split"] else "validation file"
-    print(f"dev {metrics}  ({where}, {results['num_samples']} samples)")
+    print(f"dev {metrics_text(results['metrics'])}  ({where}, {results['num_samples']} samples)")
     if "finetune" in results:
-        plain = ", ".join(f"{name} {value:.4f}" for name, value in results["finetune"]["metrics"].items())
-        print(f"the plain fine-tune it started from: dev {plain}  ({results['finetune']['folder']})")
+        plain, folder = metrics_text(results["finetune"]["metrics"]), results["finetune"]["folder"]
+        print(f"the plain fine-tune it started from: dev {plain}  ({folder})")
     if results["selected_on"] != "last epoch":
         print(f"kept epoch {results['best_epoch']} of {results['epochs']} (best {results['selected_on']})")
     routed, full = _flops(results["flops_per_sample"]), _flops(results["full_flops_per_sample"])

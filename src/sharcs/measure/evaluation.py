@@ -70,6 +70,11 @@ def reduction_text(reduction: float) -> str:
     return f"{reduction:.2f}x"
 
 
+def metrics_text(metrics: dict[str, float]) -> str:
+    """{"accuracy": 0.8291} -> "accuracy 0.8291"."""
+    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+
+
 def share_text(share: dict[str, float]) -> str:
     """{"0.25": 0.6, "1.0": 0.4} -> "0.25: 60.0%, 1.0: 40.0%"."""
     return ", ".join(f"{w}: {100 * p:.1f}%" for w, p in share.items())

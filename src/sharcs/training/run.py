@@ -21,7 +21,7 @@ from sharcs.cli.checks import check_resumable, check_train
 from sharcs.data import log_truncation, tokenize_counted
 from sharcs.data.prepare import TaskInfo, label_range, prepare_data
 from sharcs.errors import SharcsError, first_line
-from sharcs.measure.evaluation import evaluate_model, reduction_text, share_text
+from sharcs.measure.evaluation import evaluate_model, metrics_text, reduction_text, share_text
 from sharcs.methods.load import load_model
 from sharcs.methods.sharcs.calibration import calibrate, calibration_line
 from sharcs.methods.sharcs.model import has_router, is_cascade
@@ -188,7 +188,7 @@ def _train(
         resume = resume and find_checkpoint(out) is not None  # stopped in stage 1: stage 2 starts
         notes.append(
             f"stage 2 of 2: {options.epochs} epoch(s) of the sandwich recipe from the fine-tune in "
-            f"{options.model} (dev {_metrics_text(extra['finetune']['metrics'])})"
+            f"{options.model} (dev {metrics_text(extra['finetune']['metrics'])})"
         )
 
     def order_residual_first(base: Any, tokenizer: Any, layout: Layout) -> None:
@@ -338,7 +338,7 @@ def _train(
                 logger.warning(note)
         logger.info(
             "done: dev %s, %s fewer FLOPs than the full model, routes %s; model in %s",
-            _metrics_text(results["metrics"]),
+            metrics_text(results["metrics"]),
             reduction_text(results["flops_reduction"]),
             share_text(results["width_share"]),
             out / MODEL_DIR,
@@ -365,10 +365,6 @@ def _fine_tune_first(options: TrainOptions, restart: bool) -> tuple[TrainOptions
         )
         results = _run(stage, False, restart, not restart, [note])
     return sandwich_stage(options), {"folder": str(folder), "metrics": results["metrics"]}
-
-
-def _metrics_text(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
 
 
 def _hold(lock: OutputLock, out: Path) -> None:
