@@ -1,6 +1,7 @@
 """docs/results.md from docs/results.json: the Pareto and target analysis of the measured runs, and the
-page (its prose is the template benchmarks/templates/results.md; `$sections` takes the per-task part,
-`$seeds_staged`, `$seeds_headline` and `$seeds_equal_cost` the recipe study's seeded tables).
+page (its prose is the template benchmarks/templates/results.md; `$sections` takes the per-task part;
+`$seeds_staged`, `$seeds_baseline`, `$seeds_headline` and `$seeds_equal_cost` take the recipe study's
+seeded tables).
 Used by benchmarks/results_report.py; `python benchmarks/results_report.py --render-only` runs it alone.
 """
 
@@ -220,6 +221,7 @@ def render(results: dict, template: str) -> str:
     return string.Template(template).substitute(
         sections="\n".join(lines),
         seeds_staged=seeds.get("staged", absent),
+        seeds_baseline=seeds.get("baseline", absent),
         seeds_headline=seeds.get("headline", absent),
         seeds_equal_cost=seeds.get("equal_cost", absent),
     )

@@ -172,6 +172,12 @@ def save_tiny_model_dir(folder: Path) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`save_tiny_model_dir` in a fresh folder, once per test module."""
+    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert"))
+
+
 # every registered layout: each parametrized test (exactness, batched routing, save/load, FLOPs) runs on
 # each, and a layout registered without a tiny config here fails them
 MODEL_TYPES = sorted(LAYOUTS)

@@ -21,7 +21,6 @@ from typing import IO
 
 import pytest
 import torch
-from conftest import save_tiny_model_dir
 from safetensors.torch import load_file
 
 from sharcs.cli import main as cli
@@ -43,12 +42,6 @@ needs_glue = pytest.mark.skipif(
 
 
 # ------------------------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 4-layer BERT (hidden 32, 4 heads) with the MiniLM tokenizer, saved as a model folder."""
-    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert"))
-
-
 def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
     """Call the CLI in-process; returns (exit code, stdout, stderr)."""
     code = cli.main([str(a) for a in args])

@@ -4,11 +4,10 @@ method end to end through `sharcs train --method`, evaluate, predict and curve."
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import GLUE_DIR, random_batch, random_dataset, save_tiny_model_dir, tiny_model
+from conftest import GLUE_DIR, random_batch, random_dataset, tiny_model
 from safetensors.torch import load_file
 
 from sharcs import SharcsConfig, get_sharcs_model, load_model
@@ -117,11 +116,6 @@ def test_deebert_keeps_an_epoch_of_its_second_stage(tmp_path):
 
 
 # ------------------------------------------------------------------------------ every method by CLI
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert"))
-
-
 @pytest.mark.skipif(not (GLUE_DIR / "SST-2").is_dir(), reason="GLUE data not found")
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_evaluates_predicts_and_curves(method, tiny_dir, tmp_path, capsys):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GLUE_DIR, random_dataset, save_tiny_model_dir, tiny_model
+from conftest import GLUE_DIR, random_dataset, tiny_model
 
 from sharcs import SharcsConfig, get_sharcs_model, load_model
 from sharcs.data.collate import pad_batch
@@ -26,11 +26,6 @@ from sharcs.methods.sharcs.router import masked_mean
 from sharcs.methods.sharcs.router_fit import fit_router, narrow_targets
 from sharcs.modeling.losses import distillation_loss, task_loss
 from sharcs.training.trainer import Trainer, TrainingArguments
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def sandwich_model(seed: int = 0, num_labels: int = 2):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_tiny_model_dir
 from safetensors.torch import load_file, save_file
 from test_cli import expect_error, run
 
@@ -42,11 +41,6 @@ class Payload:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert"))
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train.csv (40 rows) and dev.csv (12 rows) with string labels pos/neg."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GLUE_DIR, save_tiny_model_dir
+from conftest import GLUE_DIR
 from safetensors.torch import load_file
 
 from sharcs.cli import main as cli
@@ -21,11 +21,6 @@ from sharcs.training.stages import finetune_stage, sandwich_stage
 from sharcs.training.trainer import Trainer
 
 needs_glue = pytest.mark.skipif(not (GLUE_DIR / "SST-2").is_dir(), reason="GLUE data not found")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def train_args(model: Path | str, out: Path, *extra: object) -> list[str]:
