@@ -70,11 +70,35 @@ def test_training_learns_and_labels_move_samples_to_the_narrow_width(tmp_path):
     assert (tmp_path / "history.json").is_file()
 
 
-def test_resume_after_a_crash_gives_identical_weights(tmp_path):
-    straight = make_trainer(tmp_path / "a", epochs=3, save_every_steps=2)
+def test_group_by_length_batches_similar_lengths_and_still_covers_every_sample_once():
+    """--group-by-length: the same samples per epoch, far less padding than shuffled batches, a shuffled
+    batch order (not longest first throughout), and a plan that depends only on seed and epoch."""
+    padding = {}
+    for grouped in (False, True):
+        trainer = make_trainer(n=256, group_by_length=grouped, recipe="sandwich")
+        steps, _ = trainer.plan_epoch(0)
+        batches = [indices for step in steps for _, indices in step.batches]
+        assert sorted(i for b in batches for i in b) == list(range(256))
+        lengths = trainer.data["attention_mask"]
+        padding[grouped] = sum(
+            max(len(lengths[i]) for i in b) * len(b) - sum(len(lengths[i]) for i in b) for b in batches
+        )
+        if grouped:
+            longest = [max(len(lengths[i]) for i in b) for b in batches]
+            assert longest != sorted(longest, reverse=True), "the batches' order is shuffled"
+            again, _ = trainer.plan_epoch(0)
+            assert [s.batches for s in again] == [s.batches for s in steps]
+            other, _ = trainer.plan_epoch(1)
+            assert [s.batches for s in other] != [s.batches for s in steps]
+    assert padding[True] < 0.3 * padding[False], padding
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["shuffled", "grouped-by-length"])
+def test_resume_after_a_crash_gives_identical_weights(tmp_path, grouped):
+    straight = make_trainer(tmp_path / "a", epochs=3, save_every_steps=2, group_by_length=grouped)
     straight.train()
 
-    crashing = make_trainer(tmp_path / "b", epochs=3, save_every_steps=2)
+    crashing = make_trainer(tmp_path / "b", epochs=3, save_every_steps=2, group_by_length=grouped)
     calls = {"n": 0}
     original = crashing.train_step
 
@@ -88,7 +112,7 @@ def test_resume_after_a_crash_gives_identical_weights(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         crashing.train()
     torch.manual_seed(1234)  # the resumed process starts with other RNG state
-    resumed = make_trainer(tmp_path / "b", epochs=3, save_every_steps=2, seed=0)
+    resumed = make_trainer(tmp_path / "b", epochs=3, save_every_steps=2, seed=0, group_by_length=grouped)
     resumed.train(resume=True)
 
     a, b = straight.model.state_dict(), resumed.model.state_dict()

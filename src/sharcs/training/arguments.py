@@ -73,6 +73,13 @@ class TrainingArguments:
     )
     max_grad_norm: float = option(1.0, "clip the gradient norm to this; 0: no clipping", metavar="X")
     seed: int = option(42, "seed of the data order, the new head and the held-out split", metavar="N")
+    group_by_length: bool = option(
+        False,
+        "batch samples of similar length together (random mega-batches sorted by length, as the Hugging "
+        "Face Trainer's option of that name; the batches' order is shuffled): less padding, so faster "
+        "steps where lengths vary (e.g. 1.5x fewer token positions on MRPC, 3x on SST-2 phrases)",
+        show_default=False,
+    )
     label_range: float | None = option(None, "max - min label, for regression confidences", cli=False)
     save_every_steps: int = option(
         0,

@@ -23,7 +23,7 @@ FINETUNE_DIR = "finetune"
 # what stage 1 shares with the run: its data, base model, seed and optimizer settings; every option of
 # the method (widths, router, recipe knobs, budget) is stage 2's alone
 _SHARED = ("batch_size", "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "seed", "save_every_steps",
-           "select_tolerance", "model", "device", "keep_checkpoint")  # fmt: skip
+           "select_tolerance", "model", "device", "keep_checkpoint", "group_by_length")  # fmt: skip
 
 
 def finetune_folder(options: TrainOptions) -> Path:

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from sharcs.data.collate import pad_batch
 from sharcs.errors import SharcsError, first_line
@@ -119,6 +120,8 @@ class Trainer:
         self.select_metric = select_metric
         self.select_cost = select_cost
         self.pad_token_id = pad_token_id
+        # tokens per sample, for --group-by-length
+        self.lengths = [len(ids) for ids in train_data["input_ids"]] if args.group_by_length else []
         self.hooks = model.training_hooks(args, len(train_data))
         self.schedule_starts = model.schedule_starts(args.epochs)
         router = self.hooks.router_parameters()
@@ -150,7 +153,12 @@ class Trainer:
                 continue
             members = members[torch.randperm(len(members), generator=generator)].tolist()
             size = self.args.batch_size * distributed.world_size()  # the global batch
+            if self.args.group_by_length:
+                lengths = [self.lengths[m] for m in members]
+                members = [members[i] for i in get_length_grouped_indices(lengths, size, generator=generator)]
             batches = [members[i : i + size] for i in range(0, len(members), size)]
+            if self.args.group_by_length:  # longest-first within each mega-batch otherwise
+                batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
             bucket_batches.append((bucket, batches))
         num_steps = max(len(batches) for _, batches in bucket_batches)
         steps = [
