@@ -153,7 +153,7 @@ class Trainer:
                 continue
             members = members[torch.randperm(len(members), generator=generator)].tolist()
             size = self.args.batch_size * distributed.world_size()  # the global batch
-            if self.args.group_by_length:
+            if self.args.group_by_length:  # (it shuffles again: harmless, and runs' plans depend on it)
                 lengths = [self.lengths[m] for m in members]
                 members = [members[i] for i in get_length_grouped_indices(lengths, size, generator=generator)]
             batches = [members[i : i + size] for i in range(0, len(members), size)]
