@@ -9,7 +9,9 @@ Each run is `sharcs train` in its own process: the plan's [study] `jobs` process
 with `threads` torch threads each (default 1; plans/results.toml: 1 and 2). A finished run
 (results.json) is skipped; every run is started with `sharcs train --continue`, so a started one resumes
 from its newest checkpoint and a folder left before its first checkpoint starts again. A run with
-`shares_from` or `start_from` waits until that run has finished. Output:
+`shares_from` or `start_from` waits until that run has finished. The `jobs` limit counts the study's
+runs that another runner is training, so a second runner of the same study waits for a free slot
+rather than overloading the cores: to train more at once, restart one runner with a larger --jobs. Output:
 runs/<study>/<task>/<run>[-s<seed>]/, and the process output beside it in <run>[-s<seed>].out.
 """
 
